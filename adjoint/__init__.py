@@ -1,0 +1,17 @@
+"""adjoint: exact gradients of simulations, compiled with numba, for scipy.optimize.
+
+The public API is re-exported here; implementation modules are private.
+"""
+from ._problem import Cost, ControlProblem, Dynamics
+from ._solve import AdjointResult, Gradient, Stats, simulate, solve_adjoint
+from .checkpointing import StoreAll
+from .integrators import RK4, DiscreteMap, Euler, Heun, RungeKutta
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Dynamics", "Cost", "ControlProblem",
+    "solve_adjoint", "simulate", "AdjointResult", "Gradient", "Stats",
+    "Euler", "Heun", "RK4", "RungeKutta", "DiscreteMap",
+    "StoreAll",
+]

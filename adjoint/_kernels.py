@@ -1,0 +1,240 @@
+"""Compiled kernels: one step, its adjoint step, and whole sweeps.
+
+Every function here takes only arrays, scalars and the user's numba dispatchers, writes into
+preallocated outputs, validates nothing and allocates only O(1) work buffers outside the step
+loops. The Python layer (``adjoint._solve``) validates, allocates and wraps results.
+
+Conventions
+-----------
+* ``kind``: 0 explicit Euler, 1 explicit Runge-Kutta with tableau ``(A, b, cn)``, 2 discrete map,
+  3 leapfrog (separable systems; ``f, vjp`` are ``u, vjp_u`` and ``g, gvjp`` are ``v, vjp_v``).
+  Methods that need no second function receive ``g = f``, ``gvjp = vjp``.
+* Value: ``J = L(x_K) + tau * sum_{k=K-1..0} l(x_k, c_k)``; the running sum is accumulated in the
+  backward sweep (descending k) by every gradient kernel, so that all schedules perform the same
+  floating-point operations in the same order and agree bit for bit.
+* ``status``: 0 on success, ``k + 1`` when the state became non-finite at step ``k`` (the output
+  of step k, at time ``t0 + (k + 1) tau``).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+KIND_EULER = 0
+KIND_RK = 1
+KIND_MAP = 2
+KIND_LEAPFROG = 3
+
+
+@njit(cache=True)
+def zero_value(x, c, p, t):  # pragma: no cover - compiled
+    """Placeholder cost (absent running or terminal cost)."""
+    return 0.0 * x[0]
+
+
+@njit(cache=True)
+def zero_grad(x, c, p, t, out_x, out_c, out_p):  # pragma: no cover - compiled
+    for i in range(out_x.shape[0]):
+        out_x[i] = 0.0
+    for i in range(out_c.shape[0]):
+        out_c[i] = 0.0
+    for i in range(out_p.shape[0]):
+        out_p[i] = 0.0
+
+
+@njit(cache=True)
+def _finite(x):
+    s = 0.0 * x[0]
+    for i in range(x.shape[0]):
+        s += x[i]
+    return s - s == 0.0
+
+
+@njit
+def step(kind, f, g, x, c, p, t, tau, A, b, cn, stage_k, stage_x, out):
+    """One forward step from ``x`` into ``out`` (``out`` must not alias ``x``)."""
+    n = x.shape[0]
+    if kind == KIND_EULER:
+        f(x, c, p, t, out)
+        for i in range(n):
+            out[i] = x[i] + tau * out[i]
+    elif kind == KIND_MAP:
+        f(x, c, p, t, out)
+    else:
+        s = b.shape[0]
+        for i in range(s):
+            for m in range(n):
+                acc = x[m]
+                for j in range(i):
+                    if A[i, j] != 0.0:
+                        acc += tau * A[i, j] * stage_k[j, m]
+                stage_x[m] = acc
+            f(stage_x, c, p, t + cn[i] * tau, stage_k[i])
+        for m in range(n):
+            acc = 0.0 * x[m]
+            for i in range(s):
+                acc += b[i] * stage_k[i, m]
+            out[m] = x[m] + tau * acc
+
+
+@njit
+def adjoint_step(kind, f, vjp, g, gvjp, x, c, p, t, tau, A, b, cn, stage_k, stage_xs, stage_bar,
+                 stage_xbar, lam, tmp_c, tmp_p, out_z, out_c, acc_p):
+    """Adjoint of one step taken from ``x``: ``out_z = [d x_{k+1} / d x_k]^T lam``.
+
+    Writes ``out_c = [d x_{k+1} / d c_k]^T lam`` and adds ``[d x_{k+1} / d p]^T lam`` to ``acc_p``.
+    Needs only the input state ``x`` (Runge-Kutta stages are recomputed).
+    """
+    n = x.shape[0]
+    nc = out_c.shape[0]
+    npar = acc_p.shape[0]
+    if kind == KIND_EULER:
+        vjp(x, c, p, t, lam, out_z, out_c, tmp_p)
+        for i in range(n):
+            out_z[i] = lam[i] + tau * out_z[i]
+        for i in range(nc):
+            out_c[i] = tau * out_c[i]
+        for i in range(npar):
+            acc_p[i] += tau * tmp_p[i]
+    elif kind == KIND_MAP:
+        vjp(x, c, p, t, lam, out_z, out_c, tmp_p)
+        for i in range(npar):
+            acc_p[i] += tmp_p[i]
+    else:
+        s = b.shape[0]
+        # recompute the stages
+        for i in range(s):
+            for m in range(n):
+                acc = x[m]
+                for j in range(i):
+                    if A[i, j] != 0.0:
+                        acc += tau * A[i, j] * stage_k[j, m]
+                stage_xs[i, m] = acc
+            if i < s - 1:  # the last stage derivative is not needed by the adjoint
+                f(stage_xs[i], c, p, t + cn[i] * tau, stage_k[i])
+        for m in range(n):
+            out_z[m] = lam[m]
+        for i in range(nc):
+            out_c[i] = 0.0
+        for i in range(s - 1, -1, -1):
+            for m in range(n):
+                acc = b[i] * lam[m]
+                for j in range(i + 1, s):
+                    if A[j, i] != 0.0:
+                        acc += A[j, i] * stage_xbar[j, m]
+                stage_bar[i, m] = tau * acc
+            vjp(stage_xs[i], c, p, t + cn[i] * tau, stage_bar[i], stage_xbar[i], tmp_c, tmp_p)
+            for m in range(n):
+                out_z[m] += stage_xbar[i, m]
+            for m in range(nc):
+                out_c[m] += tmp_c[m]
+            for m in range(npar):
+                acc_p[m] += tmp_p[m]
+
+
+@njit
+def running_adjoint(rv, rg, x, c, p, t, tau, gx, gc, gp, out_z, out_c, acc_p):
+    """Add the running-cost contribution at step k; return ``l(x_k, c_k)``."""
+    rg(x, c, p, t, gx, gc, gp)
+    for i in range(out_z.shape[0]):
+        out_z[i] += tau * gx[i]
+    for i in range(out_c.shape[0]):
+        out_c[i] += tau * gc[i]
+    for i in range(acc_p.shape[0]):
+        acc_p[i] += tau * gp[i]
+    return rv(x, c, p, t)
+
+
+@njit
+def forward(kind, f, g, rv, has_run, tv, has_term, x0, C, p, t0, tau, K, A, b, cn, traj, store):
+    """Forward sweep: returns ``(value, x_K, status)``; fills ``traj`` when ``store``.
+
+    Works for real and complex state (complex-step checks). The value's running sum is taken in
+    ascending k here (only the gradient kernels fix the descending order).
+    """
+    n = x0.shape[0]
+    s = b.shape[0]
+    stage_k = np.empty((s, n), dtype=x0.dtype)
+    stage_x = np.empty(n, dtype=x0.dtype)
+    x = x0.copy()
+    xn = np.empty_like(x0)
+    cempty = np.empty(0, dtype=p.dtype)
+    run = 0.0 * x0[0]
+    if store:
+        traj[0, :] = x
+    for k in range(K):
+        t = t0 + k * tau
+        if has_run:
+            run += rv(x, C[k], p, t)
+        step(kind, f, g, x, C[k], p, t, tau, A, b, cn, stage_k, stage_x, xn)
+        if not _finite(xn):
+            return 0.0 * run, x, k + 1
+        for i in range(n):
+            x[i] = xn[i]
+        if store:
+            traj[k + 1, :] = x
+    val = tau * run
+    if has_term:
+        val += tv(x, cempty, p, t0 + K * tau)
+    return val, x, 0
+
+
+@njit
+def gradient_store_all(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, x0, C, p, t0, tau, K,
+                       A, b, cn, traj, grad_c, grad_p, grad_x0):
+    """Store every state, then sweep backwards. Returns ``(value, status)``.
+
+    ``traj`` has shape (K + 1, n) and receives the trajectory; ``grad_c`` (K, m), ``grad_p`` and
+    ``grad_x0`` receive the gradient.
+    """
+    n = x0.shape[0]
+    s = b.shape[0]
+    m = C.shape[1]
+    npar = p.shape[0]
+    stage_k = np.empty((s, n))
+    stage_x = np.empty((s, n))
+    stage_bar = np.empty((s, n))
+    stage_xbar = np.empty((s, n))
+    x = x0.copy()
+    xn = np.empty(n)
+    for i in range(n):
+        traj[0, i] = x[i]
+    for k in range(K):
+        step(kind, f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+        if not _finite(xn):
+            return 0.0, k + 1
+        for i in range(n):
+            x[i] = xn[i]
+            traj[k + 1, i] = xn[i]
+    # terminal cost
+    cempty = np.empty(0)
+    gxt = np.empty(n)
+    gct = np.empty(0)
+    lam = np.empty(n)
+    value = 0.0
+    for i in range(npar):
+        grad_p[i] = 0.0
+    if has_term:
+        value = tv(x, cempty, p, t0 + K * tau)
+        tg(x, cempty, p, t0 + K * tau, lam, gct, grad_p)
+    else:
+        for i in range(n):
+            lam[i] = 0.0
+    z = np.empty(n)
+    tmp_c = np.empty(m)
+    tmp_p = np.empty(npar)
+    gx = np.empty(n)
+    run = 0.0
+    for k in range(K - 1, -1, -1):
+        t = t0 + k * tau
+        for i in range(n):
+            x[i] = traj[k, i]
+        adjoint_step(kind, f, vjp, g, gvjp, x, C[k], p, t, tau, A, b, cn, stage_k, stage_x, stage_bar,
+                     stage_xbar, lam, tmp_c, tmp_p, z, grad_c[k], grad_p)
+        if has_run:
+            run += running_adjoint(rv, rg, x, C[k], p, t, tau, gx, tmp_c, tmp_p, z, grad_c[k], grad_p)
+        for i in range(n):
+            lam[i] = z[i]
+    for i in range(n):
+        grad_x0[i] = lam[i]
+    return value + tau * run, 0

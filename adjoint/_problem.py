@@ -1,0 +1,288 @@
+"""User-facing problem description: compiled vector fields, costs and control problems.
+
+This module only validates and stores; the compiled sweeps live in ``adjoint._kernels``.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["Dynamics", "Cost", "ControlProblem", "as_float_vector"]
+
+
+def _is_dispatcher(fn) -> bool:
+    try:
+        from numba.core.dispatcher import Dispatcher
+    except Exception:  # pragma: no cover - numba is a hard dependency
+        return False
+    return isinstance(fn, Dispatcher)
+
+
+def _check_dim(name: str, value, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value}")
+    return int(value)
+
+
+def _njit_user(name: str, fn, nargs: int):
+    """Return a numba dispatcher for the user's function ``fn`` (jit it if needed)."""
+    if not callable(fn):
+        raise TypeError(f"`{name}` must be a function; got {type(fn).__name__}")
+    py = fn.py_func if _is_dispatcher(fn) else fn
+    try:
+        sig = inspect.signature(py)
+        params = [p for p in sig.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(params) != nargs and not any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values()):
+            raise TypeError(
+                f"`{name}` must take {nargs} positional arguments; "
+                f"{getattr(py, '__name__', name)}{sig} takes {len(params)}")
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, TypeError) and str(exc).startswith(f"`{name}`"):
+            raise
+    if _is_dispatcher(fn):
+        return fn
+    import numba
+    return numba.njit(fn)
+
+
+def as_float_vector(name: str, value, size: int | None = None, *, allow_none_as_empty=False) -> np.ndarray:
+    """Convert ``value`` to a contiguous float64 vector, with a clear error naming ``name``."""
+    if value is None and allow_none_as_empty:
+        value = np.zeros(0)
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"`{name}` must be an array of real numbers; got {type(value).__name__} ({exc})") from None
+    if np.iscomplexobj(np.asarray(value)):
+        raise TypeError(f"`{name}` must be real (float64); got a complex array")
+    if arr.ndim == 0 and size is not None:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"`{name}` must be a 1-D array" + (f" of shape ({size},)" if size is not None else "")
+                         + f"; got shape {arr.shape}")
+    if size is not None and arr.shape[0] != size:
+        raise ValueError(f"`{name}` must have shape ({size},) to match the problem; got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise ValueError(f"`{name}` must be finite; entry {bad} is {arr[bad]}")
+    return np.ascontiguousarray(arr)
+
+
+class Dynamics:
+    """A vector field ``x' = u(x, c, p, t)`` given by numba-compiled functions.
+
+    Parameters
+    ----------
+    f : callable ``f(x, c, p, t, out)``
+        Writes ``u(x, c, p, t)`` into ``out`` (shape ``(state_dim,)``). A plain Python function is
+        compiled with ``numba.njit``.
+    vjp : callable ``vjp(x, c, p, t, z, out_x, out_c, out_p)``
+        Writes ``[d_x u]^T z``, ``[d_c u]^T z`` and ``[d_p u]^T z`` into ``out_x`` (``(state_dim,)``),
+        ``out_c`` (``(control_dim,)``) and ``out_p`` (``(param_dim,)``). It overwrites, it does not
+        accumulate.
+    state_dim, control_dim, param_dim : int
+        Sizes of ``x``, of the per-step control ``c`` and of the shared parameters ``p``.
+
+    Notes
+    -----
+    With :class:`adjoint.DiscreteMap` the same pair describes a map: ``f`` writes the next state
+    ``x_{k+1} = f(x_k, c_k, p, t_k)`` and ``vjp`` its transposed Jacobians.
+
+    Examples
+    --------
+    >>> import numba, adjoint
+    >>> @numba.njit
+    ... def f(x, c, p, t, out):
+    ...     out[0] = -p[0] * x[0]
+    >>> @numba.njit
+    ... def vjp(x, c, p, t, z, out_x, out_c, out_p):
+    ...     out_x[0] = -p[0] * z[0]
+    ...     out_p[0] = -x[0] * z[0]
+    >>> decay = adjoint.Dynamics(f, vjp, state_dim=1, param_dim=1)
+    >>> decay.state_dim, decay.control_dim, decay.param_dim
+    (1, 0, 1)
+    """
+
+    def __init__(self, f: Callable, vjp: Callable, state_dim: int, control_dim: int = 0,
+                 param_dim: int = 0, *, name: str | None = None):
+        self.state_dim = _check_dim("state_dim", state_dim, 1)
+        self.control_dim = _check_dim("control_dim", control_dim, 0)
+        self.param_dim = _check_dim("param_dim", param_dim, 0)
+        self.f = _njit_user("f", f, 5)
+        self.vjp = _njit_user("vjp", vjp, 8)
+        self.name = name or getattr(getattr(self.f, "py_func", f), "__name__", "dynamics")
+
+    def __repr__(self) -> str:
+        return (f"Dynamics({self.name}, state_dim={self.state_dim}, control_dim={self.control_dim}, "
+                f"param_dim={self.param_dim})")
+
+
+class Cost:
+    """A scalar cost ``l(x, c, p, t)`` and its gradient, as numba-compiled functions.
+
+    Parameters
+    ----------
+    value : callable ``value(x, c, p, t) -> float``
+    grad : callable ``grad(x, c, p, t, out_x, out_c, out_p)``
+        Writes the partial gradients (overwrites). A terminal cost is called with ``c`` of length 0
+        and ``t = t1``.
+
+    Examples
+    --------
+    >>> import numba, adjoint
+    >>> @numba.njit
+    ... def value(x, c, p, t):
+    ...     return 0.5 * (x[0] ** 2)
+    >>> @numba.njit
+    ... def grad(x, c, p, t, out_x, out_c, out_p):
+    ...     out_x[0] = x[0]
+    ...     out_c[:] = 0.0
+    ...     out_p[:] = 0.0
+    >>> half_square = adjoint.Cost(value, grad)
+    """
+
+    def __init__(self, value: Callable, grad: Callable, *, name: str | None = None):
+        self.value = _njit_user("value", value, 4)
+        self.grad = _njit_user("grad", grad, 7)
+        self.name = name or getattr(getattr(self.value, "py_func", value), "__name__", "cost")
+
+    def __repr__(self) -> str:
+        return f"Cost({self.name})"
+
+
+def _arity(fn) -> int | None:
+    py = getattr(fn, "py_func", fn)
+    try:
+        sig = inspect.signature(py)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values()):
+        return None
+    return sum(1 for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _check_cost(name, cost):
+    if cost is None or isinstance(cost, Cost):
+        return cost
+    if not callable(cost):
+        raise TypeError(f"`{name}` must be an adjoint.Cost or a plain function; got {type(cost).__name__}")
+    n = _arity(cost)
+    if n not in (2, 4, None):
+        raise TypeError(f"`{name}` as a plain function must take (x, p) or (x, c, p, t); it takes {n} arguments")
+    return cost
+
+
+class ControlProblem:
+    """An optimal-control (or fitting) problem on the grid ``t_k = t0 + k tau``.
+
+    Parameters
+    ----------
+    dynamics : Dynamics or callable
+        The vector field (or, with :class:`adjoint.DiscreteMap`, the map). A plain Python function
+        ``fn(x, c, p, t)`` returning an array is traced and compiled (requires ``adjoint.ad``);
+        its control and parameter sizes are taken from the first ``solve_adjoint`` call or from
+        ``control_dim``/``param_dim``.
+    x0 : array_like, shape (state_dim,)
+        Initial state.
+    t_span : (float, float)
+        ``(t0, t1)`` with ``t1 > t0``.
+    steps : int
+        Number of steps ``K``; ``tau = (t1 - t0) / K``.
+    terminal_cost, running_cost : Cost or callable, optional
+        ``L(x_K, p)`` and ``l(x_k, c_k, p, t_k)``. At least one must be given. Plain functions
+        ``fn(x, p)`` or ``fn(x, c, p, t)`` are traced.
+
+    Notes
+    -----
+    The objective is ``J = L(x_K, p) + tau * sum_{k<K} l(x_k, c_k, p, t_k)``; controls are held
+    constant over a step.
+    """
+
+    def __init__(self, dynamics, x0, t_span, steps, terminal_cost=None, running_cost=None, *,
+                 control_dim: int | None = None, param_dim: int | None = None, name: str | None = None):
+        if isinstance(dynamics, Dynamics):
+            state_dim = dynamics.state_dim
+            for nm, given, have in (("control_dim", control_dim, dynamics.control_dim),
+                                    ("param_dim", param_dim, dynamics.param_dim)):
+                if given is not None and given != have:
+                    raise ValueError(f"`{nm}`={given} disagrees with the dynamics ({nm}={have})")
+        elif callable(dynamics):
+            state_dim = None
+        else:
+            raise TypeError("`dynamics` must be an adjoint.Dynamics (or SeparableDynamics) or a plain "
+                            f"function fn(x, c, p, t); got {type(dynamics).__name__}")
+        self.dynamics = dynamics
+        self.x0 = as_float_vector("x0", x0, state_dim)
+        self.x0.setflags(write=False)
+        self.state_dim = self.x0.shape[0]
+        try:
+            t0, t1 = (float(v) for v in t_span)
+        except (TypeError, ValueError):
+            raise ValueError(f"`t_span` must be a pair of numbers (t0, t1); got {t_span!r}") from None
+        if not (np.isfinite(t0) and np.isfinite(t1)):
+            raise ValueError(f"`t_span` must be finite; got {(t0, t1)}")
+        if not t1 > t0:
+            raise ValueError(f"`t_span` must satisfy t1 > t0 (integration runs forward in time); got {(t0, t1)}. "
+                             "Reparametrise time (s = -t) for a backward-in-time model.")
+        self.t_span = (t0, t1)
+        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)):
+            raise TypeError(f"`steps` must be an integer >= 1; got {steps!r}")
+        if steps < 1:
+            raise ValueError(f"`steps` must be an integer >= 1; got {steps}")
+        self.steps = int(steps)
+        self.terminal_cost = _check_cost("terminal_cost", terminal_cost)
+        self.running_cost = _check_cost("running_cost", running_cost)
+        if terminal_cost is None and running_cost is None:
+            raise ValueError("give at least one of `terminal_cost` and `running_cost`")
+        self._control_dim = control_dim if not isinstance(dynamics, Dynamics) else dynamics.control_dim
+        self._param_dim = param_dim if not isinstance(dynamics, Dynamics) else dynamics.param_dim
+        self.name = name or getattr(dynamics, "name", getattr(dynamics, "__name__", "problem"))
+        self._compiled = {}
+        self._checked = set()
+
+    @property
+    def tau(self) -> float:
+        """Step size ``(t1 - t0) / steps``."""
+        return (self.t_span[1] - self.t_span[0]) / self.steps
+
+    @property
+    def times(self) -> np.ndarray:
+        """The grid ``t_0, ..., t_K``, shape (steps + 1,)."""
+        return self.t_span[0] + self.tau * np.arange(self.steps + 1)
+
+    @property
+    def control_dim(self):
+        return self._control_dim
+
+    @property
+    def param_dim(self):
+        return self._param_dim
+
+    def with_steps(self, steps: int) -> "ControlProblem":
+        """The same problem on a grid with ``steps`` steps."""
+        new = ControlProblem.__new__(ControlProblem)
+        new.__dict__.update(self.__dict__)
+        new._compiled = self._compiled
+        new._checked = self._checked
+        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"`steps` must be an integer >= 1; got {steps!r}")
+        new.steps = int(steps)
+        return new
+
+    def objective(self, wrt="params", **kwargs):
+        """A ``fun(v) -> (value, grad)`` for ``scipy.optimize.minimize(fun, v0, jac=True)``.
+
+        See :func:`adjoint.objective`.
+        """
+        from ._optimize import objective
+        return objective(self, wrt=wrt, **kwargs)
+
+    def __repr__(self):
+        return (f"ControlProblem({self.name}, state_dim={self.state_dim}, t_span={self.t_span}, "
+                f"steps={self.steps})")

@@ -1,0 +1,378 @@
+"""``solve_adjoint``: value and exact discrete gradient of a control problem."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels as kern
+from ._problem import ControlProblem, Cost, Dynamics, as_float_vector, _arity
+from ._sweep import Sweep
+from .checkpointing import Schedule, StoreAll
+from .integrators import Euler, Method
+
+__all__ = ["solve_adjoint", "simulate", "AdjointResult", "Gradient", "Stats"]
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """Gradient of the objective.
+
+    Attributes
+    ----------
+    params : ndarray, shape (param_dim,)
+    controls : ndarray, shape (steps, control_dim)
+    x0 : ndarray, shape (state_dim,)
+    """
+
+    params: np.ndarray
+    controls: np.ndarray
+    x0: np.ndarray
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What a gradient cost.
+
+    Attributes
+    ----------
+    forward_steps : int
+        Step evaluations outside adjoint steps (``K`` for store-all).
+    adjoint_steps : int
+        Adjoint steps (always ``K``).
+    peak_stored_states : int
+        States held at once for the backward sweep, ``x0`` included.
+    peak_stored_bytes : int
+        Bytes of those states.
+    snapshots : int
+        Snapshot slots the schedule was allowed (``K`` for store-all).
+    recomputation_ratio : float
+        ``forward_steps / K``.
+    schedule : str
+        The schedule actually used.
+    seconds : float
+        Wall time of the compiled sweeps (excluding validation and compilation).
+    compile_seconds : float
+        Wall time of this call's sweep when it had to compile the kernel first (compilation plus one
+        sweep); 0.0 once compiled.
+    """
+
+    forward_steps: int
+    adjoint_steps: int
+    peak_stored_states: int
+    peak_stored_bytes: int
+    snapshots: int
+    recomputation_ratio: float
+    schedule: str
+    seconds: float
+    compile_seconds: float
+
+
+@dataclass(frozen=True)
+class AdjointResult:
+    """Result of :func:`solve_adjoint`.
+
+    Attributes
+    ----------
+    value : float
+        ``J = L(x_K, p) + tau * sum_k l(x_k, c_k, p, t_k)``.
+    grad : Gradient
+        Exact derivative of ``value`` (of the discrete computation).
+    x_final : ndarray, shape (state_dim,)
+    stats : Stats
+    trajectory : ndarray, shape (steps + 1, state_dim), or None
+        The states ``x_0 ... x_K`` when ``return_trajectory=True``.
+    times : ndarray, shape (steps + 1,)
+    """
+
+    value: float
+    grad: Gradient
+    x_final: np.ndarray
+    stats: Stats
+    trajectory: np.ndarray | None
+    times: np.ndarray
+
+
+class _Compiled:
+    """The compiled functions of a problem for given (control_dim, param_dim)."""
+
+    def __init__(self, dynamics, terminal, running):
+        self.dynamics = dynamics
+        self.f = dynamics.f
+        self.vjp = dynamics.vjp
+        # separable dynamics (leapfrog) bring a second function pair; others repeat the first
+        self.g = getattr(dynamics, "g", dynamics.f)
+        self.gvjp = getattr(dynamics, "gvjp", dynamics.vjp)
+        self.has_term = terminal is not None
+        self.has_run = running is not None
+        self.tv, self.tg = (terminal.value, terminal.grad) if terminal is not None else (kern.zero_value, kern.zero_grad)
+        self.rv, self.rg = (running.value, running.grad) if running is not None else (kern.zero_value, kern.zero_grad)
+
+
+def _wrap_cost_fn(fn):
+    if _arity(fn) == 2:
+        def wrapped(x, c, p, t):
+            return fn(x, p)
+        wrapped.__name__ = getattr(fn, "__name__", "cost")
+        return wrapped
+    return fn
+
+
+def _materialize(problem: ControlProblem, control_dim: int, param_dim: int) -> _Compiled:
+    key = (control_dim, param_dim)
+    got = problem._compiled.get(key)
+    if got is not None:
+        return got
+    n = problem.state_dim
+    dyn = problem.dynamics
+    if not isinstance(dyn, Dynamics):
+        from . import ad  # tracing AD
+        dyn = ad.vector_field(dyn, n, control_dim, param_dim)
+    costs = []
+    for nm, cst, cdim in (("terminal_cost", problem.terminal_cost, 0), ("running_cost", problem.running_cost, control_dim)):
+        if cst is not None and not isinstance(cst, Cost):
+            from . import ad
+            cst = ad.cost(_wrap_cost_fn(cst), n, cdim, param_dim)
+        costs.append(cst)
+    comp = _Compiled(dyn, costs[0], costs[1])
+    problem._compiled[key] = comp
+    return comp
+
+
+def _numba_error_summary(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    msg = [m for m in msg if m.strip()]
+    return " | ".join(msg[:6])[:800]
+
+
+def _call_user(label, fn, args, fix):
+    try:
+        return fn(*args)
+    except Exception as exc:  # numba typing errors, wrong signatures, user exceptions
+        from numba.core.errors import NumbaError
+        kind = "could not be compiled by numba" if isinstance(exc, NumbaError) else "raised an error"
+        raise TypeError(f"{label} {kind} when called with float64 arrays of the problem's shapes: "
+                        f"{type(exc).__name__}: {_numba_error_summary(exc)}. {fix}") from None
+
+
+def _check_user_functions(problem, comp: _Compiled, method, x0, c0, p):
+    """Call each user function once, outside the kernels, so errors name the function."""
+    key = (comp.dynamics.f, c0.shape[0], p.shape[0], method.kind)
+    if key in problem._checked:
+        return
+    n = x0.shape[0]
+    m = c0.shape[0]
+    npar = p.shape[0]
+    t0 = problem.t_span[0]
+    what = "the map f(x, c, p, t, out)" if method.kind == kern.KIND_MAP else "the vector field f(x, c, p, t, out)"
+    out = np.full(n, np.nan)
+    _call_user(f"`dynamics.f` ({what})", comp.f, (x0, c0, p, t0, out),
+               f"It must write u(x, c, p, t) into `out` of shape ({n},) using operations numba supports.")
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"`dynamics.f` left entries of `out` unset or non-finite at x0 (got {out}); "
+                         f"it must write all {n} entries")
+    z = np.ones(n)
+    ox, oc, op = np.full(n, np.nan), np.full(m, np.nan), np.full(npar, np.nan)
+    _call_user("`dynamics.vjp` (vjp(x, c, p, t, z, out_x, out_c, out_p))", comp.vjp, (x0, c0, p, t0, z, ox, oc, op),
+               f"It must write [d_x u]^T z, [d_c u]^T z, [d_p u]^T z into out_x ({n},), out_c ({m},), out_p ({npar},).")
+    for nm, arr in (("out_x", ox), ("out_c", oc), ("out_p", op)):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"`dynamics.vjp` left entries of `{nm}` unset or non-finite at x0 (got {arr}); "
+                             "it must overwrite every entry (write 0.0 where the derivative is zero)")
+    cempty = np.zeros(0)
+    for label, has, v, g, c in (("terminal_cost", comp.has_term, comp.tv, comp.tg, cempty),
+                                ("running_cost", comp.has_run, comp.rv, comp.rg, c0)):
+        if not has:
+            continue
+        val = _call_user(f"`{label}.value` (value(x, c, p, t) -> float)", v, (x0, c, p, t0), "It must return a float.")
+        try:
+            float(val)
+        except (TypeError, ValueError):
+            raise TypeError(f"`{label}.value` must return a float; got {type(val).__name__}") from None
+        gx, gc, gp = np.full(n, np.nan), np.full(c.shape[0], np.nan), np.full(npar, np.nan)
+        _call_user(f"`{label}.grad` (grad(x, c, p, t, out_x, out_c, out_p))", g, (x0, c, p, t0, gx, gc, gp),
+                   f"It must write the partial gradients into out_x ({n},), out_c ({c.shape[0]},), out_p ({npar},).")
+        for nm, arr in (("out_x", gx), ("out_c", gc), ("out_p", gp)):
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"`{label}.grad` left entries of `{nm}` unset or non-finite (got {arr}); "
+                                 "it must overwrite every entry")
+    problem._checked.add(key)
+
+
+def _prepare(problem, params, controls, x0, method):
+    if not isinstance(problem, ControlProblem):
+        raise TypeError(f"`problem` must be an adjoint.ControlProblem; got {type(problem).__name__}")
+    if not isinstance(method, Method):
+        raise TypeError(f"`method` must be an adjoint method such as adjoint.Euler() or adjoint.RK4(); got {method!r}")
+    K = problem.steps
+    # dimensions
+    if isinstance(problem.dynamics, Dynamics):
+        pdim, cdim = problem.dynamics.param_dim, problem.dynamics.control_dim
+    else:
+        pdim = problem.param_dim if problem.param_dim is not None else (0 if params is None else np.size(params))
+        if problem.control_dim is not None:
+            cdim = problem.control_dim
+        elif controls is None:
+            cdim = 0
+        else:
+            ca = np.asarray(controls)
+            cdim = ca.shape[1] if ca.ndim == 2 else (1 if ca.ndim == 1 else -1)
+    if params is None:
+        if pdim:
+            raise ValueError(f"`params` is required: the dynamics has param_dim={pdim}")
+        p = np.zeros(0)
+    else:
+        p = as_float_vector("params", params, pdim)
+    if controls is None:
+        if cdim:
+            raise ValueError(f"`controls` is required: the dynamics has control_dim={cdim}; "
+                             f"pass an array of shape ({K}, {cdim})")
+        C = np.zeros((K, 0))
+    else:
+        try:
+            C = np.asarray(controls, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"`controls` must be an array of real numbers of shape ({K}, {cdim})") from None
+        if np.iscomplexobj(np.asarray(controls)):
+            raise TypeError("`controls` must be real (float64); got a complex array")
+        if C.ndim == 1 and cdim == 1 and C.shape[0] == K:
+            C = C.reshape(K, 1)
+        if C.shape != (K, cdim):
+            raise ValueError(f"`controls` must have shape (steps, control_dim) = ({K}, {cdim}); got shape {C.shape}")
+        if not np.all(np.isfinite(C)):
+            k = int(np.argwhere(~np.isfinite(C))[0][0])
+            raise ValueError(f"`controls` must be finite; row {k} is {C[k]}")
+        C = np.ascontiguousarray(C)
+    x0a = problem.x0 if x0 is None else as_float_vector("x0", x0, problem.state_dim)
+    comp = _materialize(problem, cdim, pdim)
+    c0 = np.ascontiguousarray(C[0]) if K > 0 else np.zeros(cdim)
+    _check_user_functions(problem, comp, method, np.array(x0a), c0, p)
+    return comp, p, C, np.array(x0a)
+
+
+def _raise_nonfinite(problem, status):
+    k = status - 1
+    t = problem.t_span[0] + (k + 1) * problem.tau
+    raise FloatingPointError(
+        f"the state became non-finite (NaN or inf) in step {k} (t = {t:.6g} -> output at step {k + 1}); "
+        "the simulation diverged: reduce the step size (more `steps`), check `params`/`controls`, or use a "
+        "higher-order method")
+
+
+def simulate(problem, *, params=None, controls=None, x0=None, method=None):
+    """Run the forward sweep only.
+
+    Returns
+    -------
+    value : float
+        The objective.
+    trajectory : ndarray, shape (steps + 1, state_dim)
+    """
+    method = Euler() if method is None else method
+    comp, p, C, x0a = _prepare(problem, params, controls, x0, method)
+    A, b, cn = method.tableau_arrays()
+    K = problem.steps
+    traj = np.empty((K + 1, problem.state_dim))
+    val, xK, status = kern.forward(method.kind, comp.f, comp.g, comp.rv, comp.has_run, comp.tv, comp.has_term, x0a, C, p,
+                                   problem.t_span[0], problem.tau, K, A, b, cn, traj, True)
+    if status:
+        _raise_nonfinite(problem, status)
+    return float(val), traj
+
+
+def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, checkpoint=None,
+                  return_trajectory=False) -> AdjointResult:
+    """Value and exact gradient of a control problem's discrete objective.
+
+    Parameters
+    ----------
+    problem : ControlProblem
+    params : array_like, shape (param_dim,), optional
+        Shared parameters ``p`` (required when ``param_dim > 0``).
+    controls : array_like, shape (steps, control_dim), optional
+        Per-step controls ``c_k`` (required when ``control_dim > 0``).
+    x0 : array_like, shape (state_dim,), optional
+        Overrides ``problem.x0``.
+    method : Method, default ``Euler()``
+        ``Euler()``, ``Heun()``, ``RK4()``, ``RungeKutta(...)`` or ``DiscreteMap()``.
+    checkpoint : Schedule, default ``StoreAll()``
+        Which states the backward sweep keeps.
+    return_trajectory : bool
+        Also return ``x_0 ... x_K``.
+
+    Returns
+    -------
+    AdjointResult
+
+    Notes
+    -----
+    The backward sweep is the discrete adjoint of the method (DESIGN.md section 1). For explicit
+    Euler: ``z_K = grad L(x_K)``, ``z_k = z_{k+1} + tau [d_x u(x_k)]^T z_{k+1} + tau grad_x l(x_k)``,
+    ``grad c_k = tau [d_c u(x_k)]^T z_{k+1} + tau grad_c l``, ``grad p = grad_p L + sum_k (...)``,
+    ``grad x0 = z_0``.
+
+    Examples
+    --------
+    >>> import numpy as np, adjoint
+    >>> from problems import lotka_volterra as lv
+    >>> prob = lv.make_problem(steps=1000)
+    >>> res = adjoint.solve_adjoint(prob, params=lv.TRUE_PARAMS * 1.1)
+    >>> res.grad.params.shape, res.stats.forward_steps
+    ((4,), 1000)
+    """
+    method = Euler() if method is None else method
+    checkpoint = StoreAll() if checkpoint is None else checkpoint
+    if not isinstance(checkpoint, Schedule):
+        raise TypeError(f"`checkpoint` must be a schedule such as adjoint.StoreAll(); got {checkpoint!r}")
+    comp, p, C, x0a = _prepare(problem, params, controls, x0, method)
+    A, b, cn = method.tableau_arrays()
+    K = problem.steps
+    n = problem.state_dim
+    sweep = Sweep(kind=method.kind, f=comp.f, vjp=comp.vjp, g=comp.g, gvjp=comp.gvjp, rv=comp.rv, rg=comp.rg,
+                  has_run=comp.has_run, tv=comp.tv, tg=comp.tg, has_term=comp.has_term, x0=x0a, C=C, p=p,
+                  t0=problem.t_span[0], tau=problem.tau, K=K, A=A, b=b, cn=cn, method=method,
+                  grad_c=np.empty_like(C), grad_p=np.empty_like(p), grad_x0=np.empty(n),
+                  want_trajectory=bool(return_trajectory))
+    ncomp = _n_compiled()
+    t_start = time.perf_counter()
+    out = checkpoint._run(sweep)
+    elapsed = time.perf_counter() - t_start
+    compiled_now = _n_compiled() != ncomp
+    status = out.status
+    gp, gC, gx0 = sweep.grad_p, sweep.grad_c, sweep.grad_x0
+    if status:
+        _raise_nonfinite(problem, status)
+    for nm, g in (("params", gp), ("controls", gC), ("x0", gx0)):
+        if not np.all(np.isfinite(g)):
+            raise FloatingPointError(f"the gradient with respect to {nm} is non-finite although the state stayed "
+                                     "finite; check the vjp and cost gradients for overflow")
+    traj = out.trajectory
+    if return_trajectory and traj is None:
+        _, traj = simulate(problem, params=p, controls=C, x0=x0a, method=method)
+    extra = out.extra or {}
+    stats = Stats(forward_steps=int(out.forward_steps), adjoint_steps=K, peak_stored_states=int(out.peak_stored_states),
+                  peak_stored_bytes=int(out.peak_stored_states) * n * 8, snapshots=int(out.snapshots),
+                  recomputation_ratio=out.forward_steps / K, schedule=out.schedule, seconds=elapsed,
+                  compile_seconds=elapsed if compiled_now else 0.0, **extra)
+    return AdjointResult(value=float(out.value), grad=Gradient(params=gp, controls=gC, x0=gx0),
+                         x_final=np.asarray(out.x_final, dtype=np.float64).copy(), stats=stats,
+                         trajectory=traj if return_trajectory else None, times=problem.times)
+
+
+def _n_compiled() -> int:
+    """Number of compiled kernel specialisations so far (to tell whether a call compiled)."""
+    total = 0
+    for obj in vars(kern).values():
+        ov = getattr(obj, "overloads", None)
+        if ov is not None:
+            total += len(ov)
+    for mod in _EXTRA_KERNEL_MODULES:
+        for obj in vars(mod).values():
+            ov = getattr(obj, "overloads", None)
+            if ov is not None:
+                total += len(ov)
+    return total
+
+
+_EXTRA_KERNEL_MODULES: list = []

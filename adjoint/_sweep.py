@@ -1,0 +1,71 @@
+"""The bundle of compiled functions and arrays that every gradient sweep takes.
+
+Schedules (``adjoint.checkpointing``) receive a :class:`Sweep` and run one compiled kernel on it;
+this keeps ``solve_adjoint`` independent of how states are stored or rebuilt.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Sweep:
+    """Everything a gradient kernel needs (internal).
+
+    Outputs ``grad_c`` (K, m), ``grad_p`` (npar,), ``grad_x0`` (n,) are preallocated and filled by
+    the schedule. ``kernel_args()`` is the common leading argument tuple of the kernels in
+    ``adjoint._kernels``: ``(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, x0, C, p,
+    t0, tau, K, A, b, cn)``.
+    """
+
+    kind: int
+    f: object
+    vjp: object
+    g: object
+    gvjp: object
+    rv: object
+    rg: object
+    has_run: bool
+    tv: object
+    tg: object
+    has_term: bool
+    x0: np.ndarray
+    C: np.ndarray
+    p: np.ndarray
+    t0: float
+    tau: float
+    K: int
+    A: np.ndarray
+    b: np.ndarray
+    cn: np.ndarray
+    method: object
+    grad_c: np.ndarray
+    grad_p: np.ndarray
+    grad_x0: np.ndarray
+    want_trajectory: bool = False
+
+    @property
+    def state_dim(self) -> int:
+        return self.x0.shape[0]
+
+    def kernel_args(self) -> tuple:
+        return (self.kind, self.f, self.vjp, self.g, self.gvjp, self.rv, self.rg, self.has_run, self.tv,
+                self.tg, self.has_term, self.x0, self.C, self.p, self.t0, self.tau, self.K, self.A,
+                self.b, self.cn)
+
+
+@dataclass
+class SweepOutcome:
+    """What a schedule's run returns (internal). ``status`` follows ``adjoint._kernels``."""
+
+    value: float
+    status: int
+    x_final: np.ndarray
+    forward_steps: int
+    peak_stored_states: int
+    snapshots: int
+    schedule: str
+    trajectory: np.ndarray | None = None
+    extra: dict | None = None
