@@ -3,6 +3,8 @@
 The public API is re-exported here; implementation modules are private.
 """
 from ._problem import Cost, ControlProblem, Dynamics
+from ._check import GradientCheck, check_gradient
+from ._optimize import Objective, control_bounds, objective
 from ._solve import AdjointResult, Gradient, Stats, simulate, solve_adjoint
 from .checkpointing import StoreAll
 from .integrators import RK4, DiscreteMap, Euler, Heun, RungeKutta
@@ -14,4 +16,5 @@ __all__ = [
     "solve_adjoint", "simulate", "AdjointResult", "Gradient", "Stats",
     "Euler", "Heun", "RK4", "RungeKutta", "DiscreteMap",
     "StoreAll",
+    "objective", "Objective", "control_bounds", "check_gradient", "GradientCheck",
 ]

@@ -1,0 +1,81 @@
+"""Command line: ``python -m adjoint list`` and ``python -m adjoint solve NAME``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+
+# name -> module; modules that are not present (yet) are skipped by `list`
+PROBLEMS = {
+    "pendulum": "problems.pendulum",
+    "lqr": "problems.lqr",
+    "lotka_volterra": "problems.lotka_volterra",
+    "perceptron": "problems.perceptron",
+    "harmonic_oscillator": "problems.harmonic_oscillator",
+    "kepler": "problems.kepler",
+    "revnet": "problems.revnet",
+    "ridge": "problems.ridge",
+    "logistic": "problems.logistic",
+    "point_cloud_flow": "problems.point_cloud_flow",
+    "barycenter": "problems.barycenter",
+}
+
+
+def _available():
+    out = {}
+    for name, mod in PROBLEMS.items():
+        if importlib.util.find_spec(mod) is not None:
+            out[name] = mod
+    return out
+
+
+def _summary_line(modname):
+    mod = importlib.import_module(modname)
+    doc = (mod.__doc__ or "").strip().splitlines()
+    return doc[0] if doc else ""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adjoint",
+                                     description="Exact gradients of simulations: ready problems.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the ready problems")
+    sp = sub.add_parser("solve", help="optimise a ready problem, print progress, save a PNG and a JSON summary")
+    sp.add_argument("name", help="problem name (see `list`)")
+    sp.add_argument("--steps", type=int, default=None, help="number of steps (problem default if omitted)")
+    sp.add_argument("--method", default=None, help="euler, heun or rk4 (where the problem allows)")
+    sp.add_argument("--maxiter", type=int, default=None, help="maximum optimiser iterations")
+    sp.add_argument("--out", default="out", help="output folder (default: ./out)")
+    args = parser.parse_args(argv)
+    avail = _available()
+    if args.command == "list":
+        width = max(len(n) for n in avail)
+        for name, mod in avail.items():
+            print(f"{name:<{width}}  {_summary_line(mod)}")
+        return 0
+    if args.name not in avail:
+        print(f"unknown problem {args.name!r}; available: {', '.join(avail)}", file=sys.stderr)
+        return 2
+    if args.steps is not None and args.steps < 1:
+        print("--steps must be >= 1", file=sys.stderr)
+        return 2
+    mod = importlib.import_module(avail[args.name])
+    kwargs = {"output_dir": args.out, "steps": args.steps, "method": args.method}
+    if args.maxiter is not None:
+        kwargs["maxiter"] = args.maxiter
+    print(f"solving {args.name}: {_summary_line(avail[args.name])}")
+    t0 = time.perf_counter()
+    try:
+        summary = mod.solve(**kwargs)
+    except (ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"done in {time.perf_counter() - t0:.1f} s; objective {summary.get('objective', float('nan')):.6e}")
+    print(f"  plot:    {summary.get('png')}")
+    print(f"  summary: {summary.get('json')}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

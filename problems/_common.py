@@ -1,0 +1,92 @@
+"""Shared driver for the ready problems: L-BFGS-B with progress lines, a PNG and a JSON summary."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+from scipy.optimize import minimize
+
+import adjoint
+
+METHODS = {"euler": adjoint.Euler, "heun": adjoint.Heun, "rk4": adjoint.RK4}
+
+
+def method_from_name(name):
+    """``"euler" | "heun" | "rk4"`` (or a Method instance) -> Method."""
+    if name is None or isinstance(name, adjoint.integrators.Method):
+        return name
+    try:
+        return METHODS[name.lower()]()
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}") from None
+
+
+def lbfgs(fun, v0, *, bounds=None, maxiter=200, verbose=True, gtol=1e-9, ftol=1e-13):
+    """Minimise an :class:`adjoint.Objective` with L-BFGS-B, one progress line per iteration.
+
+    Returns ``(scipy_result, history)`` where history is a list of dicts with the iteration,
+    objective, gradient norm and elapsed seconds.
+    """
+    t0 = time.perf_counter()
+    history = []
+
+    def record(v):
+        val, g = fun(v)
+        row = {"iteration": len(history), "objective": float(val), "grad_norm": float(np.linalg.norm(g)),
+               "elapsed": time.perf_counter() - t0}
+        history.append(row)
+        if verbose:
+            print(f"  iter {row['iteration']:4d}   objective {row['objective']:.10e}   "
+                  f"|grad| {row['grad_norm']:.3e}   {row['elapsed']:7.3f} s", flush=True)
+
+    record(v0)
+    res = minimize(fun, v0, jac=True, method="L-BFGS-B", bounds=bounds, callback=lambda xk: record(np.asarray(xk)),
+                   options={"maxiter": maxiter, "gtol": gtol, "ftol": ftol, "maxcor": 20})
+    if verbose:
+        print(f"  {res.message}  ({res.nit} iterations, {fun.nfev} gradient evaluations, "
+              f"{time.perf_counter() - t0:.2f} s)")
+    return res, history
+
+
+def save(output_dir, name, fig, summary):
+    """Write ``<name>.png`` and ``<name>.json`` into ``output_dir``; return their paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    png = os.path.join(output_dir, f"{name}.png")
+    js = os.path.join(output_dir, f"{name}.json")
+    fig.savefig(png, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+    def clean(o):
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, (np.floating, np.integer)):
+            return o.item()
+        return o
+
+    with open(js, "w") as fh:
+        json.dump(clean(summary), fh, indent=2)
+    return png, js
+
+
+def history_axis(ax, history):
+    it = [h["iteration"] for h in history]
+    ax.semilogy(it, [max(h["objective"], 1e-300) for h in history], "o-", ms=3)
+    ax.set_xlabel("L-BFGS-B iteration")
+    ax.set_ylabel("objective")
+    ax.set_title("objective history")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def figure(ncols=3, width=15, height=4):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, ncols, figsize=(width, height))
+    return fig, axes
