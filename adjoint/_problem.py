@@ -55,12 +55,12 @@ def as_float_vector(name: str, value, size: int | None = None, *, allow_none_as_
     """Convert ``value`` to a contiguous float64 vector, with a clear error naming ``name``."""
     if value is None and allow_none_as_empty:
         value = np.zeros(0)
+    if np.iscomplexobj(value):
+        raise TypeError(f"`{name}` must be real (float64); got a complex array")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"`{name}` must be an array of real numbers; got {type(value).__name__} ({exc})") from None
-    if np.iscomplexobj(np.asarray(value)):
-        raise TypeError(f"`{name}` must be real (float64); got a complex array")
     if arr.ndim == 0 and size is not None:
         arr = arr.reshape(1)
     if arr.ndim != 1:
