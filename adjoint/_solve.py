@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _kernels as kern
 from ._problem import ControlProblem, Cost, Dynamics, as_float_vector, _arity
+from ._separable import SeparableDynamics
 from ._sweep import Sweep
 from .checkpointing import Schedule, StoreAll
 from .integrators import Euler, Method
@@ -56,6 +57,12 @@ class Stats:
     compile_seconds : float
         Wall time of this call's sweep when it had to compile the kernel first (compilation plus one
         sweep); 0.0 once compiled.
+    reversal_drift : float or None
+        ``adjoint.Reversible`` only: ``|x0_rebuilt - x0| / |x0|`` after the backward sweep rebuilt the
+        states with the inverse step (None for other schedules).
+    fallback : str or None
+        Set when ``adjoint.Reversible`` rejected its gradient (drift above ``max_drift``) and recomputed
+        it with a checkpointing schedule; says which and why. None otherwise.
     """
 
     forward_steps: int
@@ -67,6 +74,8 @@ class Stats:
     schedule: str
     seconds: float
     compile_seconds: float
+    reversal_drift: float | None = None
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,12 @@ def _check_user_functions(problem, comp: _Compiled, method, x0, c0, p):
     m = c0.shape[0]
     npar = p.shape[0]
     t0 = problem.t_span[0]
+    if method.kind == kern.KIND_LEAPFROG or isinstance(comp.dynamics, SeparableDynamics):
+        if not isinstance(comp.dynamics, SeparableDynamics):
+            raise TypeError(f"`method` {method!r} needs separable dynamics x' = u(y), y' = v(x): build the problem "
+                            "with adjoint.SeparableDynamics(u, vjp_u, v, vjp_v, x_dim, y_dim, ...); got "
+                            f"{comp.dynamics!r}")
+        comp.dynamics._check(_call_user, method.kind, method, x0, c0, p, t0)  # u, vjp_u on y; v, vjp_v on x
     what = "the map f(x, c, p, t, out)" if method.kind == kern.KIND_MAP else "the vector field f(x, c, p, t, out)"
     out = np.full(n, np.nan)
     _call_user(f"`dynamics.f` ({what})", comp.f, (x0, c0, p, t0, out),
@@ -230,12 +245,12 @@ def _prepare(problem, params, controls, x0, method):
                              f"pass an array of shape ({K}, {cdim})")
         C = np.zeros((K, 0))
     else:
+        if np.iscomplexobj(controls):
+            raise TypeError("`controls` must be real (float64); got a complex array")
         try:
             C = np.asarray(controls, dtype=np.float64)
         except (TypeError, ValueError):
             raise TypeError(f"`controls` must be an array of real numbers of shape ({K}, {cdim})") from None
-        if np.iscomplexobj(np.asarray(controls)):
-            raise TypeError("`controls` must be real (float64); got a complex array")
         if C.ndim == 1 and cdim == 1 and C.shape[0] == K:
             C = C.reshape(K, 1)
         if C.shape != (K, cdim):
@@ -274,8 +289,10 @@ def simulate(problem, *, params=None, controls=None, x0=None, method=None):
     A, b, cn = method.tableau_arrays()
     K = problem.steps
     traj = np.empty((K + 1, problem.state_dim))
-    val, xK, status = kern.forward(method.kind, comp.f, comp.g, comp.rv, comp.has_run, comp.tv, comp.has_term, x0a, C, p,
-                                   problem.t_span[0], problem.tau, K, A, b, cn, traj, True)
+    from ._bind import bound_kernel
+    fwd = bound_kernel(kern.forward, {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv})
+    val, xK, status = fwd(method.kind, comp.has_run, comp.has_term, x0a, C, p, problem.t_span[0], problem.tau, K,
+                          A, b, cn, traj, True)
     if status:
         _raise_nonfinite(problem, status)
     return float(val), traj

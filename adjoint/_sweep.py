@@ -50,10 +50,48 @@ class Sweep:
     def state_dim(self) -> int:
         return self.x0.shape[0]
 
+    def run(self, kernel, *extra):
+        """Call a compiled kernel, filling its parameters by name from this sweep.
+
+        Parameters named ``f, vjp, g, gvjp, rv, rg, tv, tg`` receive the user's functions (bound
+        through :mod:`adjoint._bind`, so the kernel is cached on disk when they are importable);
+        parameters named like the sweep's fields (``kind, has_run, has_term, x0, C, p, t0, tau, K, A,
+        b, cn``) receive those; the remaining parameters take ``extra`` in order.
+        """
+        from ._bind import bound_kernel
+        import inspect
+        names = _SIGNATURES.get(kernel)
+        if names is None:
+            names = list(inspect.signature(kernel.py_func).parameters)
+            _SIGNATURES[kernel] = names
+        funcs = {n: getattr(self, n) for n in names if n in _FUNCTION_FIELDS}
+        fn = bound_kernel(kernel, funcs)
+        it = iter(extra)
+        args = []
+        for n in names:
+            if n in _FUNCTION_FIELDS:
+                continue
+            if n in _DATA_FIELDS:
+                args.append(getattr(self, n))
+            else:
+                try:
+                    args.append(next(it))
+                except StopIteration:
+                    raise TypeError(f"kernel {kernel.py_func.__name__} needs argument {n!r}") from None
+        if next(it, _END) is not _END:
+            raise TypeError(f"too many arguments for kernel {kernel.py_func.__name__}")
+        return fn(*args)
+
     def kernel_args(self) -> tuple:
         return (self.kind, self.f, self.vjp, self.g, self.gvjp, self.rv, self.rg, self.has_run, self.tv,
                 self.tg, self.has_term, self.x0, self.C, self.p, self.t0, self.tau, self.K, self.A,
                 self.b, self.cn)
+
+
+_FUNCTION_FIELDS = frozenset(("f", "vjp", "g", "gvjp", "rv", "rg", "tv", "tg"))
+_DATA_FIELDS = frozenset(("kind", "has_run", "has_term", "x0", "C", "p", "t0", "tau", "K", "A", "b", "cn"))
+_SIGNATURES: dict = {}
+_END = object()
 
 
 @dataclass

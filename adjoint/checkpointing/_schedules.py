@@ -24,8 +24,7 @@ def run_store_all(sweep: Sweep, name: str = "StoreAll", snapshots: int | None = 
     """Store every state, then sweep backwards (shared by schedules that degenerate to it)."""
     K, n = sweep.K, sweep.state_dim
     traj = np.empty((K + 1, n))
-    value, status = kern.gradient_store_all(*sweep.kernel_args(), traj, sweep.grad_c, sweep.grad_p,
-                                            sweep.grad_x0)
+    value, status = sweep.run(kern.gradient_store_all, traj, sweep.grad_c, sweep.grad_p, sweep.grad_x0)
     return SweepOutcome(value=value, status=status, x_final=traj[K].copy(), forward_steps=K,
                         peak_stored_states=K, snapshots=K if snapshots is None else snapshots,
                         schedule=name, trajectory=traj)
