@@ -42,7 +42,7 @@ def zero_grad(x, c, p, t, out_x, out_c, out_p):  # pragma: no cover - compiled
         out_p[i] = 0.0
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _finite(x):
     s = 0.0 * x[0]
     for i in range(x.shape[0]):
@@ -50,7 +50,7 @@ def _finite(x):
     return s - s == 0.0
 
 
-@njit
+@njit(inline="always")
 def step(kind, f, g, x, c, p, t, tau, A, b, cn, stage_k, stage_x, out):
     """One forward step from ``x`` into ``out`` (``out`` must not alias ``x``)."""
     n = x.shape[0]
@@ -60,6 +60,21 @@ def step(kind, f, g, x, c, p, t, tau, A, b, cn, stage_k, stage_x, out):
             out[i] = x[i] + tau * out[i]
     elif kind == KIND_MAP:
         f(x, c, p, t, out)
+    elif kind == KIND_LEAPFROG:
+        # Symplectic splitting (adjoint.integrators._leapfrog): substeps S <- S + tau b_i H_i(S) at
+        # t + cn_i tau, H_i = f (drift, A[i, i] == 0) or g (kick). f, g are the half-field wrappers
+        # of SeparableDynamics, so no x/y split is needed here. Work buffer: stage_k[0].
+        buf = stage_k[0]
+        for m in range(n):
+            out[m] = x[m]
+        for i in range(b.shape[0]):
+            if A[i, i] == 0.0:
+                f(out, c, p, t + cn[i] * tau, buf)
+            else:
+                g(out, c, p, t + cn[i] * tau, buf)
+            h = tau * b[i]
+            for m in range(n):
+                out[m] += h * buf[m]
     else:
         s = b.shape[0]
         for i in range(s):
@@ -77,7 +92,7 @@ def step(kind, f, g, x, c, p, t, tau, A, b, cn, stage_k, stage_x, out):
             out[m] = x[m] + tau * acc
 
 
-@njit
+@njit(inline="always")
 def adjoint_step(kind, f, vjp, g, gvjp, x, c, p, t, tau, A, b, cn, stage_k, stage_xs, stage_bar,
                  stage_xbar, lam, tmp_c, tmp_p, out_z, out_c, acc_p):
     """Adjoint of one step taken from ``x``: ``out_z = [d x_{k+1} / d x_k]^T lam``.
@@ -100,6 +115,22 @@ def adjoint_step(kind, f, vjp, g, gvjp, x, c, p, t, tau, A, b, cn, stage_k, stag
         vjp(x, c, p, t, lam, out_z, out_c, tmp_p)
         for i in range(npar):
             acc_p[i] += tmp_p[i]
+    elif kind == KIND_LEAPFROG:
+        # recompute the substep inputs S_0 = x, ..., S_{s-1} (the last field value is not needed)
+        s = b.shape[0]
+        buf = stage_k[0]
+        for m in range(n):
+            stage_xs[0, m] = x[m]
+        for i in range(s - 1):
+            if A[i, i] == 0.0:
+                f(stage_xs[i], c, p, t + cn[i] * tau, buf)
+            else:
+                g(stage_xs[i], c, p, t + cn[i] * tau, buf)
+            h = tau * b[i]
+            for m in range(n):
+                stage_xs[i + 1, m] = stage_xs[i, m] + h * buf[m]
+        splitting_adjoint(vjp, gvjp, stage_xs, c, p, t, tau, A, b, cn, stage_bar[0], lam, tmp_c, tmp_p,
+                          out_z, out_c, acc_p)
     else:
         s = b.shape[0]
         # recompute the stages
@@ -133,6 +164,62 @@ def adjoint_step(kind, f, vjp, g, gvjp, x, c, p, t, tau, A, b, cn, stage_k, stag
 
 
 @njit
+def splitting_adjoint(vjp, gvjp, stage_xs, c, p, t, tau, A, b, cn, buf, lam, tmp_c, tmp_p, out_z, out_c,
+                      acc_p):
+    """Reverse sweep of a splitting step's substeps, given their inputs ``stage_xs[i] = S_i``.
+
+    ``Z_i = Z_{i+1} + tau b_i [dH_i(S_i)]^T Z_{i+1}`` from ``Z_s = lam`` into ``out_z``; writes
+    ``out_c`` and adds the parameter part to ``acc_p`` (like :func:`adjoint_step`).
+    """
+    n = out_z.shape[0]
+    nc = out_c.shape[0]
+    npar = acc_p.shape[0]
+    for m in range(n):
+        out_z[m] = lam[m]
+    for m in range(nc):
+        out_c[m] = 0.0
+    for i in range(b.shape[0] - 1, -1, -1):
+        if A[i, i] == 0.0:
+            vjp(stage_xs[i], c, p, t + cn[i] * tau, out_z, buf, tmp_c, tmp_p)
+        else:
+            gvjp(stage_xs[i], c, p, t + cn[i] * tau, out_z, buf, tmp_c, tmp_p)
+        h = tau * b[i]
+        for m in range(n):
+            out_z[m] += h * buf[m]
+        for m in range(nc):
+            out_c[m] += h * tmp_c[m]
+        for m in range(npar):
+            acc_p[m] += h * tmp_p[m]
+
+
+@njit
+def inverse_step(kind, f, g, xn, c, p, t, tau, A, b, cn, buf, stage_xs, out):
+    """Undo one step: rebuild ``x_k`` from ``xn = x_{k+1}`` into ``out`` (no aliasing).
+
+    Only for ``kind == KIND_LEAPFROG`` (returns False otherwise, leaving ``out`` untouched): the
+    substeps are undone in reverse order, ``S_i = S_{i+1} - tau b_i H_i(S_{i+1})``, which is exact
+    in exact arithmetic because ``H_i`` does not read the components substep ``i`` moves. Also
+    writes the substep inputs ``stage_xs[i] = S_i`` (``stage_xs[0]`` is ``x_k``), which is what
+    :func:`splitting_adjoint` needs. ``buf`` is a work vector of length n.
+    """
+    if kind != KIND_LEAPFROG:
+        return False
+    n = xn.shape[0]
+    for m in range(n):
+        out[m] = xn[m]
+    for i in range(b.shape[0] - 1, -1, -1):
+        if A[i, i] == 0.0:
+            f(out, c, p, t + cn[i] * tau, buf)
+        else:
+            g(out, c, p, t + cn[i] * tau, buf)
+        h = tau * b[i]
+        for m in range(n):
+            out[m] -= h * buf[m]
+            stage_xs[i, m] = out[m]
+    return True
+
+
+@njit(inline="always")
 def running_adjoint(rv, rg, x, c, p, t, tau, gx, gc, gp, out_z, out_c, acc_p):
     """Add the running-cost contribution at step k; return ``l(x_k, c_k)``."""
     rg(x, c, p, t, gx, gc, gp)
@@ -199,8 +286,9 @@ def gradient_store_all(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term,
     xn = np.empty(n)
     for i in range(n):
         traj[0, i] = x[i]
+    stage_x0 = stage_x[0]
     for k in range(K):
-        step(kind, f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+        step(kind, f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x0, xn)
         if not _finite(xn):
             return 0.0, k + 1
         for i in range(n):

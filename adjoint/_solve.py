@@ -10,10 +10,11 @@ from . import _kernels as kern
 from ._problem import ControlProblem, Cost, Dynamics, as_float_vector, _arity
 from ._separable import SeparableDynamics
 from ._sweep import Sweep
-from .checkpointing import Schedule, StoreAll
+from .checkpointing import Schedule, StoreAll, auto as _auto_schedule
+from .checkpointing import _streamed as _ckpt_kernels
 from .integrators import Euler, Method
 
-__all__ = ["solve_adjoint", "simulate", "AdjointResult", "Gradient", "Stats"]
+__all__ = ["solve_adjoint", "simulate", "evaluate", "AdjointResult", "Gradient", "Stats"]
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,28 @@ def _raise_nonfinite(problem, status):
         "higher-order method")
 
 
+def evaluate(problem, *, params=None, controls=None, x0=None, method=None) -> float:
+    """The objective only (one forward sweep, nothing stored).
+
+    Same arguments as :func:`solve_adjoint`. The running sum is taken in ascending k here, so the
+    value can differ from ``solve_adjoint(...).value`` in the last bits.
+    """
+    method = Euler() if method is None else method
+    comp, p, C, x0a = _prepare(problem, params, controls, x0, method)
+    A, b, cn = method.tableau_arrays()
+    from ._bind import bound_kernel
+    fwd = bound_kernel(kern.forward, {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
+                       {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term})
+    val, _, status = fwd(x0a, C, p, problem.t_span[0], problem.tau,
+                         problem.steps, A, b, cn, _NO_TRAJ, False)
+    if status:
+        _raise_nonfinite(problem, status)
+    return float(val)
+
+
+_NO_TRAJ = np.empty((1, 1))
+
+
 def simulate(problem, *, params=None, controls=None, x0=None, method=None):
     """Run the forward sweep only.
 
@@ -290,15 +313,16 @@ def simulate(problem, *, params=None, controls=None, x0=None, method=None):
     K = problem.steps
     traj = np.empty((K + 1, problem.state_dim))
     from ._bind import bound_kernel
-    fwd = bound_kernel(kern.forward, {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv})
-    val, xK, status = fwd(method.kind, comp.has_run, comp.has_term, x0a, C, p, problem.t_span[0], problem.tau, K,
+    fwd = bound_kernel(kern.forward, {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
+                       {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term})
+    val, xK, status = fwd(x0a, C, p, problem.t_span[0], problem.tau, K,
                           A, b, cn, traj, True)
     if status:
         _raise_nonfinite(problem, status)
     return float(val), traj
 
 
-def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, checkpoint=None,
+def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, checkpoint="auto",
                   return_trajectory=False) -> AdjointResult:
     """Value and exact gradient of a control problem's discrete objective.
 
@@ -313,8 +337,11 @@ def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, 
         Overrides ``problem.x0``.
     method : Method, default ``Euler()``
         ``Euler()``, ``Heun()``, ``RK4()``, ``RungeKutta(...)`` or ``DiscreteMap()``.
-    checkpoint : Schedule, default ``StoreAll()``
-        Which states the backward sweep keeps.
+    checkpoint : Schedule or "auto", default ``"auto"``
+        Which states the backward sweep keeps: ``StoreAll()``, ``Revolve(snapshots=s)``,
+        ``Uniform(snapshots=s)``, ``MemoryBudget("200 MB")``. ``"auto"`` (or None) is
+        ``MemoryBudget(DEFAULT_MEMORY_BUDGET)``: store every state if ``(K + 1) * state_dim * 8``
+        bytes fit in 256 MB, else Revolve with as many snapshots as fit.
     return_trajectory : bool
         Also return ``x_0 ... x_K``.
 
@@ -339,9 +366,11 @@ def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, 
     ((4,), 1000)
     """
     method = Euler() if method is None else method
-    checkpoint = StoreAll() if checkpoint is None else checkpoint
+    if checkpoint is None or (isinstance(checkpoint, str) and checkpoint == "auto"):
+        checkpoint = _auto_schedule()
     if not isinstance(checkpoint, Schedule):
-        raise TypeError(f"`checkpoint` must be a schedule such as adjoint.StoreAll(); got {checkpoint!r}")
+        raise TypeError("`checkpoint` must be \"auto\" or a schedule such as adjoint.StoreAll(), "
+                        f"adjoint.Revolve(snapshots=20), adjoint.MemoryBudget('200 MB'); got {checkpoint!r}")
     comp, p, C, x0a = _prepare(problem, params, controls, x0, method)
     A, b, cn = method.tableau_arrays()
     K = problem.steps
@@ -392,4 +421,4 @@ def _n_compiled() -> int:
     return total
 
 
-_EXTRA_KERNEL_MODULES: list = []
+_EXTRA_KERNEL_MODULES: list = [_ckpt_kernels]

@@ -55,8 +55,9 @@ class Sweep:
 
         Parameters named ``f, vjp, g, gvjp, rv, rg, tv, tg`` receive the user's functions (bound
         through :mod:`adjoint._bind`, so the kernel is cached on disk when they are importable);
-        parameters named like the sweep's fields (``kind, has_run, has_term, x0, C, p, t0, tau, K, A,
-        b, cn``) receive those; the remaining parameters take ``extra`` in order.
+        ``kind, has_run, has_term`` are compiled in as constants (so numba prunes the branches they
+        rule out); parameters named like the sweep's fields (``x0, C, p, t0, tau, K, A, b, cn``)
+        receive those; the remaining parameters take ``extra`` in order.
         """
         from ._bind import bound_kernel
         import inspect
@@ -65,11 +66,12 @@ class Sweep:
             names = list(inspect.signature(kernel.py_func).parameters)
             _SIGNATURES[kernel] = names
         funcs = {n: getattr(self, n) for n in names if n in _FUNCTION_FIELDS}
-        fn = bound_kernel(kernel, funcs)
+        literals = {n: getattr(self, n) for n in names if n in _LITERAL_FIELDS}
+        fn = bound_kernel(kernel, funcs, literals)
         it = iter(extra)
         args = []
         for n in names:
-            if n in _FUNCTION_FIELDS:
+            if n in _FUNCTION_FIELDS or n in _LITERAL_FIELDS:
                 continue
             if n in _DATA_FIELDS:
                 args.append(getattr(self, n))
@@ -89,7 +91,8 @@ class Sweep:
 
 
 _FUNCTION_FIELDS = frozenset(("f", "vjp", "g", "gvjp", "rv", "rg", "tv", "tg"))
-_DATA_FIELDS = frozenset(("kind", "has_run", "has_term", "x0", "C", "p", "t0", "tau", "K", "A", "b", "cn"))
+_LITERAL_FIELDS = frozenset(("kind", "has_run", "has_term"))
+_DATA_FIELDS = frozenset(("x0", "C", "p", "t0", "tau", "K", "A", "b", "cn"))
 _SIGNATURES: dict = {}
 _END = object()
 

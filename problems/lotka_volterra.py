@@ -71,7 +71,7 @@ def _make_data(seed=0):
 T_OBS, Y_OBS = _make_data()
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def observation(t):
     """Piecewise-linear interpolation of the observations at time t."""
     j = int((t - T_OBS[0]) / (T_OBS[1] - T_OBS[0]))

@@ -1,0 +1,51 @@
+"""Shared helpers for the benchmark scripts: medians after warm-up, child-process measurements."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def median_time(fn, *args, repeat=15, warmup=2, min_time=0.0):
+    """Median wall time of ``fn(*args)`` in seconds after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn(*args)
+    ts = []
+    t_all = time.perf_counter()
+    while len(ts) < repeat or time.perf_counter() - t_all < min_time:
+        t = time.perf_counter()
+        fn(*args)
+        ts.append(time.perf_counter() - t)
+        if len(ts) > 10 * repeat:
+            break
+    return float(np.median(ts))
+
+
+def run_child(code: str, env_extra=None, timeout=900) -> dict:
+    """Run ``code`` in a fresh Python process; it must print one JSON line last."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    if env_extra:
+        env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout,
+                         cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fresh_cache_env():
+    """Environment pointing numba's and adjoint's caches at a new empty folder."""
+    d = tempfile.mkdtemp(prefix="adjoint-bench-")
+    return {"NUMBA_CACHE_DIR": os.path.join(d, "numba"), "ADJOINT_CACHE_DIR": os.path.join(d, "adjoint")}
+
+
+def fmt_ms(s):
+    return f"{1e3 * s:9.3f} ms"
