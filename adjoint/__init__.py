@@ -3,20 +3,21 @@
 The public API is re-exported here; implementation modules are private.
 """
 from ._problem import Cost, ControlProblem, Dynamics
+from ._separable import SeparableDynamics
 from ._argmin import (ArgminConvergenceError, ArgminConvergenceWarning, ArgminResult, ArgminStats,
                       solve_argmin)
 from ._check import GradientCheck, check_gradient
 from ._optimize import Objective, control_bounds, objective
 from ._solve import AdjointResult, Gradient, Stats, evaluate, simulate, solve_adjoint
 from .checkpointing import StoreAll
-from .integrators import RK4, DiscreteMap, Euler, Heun, RungeKutta
+from .integrators import RK4, DiscreteMap, Euler, Heun, Leapfrog, RungeKutta, VelocityVerlet
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Dynamics", "Cost", "ControlProblem",
+    "Dynamics", "SeparableDynamics", "Cost", "ControlProblem",
     "solve_adjoint", "simulate", "evaluate", "AdjointResult", "Gradient", "Stats",
-    "Euler", "Heun", "RK4", "RungeKutta", "DiscreteMap",
+    "Euler", "Heun", "RK4", "RungeKutta", "DiscreteMap", "Leapfrog", "VelocityVerlet",
     "StoreAll",
     "solve_argmin", "ArgminResult", "ArgminStats", "ArgminConvergenceError", "ArgminConvergenceWarning",
     "objective", "Objective", "control_bounds", "check_gradient", "GradientCheck",

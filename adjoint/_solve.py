@@ -9,6 +9,7 @@ import numpy as np
 from . import _kernels as kern
 from ._problem import ControlProblem, Cost, Dynamics, as_float_vector, _arity
 from ._separable import SeparableDynamics
+from ._fused import fused_kernels
 from ._sweep import Sweep
 from .checkpointing import Schedule, StoreAll, auto as _auto_schedule
 from .checkpointing import _streamed as _ckpt_kernels
@@ -93,7 +94,9 @@ class AdjointResult:
     stats : Stats
     trajectory : ndarray, shape (steps + 1, state_dim), or None
         The states ``x_0 ... x_K`` when ``return_trajectory=True``.
-    times : ndarray, shape (steps + 1,)
+    times : ndarray, shape (steps + 1,), or None
+        The grid ``t_0 ... t_K`` when ``return_trajectory=True`` (not built otherwise, so memory
+        stays independent of ``steps`` with checkpointing).
     """
 
     value: float
@@ -109,6 +112,8 @@ class _Compiled:
 
     def __init__(self, dynamics, terminal, running):
         self.dynamics = dynamics
+        self.terminal = terminal
+        self.running = running
         self.f = dynamics.f
         self.vjp = dynamics.vjp
         # separable dynamics (leapfrog) bring a second function pair; others repeat the first
@@ -286,10 +291,13 @@ def evaluate(problem, *, params=None, controls=None, x0=None, method=None) -> fl
     comp, p, C, x0a = _prepare(problem, params, controls, x0, method)
     A, b, cn = method.tableau_arrays()
     from ._bind import bound_kernel
-    fwd = bound_kernel(kern.forward, {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
-                       {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term})
-    val, _, status = fwd(x0a, C, p, problem.t_span[0], problem.tau,
-                         problem.steps, A, b, cn, _NO_TRAJ, False)
+    fk = fused_kernels(comp, method, problem.state_dim, C.shape[1], p.shape[0])
+    if fk is not None:
+        val, status = fk[1](x0a, C, p, problem.t_span[0], problem.tau, problem.steps, _NO_TRAJ, False)
+    else:
+        fwd = bound_kernel(kern.forward, {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
+                           {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term})
+        val, _, status = fwd(x0a, C, p, problem.t_span[0], problem.tau, problem.steps, A, b, cn, _NO_TRAJ, False)
     if status:
         _raise_nonfinite(problem, status)
     return float(val)
@@ -313,10 +321,13 @@ def simulate(problem, *, params=None, controls=None, x0=None, method=None):
     K = problem.steps
     traj = np.empty((K + 1, problem.state_dim))
     from ._bind import bound_kernel
-    fwd = bound_kernel(kern.forward, {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
-                       {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term})
-    val, xK, status = fwd(x0a, C, p, problem.t_span[0], problem.tau, K,
-                          A, b, cn, traj, True)
+    fk = fused_kernels(comp, method, problem.state_dim, C.shape[1], p.shape[0])
+    if fk is not None:
+        val, status = fk[1](x0a, C, p, problem.t_span[0], problem.tau, K, traj, True)
+    else:
+        fwd = bound_kernel(kern.forward, {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
+                           {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term})
+        val, _, status = fwd(x0a, C, p, problem.t_span[0], problem.tau, K, A, b, cn, traj, True)
     if status:
         _raise_nonfinite(problem, status)
     return float(val), traj
@@ -379,7 +390,8 @@ def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, 
                   has_run=comp.has_run, tv=comp.tv, tg=comp.tg, has_term=comp.has_term, x0=x0a, C=C, p=p,
                   t0=problem.t_span[0], tau=problem.tau, K=K, A=A, b=b, cn=cn, method=method,
                   grad_c=np.empty_like(C), grad_p=np.empty_like(p), grad_x0=np.empty(n),
-                  want_trajectory=bool(return_trajectory))
+                  want_trajectory=bool(return_trajectory),
+                  fused=fused_kernels(comp, method, n, C.shape[1], p.shape[0]))
     ncomp = _n_compiled()
     t_start = time.perf_counter()
     out = checkpoint._run(sweep)
@@ -403,7 +415,8 @@ def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, 
                   compile_seconds=elapsed if compiled_now else 0.0, **extra)
     return AdjointResult(value=float(out.value), grad=Gradient(params=gp, controls=gC, x0=gx0),
                          x_final=np.asarray(out.x_final, dtype=np.float64).copy(), stats=stats,
-                         trajectory=traj if return_trajectory else None, times=problem.times)
+                         trajectory=traj if return_trajectory else None,
+                         times=problem.times if return_trajectory else None)
 
 
 def _n_compiled() -> int:

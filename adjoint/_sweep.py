@@ -45,6 +45,8 @@ class Sweep:
     grad_p: np.ndarray
     grad_x0: np.ndarray
     want_trajectory: bool = False
+    #: ``(gradient, forward)`` fused scalar kernels from :mod:`adjoint._fused`, or None
+    fused: object = None
 
     @property
     def state_dim(self) -> int:

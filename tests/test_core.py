@@ -225,7 +225,7 @@ def test_trajectory_and_simulate_agree(lv_problem):
     assert np.array_equal(traj, res.trajectory)
     assert np.array_equal(res.x_final, traj[-1])
     assert abs(val - res.value) <= 1e-13 * abs(val)
-    assert res.times.shape == (2001,)
+    assert res.times.shape == (2001,) and res.times[-1] == lv.T_END
 
 
 def test_result_is_frozen(lv_problem):
@@ -250,3 +250,51 @@ def test_check_gradient_reports_small_error_and_catches_wrong_vjp():
                                   running_cost=pendulum.EFFORT)
     bad = adjoint.check_gradient(prob, controls=pendulum.initial_guess(50))
     assert bad.max_rel_error > 1e-3
+
+
+@pytest.mark.parametrize("method", [adjoint.Euler(), adjoint.Heun(), adjoint.RK4(), RALSTON3])
+def test_fused_scalar_kernel_is_bitwise_equal_to_generic_kernel(method, monkeypatch):
+    """The generated scalar sweep performs the generic kernel's operations in the same order."""
+    from adjoint import _fused, _solve
+    cases = [(pendulum.make_problem(300), dict(controls=pendulum.initial_guess(300) + 0.2)),
+             (lv.make_problem(500), dict(params=lv.initial_guess(), x0=[1.2, 0.8]))]
+    for prob, kw in cases:
+        comp, p, C, _ = _solve._prepare(prob, kw.get("params"), kw.get("controls"), None, method)
+        assert _fused.fused_kernels(comp, method, prob.state_dim, C.shape[1], p.shape[0]) is not None
+        fused = adjoint.solve_adjoint(prob, method=method, **kw)
+        fval = adjoint.evaluate(prob, method=method, **kw)
+        monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
+        generic = adjoint.solve_adjoint(prob, method=method, **kw)
+        gval = adjoint.evaluate(prob, method=method, **kw)
+        monkeypatch.delenv("ADJOINT_DISABLE_FUSED")
+        assert fused.value == generic.value and fval == gval
+        for a, b in ((fused.grad.params, generic.grad.params), (fused.grad.controls, generic.grad.controls),
+                     (fused.grad.x0, generic.grad.x0)):
+            assert np.array_equal(a, b)
+
+
+def test_untraceable_dynamics_fall_back_to_generic_kernel():
+    """A vector field with a data-dependent loop cannot be traced; the generic kernel is used."""
+    from adjoint import _fused, _solve
+
+    @njit
+    def f_loop(x, c, p, t, out):
+        s = 0.0
+        k = 0
+        while s < abs(x[0]) and k < 3:   # data-dependent loop
+            s += 1.0
+            k += 1
+        out[0] = -p[0] * x[0] + 0.0 * s
+
+    @njit
+    def vjp_loop(x, c, p, t, z, out_x, out_c, out_p):
+        out_x[0] = -p[0] * z[0]
+        out_p[0] = -x[0] * z[0]
+
+    dyn = adjoint.Dynamics(f_loop, vjp_loop, 1, param_dim=1)
+    prob = adjoint.ControlProblem(dyn, [1.0], (0.0, 1.0), 50, terminal_cost=adjoint.Cost(_final_value, _final_grad))
+    comp, p, C, _ = _solve._prepare(prob, [0.5], None, None, adjoint.Euler())
+    assert _fused.fused_kernels(comp, adjoint.Euler(), 1, 0, 1) is None
+    res = adjoint.solve_adjoint(prob, params=[0.5])
+    assert abs(res.value - (1 - 0.5 / 50) ** 50) < 1e-14
+    assert abs(res.grad.params[0] - (-(1 - 0.5 / 50) ** 49)) < 1e-13

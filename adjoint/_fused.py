@@ -1,0 +1,320 @@
+"""Fused, scalarised sweeps generated from traced vector fields (the fast path for small states).
+
+A generic kernel calls the user's compiled functions on small arrays at every step; for tiny states
+the per-step memory round trips dominate. When the vector field (hand-written and traceable, or
+defined as a plain function and traced by :mod:`adjoint.ad`) is small, we generate one kernel that
+keeps the state, the adjoint and the parameters in scalar local variables and splices the traced
+forward and VJP code straight into the step loops. Costs that cannot be traced (e.g. data lookups
+with a computed index) are called as functions on small buffers.
+
+The generated code performs the same floating-point operations in the same order as the generic
+kernels of :mod:`adjoint._kernels` (explicit Euler, explicit Runge-Kutta, discrete maps), so the
+results agree bit for bit with the checkpointed schedules that use those kernels.
+
+Modules are written to ``<cache>/fused/`` (see :func:`adjoint._bind.cache_dir`), named by a hash
+of their source, and compiled with ``cache=True``.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import threading
+
+from . import _kernels as kern
+from ._bind import _file_digest, _import_path, cache_dir
+
+__all__ = ["fused_kernels", "MAX_SCALAR_OPS"]
+
+#: the largest traced field (forward + VJP scalar operations) spliced as straight-line code
+MAX_SCALAR_OPS = 1500
+MAX_STATE = 64
+_GEN_VERSION = "3"
+_LOCK = threading.Lock()
+_MEMO: dict = {}
+
+
+def _names(prefix, n):
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+class _Gen:
+    """Source builder for one problem (dynamics + costs) and one method."""
+
+    def __init__(self, td, tdyn, terminal, running, n, m, q, kind, A, b, cn):
+        self.td, self.tdyn = td, tdyn          # traced dynamics (or None) and the Dynamics object
+        self.term, self.run = terminal, running  # (traced or None, Cost) pairs, or None
+        self.n, self.m, self.q = n, m, q
+        self.kind = kind
+        self.A, self.b, self.cn = A, b, cn
+        self.imports = {}
+        self.files = {}
+        self.uid = 0
+        self.P = _names("p_", q)
+
+    # -- references to user functions that are called, not spliced --------------------------------
+    def ref(self, fn):
+        """``module.name`` of a user function that is called (not spliced) by the kernel.
+
+        (Measured: a plain call to the user's compiled function was faster here than splicing a
+        copy with ``inline="always"``, which bloated the loop body.)
+        """
+        path = _import_path(fn)
+        if path is None:
+            raise _Unfusable("function not importable")
+        mod, qual, file = path
+        alias = self.imports.setdefault(mod, f"_m{len(self.imports)}")
+        self.files[mod] = file
+        return f"{alias}.{qual}"
+
+    def pfx(self):
+        self.uid += 1
+        return f"_t{self.uid}_"
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def fill(self, buf, exprs):
+        return [f"{buf}[{i}] = {e}" for i, e in enumerate(exprs)]
+
+    def dyn_f(self, xs, cs, t, outs):
+        if self.td is not None:
+            return self.td.forward_lines(xs, cs, self.P, t, outs, prefix=self.pfx())
+        lines = self.fill("_xb", xs) + self.fill("_cb", cs)
+        lines.append(f"{self.ref(self.tdyn.f)}(_xb, _cb, p, {t}, _ob)")
+        return lines + [f"{o} = _ob[{i}]" for i, o in enumerate(outs)]
+
+    def dyn_vjp(self, xs, cs, t, zs, ox, oc, op):
+        if self.td is not None:
+            return self.td.vjp_lines(xs, cs, self.P, t, zs, ox, oc, op, prefix=self.pfx())
+        lines = self.fill("_xb", xs) + self.fill("_cb", cs) + self.fill("_zb", zs)
+        lines.append(f"{self.ref(self.tdyn.vjp)}(_xb, _cb, p, {t}, _zb, _gxb, _gcb, _gpb)")
+        return (lines + [f"{o} = _gxb[{i}]" for i, o in enumerate(ox)] + [f"{o} = _gcb[{i}]" for i, o in enumerate(oc)]
+                + [f"{o} = _gpb[{i}]" for i, o in enumerate(op)])
+
+    def cost_value(self, cost, xs, cs, t, out):
+        tr, obj = cost
+        if tr is not None:
+            return tr.value_lines(xs, cs, self.P, t, out, prefix=self.pfx())
+        cb = "_cb" if cs else "_c0"
+        return self.fill("_xb", xs) + self.fill("_cb", cs) + [f"{out} = {self.ref(obj.value)}(_xb, {cb}, p, {t})"]
+
+    def cost_grad(self, cost, xs, cs, t, ox, oc, op):
+        tr, obj = cost
+        if tr is not None:
+            return tr.grad_lines(xs, cs, self.P, t, ox, oc, op, prefix=self.pfx())
+        cb = "_cb" if cs else "_c0"
+        lines = self.fill("_xb", xs) + self.fill("_cb", cs)
+        lines.append(f"{self.ref(obj.grad)}(_xb, {cb}, p, {t}, _gxb, {'_gcb' if cs else '_c0'}, _gpb)")
+        return (lines + [f"{o} = _gxb[{i}]" for i, o in enumerate(ox)] + [f"{o} = _gcb[{i}]" for i, o in enumerate(oc)]
+                + [f"{o} = _gpb[{i}]" for i, o in enumerate(op)])
+
+    # -- one step and one adjoint step, mirroring adjoint._kernels -------------------------------
+    def step(self, X, C, t, OUT):
+        """Lines computing the next state OUT (names) from X (names)."""
+        n, kind = self.n, self.kind
+        if kind == kern.KIND_EULER:
+            D = _names("_d", n)
+            return self.dyn_f(X, C, t, D) + [f"{OUT[i]} = {X[i]} + tau * {D[i]}" for i in range(n)]
+        if kind == kern.KIND_MAP:
+            return self.dyn_f(X, C, t, OUT)
+        A, b, cn = self.A, self.b, self.cn
+        s = len(b)
+        lines = []
+        Ks = [_names(f"_k{i}_", n) for i in range(s)]
+        for i in range(s):
+            Xi = _names(f"_X{i}_", n)
+            for mm in range(n):
+                e = X[mm]
+                for j in range(i):
+                    if A[i, j] != 0.0:
+                        e = f"({e} + tau * {float(A[i, j])!r} * {Ks[j][mm]})"
+                lines.append(f"{Xi[mm]} = {e}")
+            lines += self.dyn_f(Xi, C, f"({t} + {float(cn[i])!r} * tau)", Ks[i])
+        for mm in range(n):
+            acc = "0.0"
+            for i in range(s):
+                acc = f"({acc} + {float(b[i])!r} * {Ks[i][mm]})"
+            lines.append(f"{OUT[mm]} = {X[mm]} + tau * {acc}")
+        return lines
+
+    def adjoint(self, X, C, t, LAM, Z, GC, GP):
+        """Lines: Z = [dx_{k+1}/dx_k]^T LAM; GC = [dx_{k+1}/dc_k]^T LAM; GP += [dx_{k+1}/dp]^T LAM."""
+        n, m, q, kind = self.n, self.m, self.q, self.kind
+        VX, VC, VP = _names("_vx", n), _names("_vc", m), _names("_vp", q)
+        if kind == kern.KIND_EULER:
+            lines = self.dyn_vjp(X, C, t, LAM, VX, VC, VP)
+            lines += [f"{Z[i]} = {LAM[i]} + tau * {VX[i]}" for i in range(n)]
+            lines += [f"{GC[i]} = tau * {VC[i]}" for i in range(m)]
+            lines += [f"{GP[i]} += tau * {VP[i]}" for i in range(q)]
+            return lines
+        if kind == kern.KIND_MAP:
+            lines = self.dyn_vjp(X, C, t, LAM, Z, GC, VP)
+            return lines + [f"{GP[i]} += {VP[i]}" for i in range(q)]
+        A, b, cn = self.A, self.b, self.cn
+        s = len(b)
+        lines = []
+        Ks = [_names(f"_k{i}_", n) for i in range(s)]
+        Xs = [_names(f"_X{i}_", n) for i in range(s)]
+        for i in range(s):
+            for mm in range(n):
+                e = X[mm]
+                for j in range(i):
+                    if A[i, j] != 0.0:
+                        e = f"({e} + tau * {float(A[i, j])!r} * {Ks[j][mm]})"
+                lines.append(f"{Xs[i][mm]} = {e}")
+            if i < s - 1:
+                lines += self.dyn_f(Xs[i], C, f"({t} + {float(cn[i])!r} * tau)", Ks[i])
+        lines += [f"{Z[mm]} = {LAM[mm]}" for mm in range(n)]
+        lines += [f"{GC[j]} = 0.0" for j in range(m)]
+        XB = [_names(f"_xb{i}_", n) for i in range(s)]
+        for i in range(s - 1, -1, -1):
+            KB = _names(f"_kb{i}_", n)
+            for mm in range(n):
+                acc = f"{float(b[i])!r} * {LAM[mm]}"
+                for j in range(i + 1, s):
+                    if A[j, i] != 0.0:
+                        acc = f"({acc} + {float(A[j, i])!r} * {XB[j][mm]})"
+                lines.append(f"{KB[mm]} = tau * ({acc})")
+            lines += self.dyn_vjp(Xs[i], C, f"({t} + {float(cn[i])!r} * tau)", KB, XB[i], VC, VP)
+            lines += [f"{Z[mm]} += {XB[i][mm]}" for mm in range(n)]
+            lines += [f"{GC[j]} += {VC[j]}" for j in range(m)]
+            lines += [f"{GP[j]} += {VP[j]}" for j in range(q)]
+        return lines
+
+    # -- whole kernels -----------------------------------------------------------------------------
+    def header(self):
+        n, m, q = self.n, self.m, self.q
+        return ([f"p_{i} = p[{i}]" for i in range(q)]
+                + ["_xb = np.empty(%d)" % n, "_ob = np.empty(%d)" % n, "_zb = np.empty(%d)" % n,
+                   "_cb = np.empty(%d)" % m, "_c0 = np.empty(0)", "_gxb = np.empty(%d)" % n,
+                   "_gcb = np.empty(%d)" % m, "_gpb = np.empty(%d)" % q])
+
+    def forward_source(self):
+        n, m = self.n, self.m
+        X, XN, C = _names("x_", n), _names("xn_", n), _names("c_", m)
+        body = self.header() + [f"{X[i]} = x0[{i}]" for i in range(n)] + ["run = 0.0"]
+        body += [f"traj[0, {i}] = {X[i]}" for i in range(n)] if n else []
+        loop = ["t = t0 + k * tau"] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
+        if self.run is not None:
+            loop += self.cost_value(self.run, X, C, "t", "_rv") + ["run += _rv"]
+        loop += self.step(X, C, "t", XN)
+        loop += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "if not (_s - _s == 0.0):", "    return 0.0, k + 1"]
+        loop += [f"{X[i]} = {XN[i]}" for i in range(n)]
+        loop += ["if store:"] + [f"    traj[k + 1, {i}] = {X[i]}" for i in range(n)]
+        body += ["for k in range(K):"] + ["    " + ln for ln in loop]
+        body += ["val = tau * run"]
+        if self.term is not None:
+            body += self.cost_value(self.term, X, [], "(t0 + K * tau)", "_tv") + ["val += _tv"]
+        body += ["return val, 0"]
+        return "def forward(x0, C, p, t0, tau, K, traj, store):\n" + "\n".join("    " + ln for ln in body) + "\n"
+
+    def gradient_source(self):
+        n, m, q = self.n, self.m, self.q
+        X, XN, C = _names("x_", n), _names("xn_", n), _names("c_", m)
+        LAM, Z, GC, GP = _names("l_", n), _names("z_", n), _names("gc_", m), _names("gp_", q)
+        body = self.header() + [f"{X[i]} = x0[{i}]" for i in range(n)]
+        body += [f"traj[0, {i}] = {X[i]}" for i in range(n)]
+        loop = ["t = t0 + k * tau"] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
+        loop += self.step(X, C, "t", XN)
+        loop += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "if not (_s - _s == 0.0):", "    return 0.0, k + 1"]
+        loop += [f"{X[i]} = {XN[i]}" for i in range(n)] + [f"traj[k + 1, {i}] = {X[i]}" for i in range(n)]
+        body += ["for k in range(K):"] + ["    " + ln for ln in loop]
+        if self.term is not None:
+            body += self.cost_value(self.term, X, [], "(t0 + K * tau)", "value")
+            body += self.cost_grad(self.term, X, [], "(t0 + K * tau)", LAM, [], GP)
+        else:
+            body += ["value = 0.0"] + [f"{LAM[i]} = 0.0" for i in range(n)] + [f"{GP[i]} = 0.0" for i in range(q)]
+        body += ["run = 0.0"]
+        loop = ["t = t0 + k * tau"] + [f"{X[i]} = traj[k, {i}]" for i in range(n)] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
+        loop += self.adjoint(X, C, "t", LAM, Z, GC, GP)
+        if self.run is not None:
+            RX, RC, RP = _names("_rx", n), _names("_rc", m), _names("_rp", q)
+            loop += self.cost_grad(self.run, X, C, "t", RX, RC, RP)
+            loop += [f"{Z[i]} += tau * {RX[i]}" for i in range(n)] + [f"{GC[j]} += tau * {RC[j]}" for j in range(m)]
+            loop += [f"{GP[j]} += tau * {RP[j]}" for j in range(q)]
+            loop += self.cost_value(self.run, X, C, "t", "_rv") + ["run += _rv"]
+        loop += [f"grad_c[k, {j}] = {GC[j]}" for j in range(m)] + [f"{LAM[i]} = {Z[i]}" for i in range(n)]
+        body += ["for k in range(K - 1, -1, -1):"] + ["    " + ln for ln in loop]
+        body += [f"grad_x0[{i}] = {LAM[i]}" for i in range(n)] + [f"grad_p[{i}] = {GP[i]}" for i in range(q)]
+        body += ["return value + tau * run, 0"]
+        return ("def gradient(x0, C, p, t0, tau, K, traj, grad_c, grad_p, grad_x0):\n"
+                + "\n".join("    " + ln for ln in body) + "\n")
+
+
+class _Unfusable(Exception):
+    pass
+
+
+def _traced_or_none(obj, tracer, *args):
+    tr = getattr(obj, "traced", None)
+    if tr is not None:
+        return tr
+    return tracer(obj, *args)
+
+
+def fused_kernels(comp, method, n, m, q):
+    """``(gradient, forward)`` compiled fused kernels for this problem and method, or None.
+
+    None when the vector field cannot be traced, is too large for scalar code, or the method is
+    not Euler / explicit Runge-Kutta / a discrete map.
+    """
+    if os.environ.get("ADJOINT_DISABLE_FUSED"):
+        return None
+    if method.kind not in (kern.KIND_EULER, kern.KIND_RK, kern.KIND_MAP) or n > MAX_STATE:
+        return None
+    A, b, cn = method.tableau_arrays()
+    key = (id(comp), method.kind, A.tobytes(), b.tobytes(), cn.tobytes(), n, m, q)
+    if key in _MEMO:
+        return _MEMO[key]
+    result = None
+    try:
+        from . import ad
+        td = _traced_or_none(comp.dynamics, ad.trace_dynamics)
+        if td is None or td.scalar_ops > MAX_SCALAR_OPS:
+            raise _Unfusable("dynamics not traced or too large")
+        term = run = None
+        if comp.has_term:
+            term = (_traced_or_none(comp.terminal, ad.trace_cost, n, 0, q), comp.terminal)
+        if comp.has_run:
+            run = (_traced_or_none(comp.running, ad.trace_cost, n, m, q), comp.running)
+        gen = _Gen(td, comp.dynamics, term, run, n, m, q, method.kind, A, b, cn)
+        src_g = gen.gradient_source()
+        src_f = gen.forward_source()
+        head = ["# generated by adjoint._fused: do not edit", "import math", "import numpy as np", "from numba import njit"]
+        head += [f"import {mod} as {alias}" for mod, alias in gen.imports.items()]
+        src = "\n".join(head) + "\n\n\n@njit(cache=True)\n" + src_g + "\n\n@njit(cache=True)\n" + src_f
+        # the user's module files enter the name: editing them gives a new module (no stale cache)
+        stamp = "".join(f"{m}:{_file_digest(f)};" for m, f in sorted(gen.files.items()))
+        result = _load(src, stamp)
+    except _Unfusable:
+        result = None
+    except ImportError:
+        result = None
+    _MEMO[key] = result
+    return result
+
+
+def _load(src: str, stamp: str = ""):
+    digest = hashlib.sha256((_GEN_VERSION + stamp + src).encode()).hexdigest()[:20]
+    modname = f"_adjoint_fused_{digest}"
+    folder = os.path.join(os.path.dirname(cache_dir()), "fused")
+    path = os.path.join(folder, modname + ".py")
+    with _LOCK:
+        try:
+            os.makedirs(folder, exist_ok=True)
+            if not os.path.exists(path):
+                tmp = f"{path}.{os.getpid()}.tmp"
+                with open(tmp, "w") as fh:
+                    fh.write(src)
+                os.replace(tmp, path)
+            spec = importlib.util.spec_from_file_location(modname, path)
+        except OSError:
+            spec = None
+        if spec is None:
+            ns = {}
+            exec(compile(src, f"<{modname}>", "exec"), ns)
+            return ns["gradient"], ns["forward"]
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = module
+        spec.loader.exec_module(module)
+    return module.gradient, module.forward
