@@ -9,8 +9,10 @@ from ._argmin import (ArgminConvergenceError, ArgminConvergenceWarning, ArgminRe
 from ._check import GradientCheck, check_gradient
 from ._optimize import Objective, control_bounds, objective
 from ._solve import AdjointResult, Gradient, Stats, evaluate, simulate, solve_adjoint
-from .checkpointing import StoreAll
+from .checkpointing import DEFAULT_MEMORY_BUDGET, MemoryBudget, Reversible, Revolve, StoreAll, Uniform
 from .integrators import RK4, DiscreteMap, Euler, Heun, Leapfrog, RungeKutta, VelocityVerlet
+
+from .ad import cost, grad, hessian_vector_product, hvp, jvp, value_and_grad, vector_field, vjp
 
 __version__ = "0.1.0"
 
@@ -18,7 +20,8 @@ __all__ = [
     "Dynamics", "SeparableDynamics", "Cost", "ControlProblem",
     "solve_adjoint", "simulate", "evaluate", "AdjointResult", "Gradient", "Stats",
     "Euler", "Heun", "RK4", "RungeKutta", "DiscreteMap", "Leapfrog", "VelocityVerlet",
-    "StoreAll",
+    "StoreAll", "Revolve", "Uniform", "MemoryBudget", "Reversible", "DEFAULT_MEMORY_BUDGET",
+    "vector_field", "cost", "grad", "value_and_grad", "jvp", "vjp", "hvp", "hessian_vector_product",
     "solve_argmin", "ArgminResult", "ArgminStats", "ArgminConvergenceError", "ArgminConvergenceWarning",
     "objective", "Objective", "control_bounds", "check_gradient", "GradientCheck",
 ]

@@ -30,7 +30,7 @@ __all__ = ["fused_kernels", "MAX_SCALAR_OPS"]
 #: the largest traced field (forward + VJP scalar operations) spliced as straight-line code
 MAX_SCALAR_OPS = 1500
 MAX_STATE = 64
-_GEN_VERSION = "3"
+_GEN_VERSION = "4"
 _LOCK = threading.Lock()
 _MEMO: dict = {}
 
@@ -241,6 +241,119 @@ class _Gen:
                 + "\n".join("    " + ln for ln in body) + "\n")
 
 
+    def advance_source(self):
+        n, m = self.n, self.m
+        X, XN, C = _names("x_", n), _names("xn_", n), _names("c_", m)
+        body = self.header() + [f"{X[i]} = xa[{i}]" for i in range(n)]
+        loop = ["t = t0 + k * tau"] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
+        loop += self.step(X, C, "t", XN)
+        loop += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "if not (_s - _s == 0.0):", "    return k + 1"]
+        loop += [f"{X[i]} = {XN[i]}" for i in range(n)]
+        body += ["for k in range(k0, k1):"] + ["    " + ln for ln in loop]
+        body += [f"xa[{i}] = {X[i]}" for i in range(n)] + ["return 0"]
+        return "def advance(xa, C, p, t0, tau, k0, k1):\n" + "\n".join("    " + ln for ln in body) + "\n"
+
+    def adjoint_one_source(self):
+        n, m, q = self.n, self.m, self.q
+        X, C = _names("x_", n), _names("c_", m)
+        LAM, Z, GC, GP = _names("l_", n), _names("z_", n), _names("gc_", m), _names("gp_", q)
+        body = self.header() + [f"{X[i]} = xa[{i}]" for i in range(n)] + [f"{LAM[i]} = lam[{i}]" for i in range(n)]
+        body += [f"{GP[i]} = gpa[{i}]" for i in range(q)] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
+        body += ["t = t0 + k * tau", "_rv = 0.0"]
+        body += self.adjoint(X, C, "t", LAM, Z, GC, GP)
+        if self.run is not None:
+            RX, RC, RP = _names("_rx", n), _names("_rc", m), _names("_rp", q)
+            body += self.cost_grad(self.run, X, C, "t", RX, RC, RP)
+            body += [f"{Z[i]} += tau * {RX[i]}" for i in range(n)] + [f"{GC[j]} += tau * {RC[j]}" for j in range(m)]
+            body += [f"{GP[j]} += tau * {RP[j]}" for j in range(q)]
+            body += self.cost_value(self.run, X, C, "t", "_rv")
+        body += [f"grad_c[k, {j}] = {GC[j]}" for j in range(m)] + [f"lam[{i}] = {Z[i]}" for i in range(n)]
+        body += [f"gpa[{i}] = {GP[i]}" for i in range(q)] + ["return _rv"]
+        return ("def adjoint_one(xa, C, p, t0, tau, k, lam, grad_c, gpa):\n"
+                + "\n".join("    " + ln for ln in body) + "\n")
+
+    def terminal_source(self):
+        n, m, q = self.n, self.m, self.q
+        X, XN, C = _names("x_", n), _names("xn_", n), _names("c_", m)
+        LAM, GP = _names("l_", n), _names("gp_", q)
+        body = self.header() + [f"{X[i]} = xa[{i}]" for i in range(n)] + ["k = K - 1", "t = t0 + k * tau"]
+        body += [f"{C[j]} = C[k, {j}]" for j in range(m)] + self.step(X, C, "t", XN)
+        body += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "if not (_s - _s == 0.0):", "    return 0.0, K"]
+        body += [f"x_final[{i}] = {XN[i]}" for i in range(n)]
+        if self.term is not None:
+            body += self.cost_value(self.term, XN, [], "(t0 + K * tau)", "value")
+            body += self.cost_grad(self.term, XN, [], "(t0 + K * tau)", LAM, [], GP)
+        else:
+            body += ["value = 0.0"] + [f"{LAM[i]} = 0.0" for i in range(n)] + [f"{GP[i]} = 0.0" for i in range(q)]
+        body += [f"lam[{i}] = {LAM[i]}" for i in range(n)] + [f"gpa[{i}] = {GP[i]}" for i in range(q)]
+        body += ["return value, 0"]
+        return ("def terminal(xa, C, p, t0, tau, K, x_final, lam, gpa):\n"
+                + "\n".join("    " + ln for ln in body) + "\n")
+
+
+def _checkpointed_template(x0, C, p, t0, tau, K, rule, s, x_final, grad_c, grad_p, grad_x0, counters):
+    """Executor of a streamed checkpoint schedule (copied into generated modules; mirrors
+    ``adjoint.checkpointing._streamed.gradient_checkpointed`` action by action)."""
+    n = x0.shape[0]
+    se = s if s < K else K
+    slots = np.empty((se, n))
+    stack, meta = plan_init(K, s, rule)
+    cap = CHUNK if CHUNK > 2 * se + 16 else 2 * se + 16
+    ops = np.empty(cap, dtype=np.int64)
+    arg0 = np.empty(cap, dtype=np.int64)
+    arg1 = np.empty(cap, dtype=np.int64)
+    x = x0.copy()
+    lam = np.empty(n)
+    value = 0.0
+    run = 0.0
+    fwd = 0
+    peak = 0
+    counters[0] = 0
+    counters[1] = 0
+    counters[2] = 0
+    while True:
+        nact = plan_chunk(stack, meta, ops, arg0, arg1)
+        if nact <= 0:
+            if nact < 0:
+                counters[2] = 1
+            break
+        for j in range(nact):
+            op = ops[j]
+            if op == OP_ADVANCE:
+                k0 = arg0[j]
+                k1 = arg1[j]
+                bad = advance(x, C, p, t0, tau, k0, k1)
+                if bad:
+                    counters[0] = fwd + bad - k0
+                    counters[1] = peak
+                    return 0.0, bad
+                fwd += k1 - k0
+            elif op == OP_ADJOINT:
+                run += adjoint_one(x, C, p, t0, tau, arg0[j], lam, grad_c, grad_p)
+            elif op == OP_RESTORE:
+                sl = arg1[j]
+                for i in range(n):
+                    x[i] = slots[sl, i]
+            elif op == OP_STORE:
+                sl = arg1[j]
+                for i in range(n):
+                    slots[sl, i] = x[i]
+                if sl + 1 > peak:
+                    peak = sl + 1
+            else:  # OP_TERMINAL: x holds x_{K-1}
+                value, bad = terminal(x, C, p, t0, tau, K, x_final, lam, grad_p)
+                fwd += 1
+                if bad:
+                    counters[0] = fwd
+                    counters[1] = peak
+                    return 0.0, bad
+    for i in range(n):
+        grad_x0[i] = lam[i]
+    counters[0] = fwd
+    counters[1] = peak
+    return value + tau * run, 0
+
+
 class _Unfusable(Exception):
     pass
 
@@ -253,7 +366,7 @@ def _traced_or_none(obj, tracer, *args):
 
 
 def fused_kernels(comp, method, n, m, q):
-    """``(gradient, forward)`` compiled fused kernels for this problem and method, or None.
+    """``(gradient, forward, checkpointed)`` fused kernels for this problem and method, or None.
 
     None when the vector field cannot be traced, is too large for scalar code, or the method is
     not Euler / explicit Runge-Kutta / a discrete map.
@@ -282,7 +395,14 @@ def fused_kernels(comp, method, n, m, q):
         src_f = gen.forward_source()
         head = ["# generated by adjoint._fused: do not edit", "import math", "import numpy as np", "from numba import njit"]
         head += [f"import {mod} as {alias}" for mod, alias in gen.imports.items()]
-        src = "\n".join(head) + "\n\n\n@njit(cache=True)\n" + src_g + "\n\n@njit(cache=True)\n" + src_f
+        head += ["from adjoint.checkpointing._streamed import (CHUNK, OP_ADJOINT, OP_ADVANCE, OP_RESTORE, OP_STORE,",
+                 "                                            plan_chunk, plan_init)"]
+        import inspect
+        import textwrap
+        tmpl = textwrap.dedent(inspect.getsource(_checkpointed_template)).replace(
+            "def _checkpointed_template(", "def checkpointed(")
+        parts = [src_g, src_f, gen.advance_source(), gen.adjoint_one_source(), gen.terminal_source(), tmpl]
+        src = "\n".join(head) + "\n" + "".join("\n\n@njit(cache=True)\n" + p_ for p_ in parts)
         # the user's module files enter the name: editing them gives a new module (no stale cache)
         stamp = "".join(f"{m}:{_file_digest(f)};" for m, f in sorted(gen.files.items()))
         result = _load(src, stamp)
@@ -313,8 +433,8 @@ def _load(src: str, stamp: str = ""):
         if spec is None:
             ns = {}
             exec(compile(src, f"<{modname}>", "exec"), ns)
-            return ns["gradient"], ns["forward"]
+            return ns["gradient"], ns["forward"], ns["checkpointed"]
         module = importlib.util.module_from_spec(spec)
         sys.modules[modname] = module
         spec.loader.exec_module(module)
-    return module.gradient, module.forward
+    return module.gradient, module.forward, module.checkpointed

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import inspect
 import sys
 import time
 
@@ -61,9 +63,16 @@ def main(argv=None) -> int:
         print("--steps must be >= 1", file=sys.stderr)
         return 2
     mod = importlib.import_module(avail[args.name])
-    kwargs = {"output_dir": args.out, "steps": args.steps, "method": args.method}
-    if args.maxiter is not None:
-        kwargs["maxiter"] = args.maxiter
+    accepted = inspect.signature(mod.solve).parameters
+    kwargs = {"output_dir": args.out}
+    for opt in ("steps", "method", "maxiter"):
+        val = getattr(args, opt)
+        if val is None:
+            continue
+        if opt not in accepted:
+            print(f"problem {args.name!r} does not take --{opt}", file=sys.stderr)
+            return 2
+        kwargs[opt] = val
     print(f"solving {args.name}: {_summary_line(avail[args.name])}")
     t0 = time.perf_counter()
     try:

@@ -1,16 +1,29 @@
 """Checkpoint schedules as data.
 
 Every schedule implements ``_run(sweep) -> SweepOutcome`` (see ``adjoint._sweep``): it calls one
-compiled kernel that runs the whole gradient.
+compiled kernel that runs the whole gradient. ``plan(steps)`` shows the actions a schedule takes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
 from .. import _kernels as kern
 from .._sweep import Sweep, SweepOutcome
+from . import _streamed
+from ._plan import Action, binomial_forward_steps, iter_actions, uniform_forward_steps
+from ._streamed import RULE_BINOMIAL, RULE_UNIFORM
+
+__all__ = ["Schedule", "StoreAll", "Uniform", "Revolve", "MemoryBudget", "Plan", "Action",
+           "DEFAULT_MEMORY_BUDGET", "parse_bytes"]
+
+#: Budget of ``checkpoint="auto"`` (the default of ``solve_adjoint``): store every state when
+#: ``(K + 1) * state_dim * 8`` bytes fit, else Revolve with as many snapshots as fit.
+DEFAULT_MEMORY_BUDGET = 256 * 10**6
 
 
 class Schedule:
@@ -20,14 +33,85 @@ class Schedule:
         raise NotImplementedError
 
 
+def _check_steps(steps) -> int:
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"`steps` must be an integer >= 1; got {steps!r}")
+    if steps < 1:
+        raise ValueError(f"`steps` must be an integer >= 1; got {steps}")
+    return int(steps)
+
+
+def _check_snapshots(value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`snapshots` must be an integer >= 1 (the number of stored states, x0 included); "
+                        f"got {value!r} of type {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"`snapshots` must be an integer >= 1 (the number of stored states, x0 included); "
+                         f"got {value}")
+    return int(value)
+
+
+class Plan:
+    """The actions of a schedule for a given number of steps (streamed, never stored whole).
+
+    Iterate it for :class:`Action` tuples, or print it. ``forward_steps`` and
+    ``peak_stored_states`` are the predicted costs.
+    """
+
+    def __init__(self, name: str, steps: int, slots: int, rule: int, forward_steps: int, peak: int):
+        self.name = name
+        self.steps = steps
+        self.slots = slots
+        self.rule = rule
+        self.forward_steps = forward_steps
+        self.peak_stored_states = peak
+
+    def __iter__(self) -> Iterator[Action]:
+        return iter_actions(self.steps, self.slots, self.rule)
+
+    def __repr__(self) -> str:
+        return (f"Plan({self.name}, steps={self.steps}: forward_steps={self.forward_steps}, "
+                f"peak_stored_states<={self.peak_stored_states})")
+
+    def __str__(self, limit: int = 200) -> str:
+        lines = [repr(self)]
+        for i, a in enumerate(self):
+            if i == limit:
+                lines.append(f"  ... (first {limit} actions shown)")
+                break
+            lines.append(f"  {a}")
+        return "\n".join(lines)
+
+
 def run_store_all(sweep: Sweep, name: str = "StoreAll", snapshots: int | None = None) -> SweepOutcome:
     """Store every state, then sweep backwards (shared by schedules that degenerate to it)."""
     K, n = sweep.K, sweep.state_dim
     traj = np.empty((K + 1, n))
-    value, status = sweep.run(kern.gradient_store_all, traj, sweep.grad_c, sweep.grad_p, sweep.grad_x0)
+    if sweep.fused is not None:  # generated scalar kernel: same arithmetic, state in registers
+        value, status = sweep.fused[0](sweep.x0, sweep.C, sweep.p, sweep.t0, sweep.tau, K, traj, sweep.grad_c,
+                                       sweep.grad_p, sweep.grad_x0)
+    else:
+        value, status = sweep.run(kern.gradient_store_all, traj, sweep.grad_c, sweep.grad_p, sweep.grad_x0)
     return SweepOutcome(value=value, status=status, x_final=traj[K].copy(), forward_steps=K,
                         peak_stored_states=K, snapshots=K if snapshots is None else snapshots,
                         schedule=name, trajectory=traj)
+
+
+def run_streamed(sweep: Sweep, rule: int, snapshots: int, name: str) -> SweepOutcome:
+    """Run the compiled executor of a streamed schedule (``snapshots <= K``)."""
+    n = sweep.state_dim
+    x_final = np.full(n, np.nan)
+    counters = np.zeros(3, dtype=np.int64)
+    if sweep.fused is not None:  # generated scalar executor: same actions, same arithmetic
+        value, status = sweep.fused[2](sweep.x0, sweep.C, sweep.p, sweep.t0, sweep.tau, sweep.K, rule, snapshots,
+                                       x_final, sweep.grad_c, sweep.grad_p, sweep.grad_x0, counters)
+    else:
+        value, status = sweep.run(_streamed.gradient_checkpointed, rule, snapshots, x_final, sweep.grad_c,
+                                  sweep.grad_p, sweep.grad_x0, counters)
+    if counters[2]:  # pragma: no cover - planner bug
+        raise RuntimeError("checkpoint planner stack overflow (please report)")
+    return SweepOutcome(value=value, status=status, x_final=x_final, forward_steps=int(counters[0]),
+                        peak_stored_states=int(counters[1]), snapshots=snapshots, schedule=name)
 
 
 @dataclass(frozen=True)
@@ -37,5 +121,198 @@ class StoreAll(Schedule):
     Memory ``K * state_dim * 8`` bytes; ``forward_steps == K``.
     """
 
+    def plan(self, steps: int) -> Plan:
+        steps = _check_steps(steps)
+        return Plan("StoreAll()", steps, steps, RULE_BINOMIAL, steps, steps)
+
+    def forward_steps(self, steps: int) -> int:
+        return _check_steps(steps)
+
     def _run(self, sweep: Sweep) -> SweepOutcome:
         return run_store_all(sweep)
+
+
+@dataclass(frozen=True)
+class Revolve(Schedule):
+    """Binomial checkpointing (Griewank and Walther, ACM TOMS 2000): optimal for ``snapshots`` slots.
+
+    Parameters
+    ----------
+    snapshots : int
+        Stored states allowed at once, ``x_0`` included (``>= 1``).
+
+    Notes
+    -----
+    With ``s`` slots and ``K`` steps the schedule takes ``p(K, s) + 1`` forward steps, the minimum:
+    ``p(l, s) = r l - C(s + r, s + 1)`` with r the integer such that
+    ``C(s + r - 1, s) < l <= C(s + r, s)``; the ``+ 1`` is the step to ``x_K`` that the terminal
+    cost needs. Each step is recomputed at most ``r`` times. ``s >= K`` stores everything
+    (``K`` forward steps).
+
+    Examples
+    --------
+    >>> import adjoint
+    >>> adjoint.Revolve(snapshots=2).forward_steps(5)
+    7
+    >>> for a in adjoint.Revolve(snapshots=2).plan(3): print(a)
+    store x_0 in slot 0
+    advance x_0 -> x_1
+    store x_1 in slot 1
+    advance x_1 -> x_2
+    terminal x_2 -> x_3, seed z_3 = grad L
+    adjoint step 2
+    restore x_1 from slot 1
+    adjoint step 1
+    restore x_0 from slot 0
+    adjoint step 0
+    """
+
+    snapshots: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "snapshots", _check_snapshots(self.snapshots))
+
+    def forward_steps(self, steps: int) -> int:
+        """Forward steps for ``steps`` steps: ``p(K, s) + 1``."""
+        steps = _check_steps(steps)
+        return binomial_forward_steps(steps, min(self.snapshots, steps))
+
+    def plan(self, steps: int) -> Plan:
+        steps = _check_steps(steps)
+        s = min(self.snapshots, steps)
+        return Plan(repr(self), steps, s, RULE_BINOMIAL, self.forward_steps(steps), s)
+
+    def _run(self, sweep: Sweep) -> SweepOutcome:
+        if self.snapshots > sweep.K:
+            return run_store_all(sweep, snapshots=self.snapshots)
+        return run_streamed(sweep, RULE_BINOMIAL, self.snapshots, repr(self))
+
+
+@dataclass(frozen=True)
+class Uniform(Schedule):
+    """Equally spaced checkpoints with ``snapshots`` slots (a simple baseline for Revolve).
+
+    Parameters
+    ----------
+    snapshots : int
+        Stored states allowed at once, ``x_0`` included (``>= 1``).
+
+    Notes
+    -----
+    An interval of ``l`` steps with ``f`` free slots is reversed by storing every state when
+    ``l <= f``, by recomputing from its start (``l (l - 1) / 2`` steps) when ``f == 1``, and
+    otherwise by cutting it into ``c`` equal pieces (``x`` at each cut stored), the pieces reversed
+    last to first with the slots then free. ``c = ceil(l^(1/L))`` for the fewest levels
+    ``L >= 2`` with ``1 + L (c - 1) <= f`` (bisection if none). With ``s >= 2 sqrt(K)`` this is the
+    classic two-level scheme, ``~2 K`` forward steps; in general about ``(L + 1) K``, which is
+    ``forward_steps(K)`` exactly.
+    """
+
+    snapshots: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "snapshots", _check_snapshots(self.snapshots))
+
+    def forward_steps(self, steps: int) -> int:
+        steps = _check_steps(steps)
+        return uniform_forward_steps(steps, min(self.snapshots, steps))
+
+    def plan(self, steps: int) -> Plan:
+        steps = _check_steps(steps)
+        s = min(self.snapshots, steps)
+        return Plan(repr(self), steps, s, RULE_UNIFORM, self.forward_steps(steps), s)
+
+    def _run(self, sweep: Sweep) -> SweepOutcome:
+        if self.snapshots > sweep.K:
+            return run_store_all(sweep, snapshots=self.snapshots)
+        return run_streamed(sweep, RULE_UNIFORM, self.snapshots, repr(self))
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 10**3, "m": 10**6, "g": 10**9}
+
+
+def parse_bytes(value) -> int:
+    """Bytes from an int/float or a string such as ``"200 MB"``, ``"1.5GiB"``, ``"512 kB"``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`bytes` must be a number of bytes or a string such as '200 MB'; got {value!r}")
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        if m is None or m.group(2).lower() not in _UNITS:
+            raise ValueError(f"`bytes` string must be a number with an optional unit B, kB, MB, GB, TB, KiB, "
+                             f"MiB, GiB, TiB (e.g. '200 MB'); got {value!r}")
+        nbytes = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    elif isinstance(value, (int, np.integer, float, np.floating)):
+        nbytes = float(value)
+    else:
+        raise TypeError(f"`bytes` must be a number of bytes or a string such as '200 MB'; "
+                        f"got {type(value).__name__}")
+    if not math.isfinite(nbytes) or nbytes < 1:
+        raise ValueError(f"`bytes` must be a positive, finite number of bytes; got {value!r}")
+    return int(nbytes)
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.4g} {unit}"
+    return f"{n} B"
+
+
+@dataclass(frozen=True, init=False)
+class MemoryBudget(Schedule):
+    """Use at most ``bytes`` for stored states: store all if that fits, else Revolve with the most
+    snapshots that fit.
+
+    Parameters
+    ----------
+    bytes : int, float or str, default ``DEFAULT_MEMORY_BUDGET`` (256 MB)
+        The budget, e.g. ``2 * 10**8`` or ``"200 MB"`` (units B, kB, MB, GB, KiB, MiB, GiB).
+
+    Notes
+    -----
+    For state dimension ``n`` the snapshot count is ``s = floor(bytes / (8 n))``; when
+    ``s >= K + 1`` every state is stored (store-all keeps ``x_0 ... x_K``), otherwise
+    ``Revolve(snapshots=s)`` runs, with ``p(K, s) + 1`` forward steps (see :class:`Revolve`).
+    ``checkpoint="auto"`` is ``MemoryBudget(DEFAULT_MEMORY_BUDGET)`` (256 MB).
+
+    Examples
+    --------
+    >>> import adjoint
+    >>> adjoint.MemoryBudget("1 kB").resolve(steps=1000, state_dim=2)
+    Revolve(snapshots=62)
+    """
+
+    nbytes: int
+
+    def __init__(self, bytes=None):  # noqa: A002 - the documented argument name
+        object.__setattr__(self, "nbytes", parse_bytes(DEFAULT_MEMORY_BUDGET if bytes is None else bytes))
+
+    def __repr__(self) -> str:
+        return f"MemoryBudget({_fmt_bytes(self.nbytes)!r})"
+
+    def snapshots(self, state_dim: int) -> int:
+        """The most states of dimension ``state_dim`` that fit (error if not even one)."""
+        per = 8 * int(state_dim)
+        s = self.nbytes // per
+        if s < 1:
+            raise ValueError(f"MemoryBudget({self.nbytes} bytes) is too small for one state: the state has "
+                             f"dimension {state_dim}, i.e. {per} bytes; give at least {per} bytes")
+        return s
+
+    def resolve(self, steps: int, state_dim: int) -> Schedule:
+        """The schedule this budget runs for ``steps`` steps of a ``state_dim`` state."""
+        steps = _check_steps(steps)
+        s = self.snapshots(state_dim)
+        return StoreAll() if s >= steps + 1 else Revolve(snapshots=s)
+
+    def _run(self, sweep: Sweep) -> SweepOutcome:
+        s = self.snapshots(sweep.state_dim)
+        if s >= sweep.K + 1:
+            return run_store_all(sweep)
+        return run_streamed(sweep, RULE_BINOMIAL, s, f"Revolve(snapshots={s})")
+
+
+def auto() -> MemoryBudget:
+    """The schedule of ``checkpoint="auto"``."""
+    return MemoryBudget()

@@ -1,0 +1,347 @@
+"""Streamed checkpoint schedules: the compiled planner and the compiled executor.
+
+A schedule is a sequence of compact actions on one *working state* and ``s`` snapshot slots:
+
+=========  ===============================================================================
+advance    ``x_k -> x_j``: take ``j - k`` forward steps from the working state
+store      copy the working state ``x_k`` into a slot
+restore    copy the state ``x_k`` held in a slot into the working state
+terminal   one forward step ``x_{K-1} -> x_K`` into scratch; evaluate ``L(x_K)`` and seed the adjoint
+adjoint    the adjoint step ``k`` (needs only the working state ``x_k``)
+=========  ===============================================================================
+
+The planner is a numba function with an explicit stack of pending intervals ``(a, b, f, slot)``
+("reverse steps ``a .. b-1``; ``x_a`` is in ``slot``; ``f`` slots may be used, that one included").
+It writes the actions into a small buffer chunk by chunk, so a schedule for ``K`` steps never
+needs ``O(K)`` memory: the stack holds at most ``s`` intervals. The gradient kernel and the
+Python view of a schedule (:class:`Plan`) call the same compiled planner, so what a user prints is
+what the kernel runs.
+
+Interval rules
+--------------
+* one step (``b - a == 1``): restore ``x_a`` if needed, adjoint step ``a``;
+* one slot (``f == 1``): restore ``x_a``, advance to ``x_{b-1}``, adjoint step ``b - 1``, repeat
+  with ``[a, b - 1)`` (``l (l - 1) / 2`` forward steps);
+* otherwise the interval is cut at ``a = m_0 < m_1 < ... < m_{c-1} < b``: advance through the cuts
+  storing ``x_{m_i}`` in ``slot + i``, then reverse the pieces last to first, piece ``i`` with
+  ``f - i`` slots (the slots of the pieces after it are free again by then).
+  *Binomial* (Revolve) cuts once (``c = 2``) at Griewank and Walther's optimal point; *uniform*
+  cuts into ``c`` equal pieces (see :func:`uniform_pieces`).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .. import _kernels as kern
+
+OP_ADVANCE = 0
+OP_STORE = 1
+OP_RESTORE = 2
+OP_TERMINAL = 3
+OP_ADJOINT = 4
+OP_NAMES = ("advance", "store", "restore", "terminal", "adjoint")
+
+RULE_BINOMIAL = 0
+RULE_UNIFORM = 1
+
+# planner state ``meta``
+_M_SP = 0      # stack size
+_M_W = 1       # index of the state held by the working state
+_M_K = 2       # steps
+_M_FIRST = 3   # 1 until the initial ``store x_0 in slot 0`` was emitted
+_M_RULE = 4
+_M_ERR = 5     # 1 if the stack overflowed (a bug)
+_META_LEN = 6
+
+CHUNK = 4096
+
+
+def binomial_steps_r(l: int, s: int) -> int:
+    """The r of ``C(s + r - 1, s) < l <= C(s + r, s)``."""
+    r, beta = 0, 1
+    while beta < l:
+        r += 1
+        beta = beta * (s + r) // r
+    return r
+
+
+@njit(cache=True)
+def binomial_cut(l, f):  # pragma: no cover - compiled (py_func is tested)
+    """Optimal first cut ``m`` (``1 <= m < l``) to reverse ``l >= 2`` steps with ``f >= 2`` slots.
+
+    With ``beta(f, r) = C(f + r, f)`` and ``beta(f, r - 1) < l <= beta(f, r)``, any ``m`` with
+    ``beta(f, r - 2) <= m <= beta(f, r - 1)`` and ``beta(f - 1, r - 1) <= l - m <= beta(f - 1, r)``
+    attains ``p(l, f) = m + p(l - m, f - 1) + p(m, f)``; we take the smallest.
+    """
+    r = 0
+    beta = 1
+    prev = 0
+    prev2 = 0
+    while beta < l:
+        r += 1
+        prev2 = prev
+        prev = beta
+        beta = beta * (f + r) // r
+    right = beta * f // (f + r)  # beta(f - 1, r)
+    m = l - right
+    if m < prev2:
+        m = prev2
+    if m < 1:
+        m = 1
+    if m > l - 1:
+        m = l - 1
+    return m
+
+
+@njit(cache=True)
+def uniform_pieces(l, f):  # pragma: no cover - compiled (py_func is tested)
+    """Number of equal pieces ``c >= 2`` a uniform schedule cuts ``l > f >= 2`` steps into.
+
+    The smallest number of levels ``L`` such that ``L`` nested cuts into ``c = ceil(l^(1/L))``
+    equal pieces fit: ``1 + L (c - 1) <= f``; bisection (``c = 2``) when even that does not fit.
+    """
+    L = 2
+    while True:
+        c = int(np.floor(l ** (1.0 / L)))
+        if c < 2:
+            c = 2
+        # smallest c with c^L >= l
+        while True:
+            pw = 1
+            for _ in range(L):
+                pw *= c
+                if pw >= l:
+                    break
+            if pw >= l:
+                break
+            c += 1
+        while c > 2:
+            pw = 1
+            for _ in range(L):
+                pw *= c - 1
+                if pw >= l:
+                    break
+            if pw >= l:
+                c -= 1
+            else:
+                break
+        if 1 + L * (c - 1) <= f or c == 2:
+            return c
+        L += 1
+
+
+@njit(cache=True)
+def plan_init(K, s, rule):  # pragma: no cover - compiled
+    """Planner state for ``K >= 1`` steps and ``s >= 1`` slots: ``(stack, meta)``."""
+    se = s if s < K else K
+    stack = np.zeros((se + 8, 4), dtype=np.int64)
+    stack[0, 0] = 0
+    stack[0, 1] = K
+    stack[0, 2] = se
+    stack[0, 3] = 0
+    meta = np.zeros(_META_LEN, dtype=np.int64)
+    meta[_M_SP] = 1
+    meta[_M_W] = 0
+    meta[_M_K] = K
+    meta[_M_FIRST] = 1
+    meta[_M_RULE] = rule
+    return stack, meta
+
+
+@njit(cache=True)
+def plan_chunk(stack, meta, ops, arg0, arg1):  # pragma: no cover - compiled
+    """Write the next actions into ``ops, arg0, arg1``; return how many (0 when done, -1 on error).
+
+    ``ops`` must hold at least ``2 s + 16`` entries. ``arg0, arg1`` are ``(from, to)`` for
+    advance, ``(k, slot)`` for store and restore, ``(k, -1)`` for terminal and adjoint.
+    """
+    cap = ops.shape[0]
+    sp = meta[_M_SP]
+    w = meta[_M_W]
+    K = meta[_M_K]
+    rule = meta[_M_RULE]
+    n = 0
+    if meta[_M_FIRST] == 1:
+        ops[n] = OP_STORE
+        arg0[n] = 0
+        arg1[n] = 0
+        n += 1
+        meta[_M_FIRST] = 0
+    while sp > 0:
+        a = stack[sp - 1, 0]
+        b = stack[sp - 1, 1]
+        f = stack[sp - 1, 2]
+        slot = stack[sp - 1, 3]
+        if n + 2 * f + 8 > cap:
+            break
+        sp -= 1
+        l = b - a
+        if w != a:
+            ops[n] = OP_RESTORE
+            arg0[n] = a
+            arg1[n] = slot
+            n += 1
+            w = a
+        if l == 1 or f == 1:
+            k = b - 1
+            if k > a:
+                ops[n] = OP_ADVANCE
+                arg0[n] = a
+                arg1[n] = k
+                n += 1
+                w = k
+                stack[sp, 0] = a  # the rest of the interval, still with x_a in its slot
+                stack[sp, 1] = k
+                stack[sp, 2] = 1
+                stack[sp, 3] = slot
+                sp += 1
+            if k == K - 1:
+                ops[n] = OP_TERMINAL
+                arg0[n] = k
+                arg1[n] = -1
+                n += 1
+            ops[n] = OP_ADJOINT
+            arg0[n] = k
+            arg1[n] = -1
+            n += 1
+            continue
+        if l <= f:
+            c = l
+        elif rule == RULE_BINOMIAL:
+            c = 2
+        else:
+            c = uniform_pieces(l, f)
+        if sp + c > stack.shape[0]:
+            meta[_M_ERR] = 1
+            return -1
+        prev = a
+        for i in range(c):
+            if rule == RULE_BINOMIAL and c == 2 and l > f:
+                m = a if i == 0 else a + binomial_cut(l, f)
+            else:
+                m = a + (i * l) // c
+            if i > 0:
+                ops[n] = OP_ADVANCE
+                arg0[n] = prev
+                arg1[n] = m
+                n += 1
+                ops[n] = OP_STORE
+                arg0[n] = m
+                arg1[n] = slot + i
+                n += 1
+                stack[sp - 1, 1] = m  # close the previous piece
+            stack[sp, 0] = m
+            stack[sp, 1] = b
+            stack[sp, 2] = f - i
+            stack[sp, 3] = slot + i
+            sp += 1
+            prev = m
+        w = prev
+    meta[_M_SP] = sp
+    meta[_M_W] = w
+    return n
+
+
+@njit
+def gradient_checkpointed(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, x0, C, p, t0, tau, K,
+                          A, b, cn, rule, s, x_final, grad_c, grad_p, grad_x0, counters):
+    """Gradient with ``s`` snapshot slots (``x_0`` included) under planner ``rule``.
+
+    Returns ``(value, status)``; writes ``x_K`` into ``x_final`` and
+    ``counters = (forward_steps, peak_stored_states, planner_error)``.
+    """
+    n = x0.shape[0]
+    ns = b.shape[0]
+    m = C.shape[1]
+    npar = p.shape[0]
+    se = s if s < K else K
+    slots = np.empty((se, n))
+    stack, meta = plan_init(K, s, rule)
+    cap = CHUNK if CHUNK > 2 * se + 16 else 2 * se + 16
+    ops = np.empty(cap, dtype=np.int64)
+    arg0 = np.empty(cap, dtype=np.int64)
+    arg1 = np.empty(cap, dtype=np.int64)
+    stage_k = np.empty((ns, n))
+    stage_x = np.empty((ns, n))
+    stage_bar = np.empty((ns, n))
+    stage_xbar = np.empty((ns, n))
+    x = x0.copy()
+    xn = np.empty(n)
+    cempty = np.empty(0)
+    gct = np.empty(0)
+    lam = np.empty(n)
+    z = np.empty(n)
+    tmp_c = np.empty(m)
+    tmp_p = np.empty(npar)
+    gx = np.empty(n)
+    value = 0.0
+    run = 0.0
+    fwd = 0
+    peak = 0
+    counters[0] = 0
+    counters[1] = 0
+    counters[2] = 0
+    while True:
+        nact = plan_chunk(stack, meta, ops, arg0, arg1)
+        if nact <= 0:
+            if nact < 0:
+                counters[2] = 1
+            break
+        for j in range(nact):
+            op = ops[j]
+            if op == OP_ADVANCE:
+                k0 = arg0[j]
+                k1 = arg1[j]
+                for k in range(k0, k1):
+                    kern.step(kind, f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+                    if not kern._finite(xn):
+                        counters[0] = fwd + k - k0 + 1
+                        counters[1] = peak
+                        return 0.0, k + 1
+                    for i in range(n):
+                        x[i] = xn[i]
+                fwd += k1 - k0
+            elif op == OP_ADJOINT:
+                k = arg0[j]
+                t = t0 + k * tau
+                kern.adjoint_step(kind, f, vjp, g, gvjp, x, C[k], p, t, tau, A, b, cn, stage_k, stage_x,
+                                  stage_bar, stage_xbar, lam, tmp_c, tmp_p, z, grad_c[k], grad_p)
+                if has_run:
+                    run += kern.running_adjoint(rv, rg, x, C[k], p, t, tau, gx, tmp_c, tmp_p, z, grad_c[k],
+                                                grad_p)
+                for i in range(n):
+                    lam[i] = z[i]
+            elif op == OP_RESTORE:
+                sl = arg1[j]
+                for i in range(n):
+                    x[i] = slots[sl, i]
+            elif op == OP_STORE:
+                sl = arg1[j]
+                for i in range(n):
+                    slots[sl, i] = x[i]
+                if sl + 1 > peak:
+                    peak = sl + 1
+            else:  # OP_TERMINAL: x holds x_{K-1}
+                k = arg0[j]
+                kern.step(kind, f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+                fwd += 1
+                if not kern._finite(xn):
+                    counters[0] = fwd
+                    counters[1] = peak
+                    return 0.0, k + 1
+                for i in range(n):
+                    x_final[i] = xn[i]
+                for i in range(npar):
+                    grad_p[i] = 0.0
+                if has_term:
+                    value = tv(xn, cempty, p, t0 + K * tau)
+                    tg(xn, cempty, p, t0 + K * tau, lam, gct, grad_p)
+                else:
+                    for i in range(n):
+                        lam[i] = 0.0
+    for i in range(n):
+        grad_x0[i] = lam[i]
+    counters[0] = fwd
+    counters[1] = peak
+    return value + tau * run, 0
