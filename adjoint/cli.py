@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import importlib
 import importlib.util
 import inspect
 import sys
 import time
+
+import numpy as np
 
 # name -> module; modules that are not present (yet) are skipped by `list`
 PROBLEMS = {
@@ -36,6 +41,40 @@ def _summary_line(modname):
     mod = importlib.import_module(modname)
     doc = (mod.__doc__ or "").strip().splitlines()
     return doc[0] if doc else ""
+
+
+def _jsonable(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist() if o.size <= 10_000 else f"<array {o.shape}>"
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    return repr(o)
+
+
+def _as_summary(result) -> dict:
+    """A JSON-able dict from whatever a problem's ``solve`` returned."""
+    if isinstance(result, dict):
+        return result
+    if dataclasses.is_dataclass(result):
+        out = {}
+        for fld in dataclasses.fields(result):
+            val = getattr(result, fld.name)
+            if isinstance(val, (int, float, str, bool, list, tuple, np.ndarray, np.floating, np.integer)):
+                out[fld.name] = val
+        return out
+    if isinstance(result, tuple):
+        return {"result": [r for r in result if isinstance(r, (int, float, str))]}
+    return {}
+
+
+def _newest(folder, ext, since):
+    best = None
+    for fn in os.listdir(folder):
+        path = os.path.join(folder, fn)
+        if fn.endswith(ext) and os.path.getmtime(path) >= since - 1:
+            if best is None or os.path.getmtime(path) > os.path.getmtime(best):
+                best = path
+    return best
 
 
 def main(argv=None) -> int:
@@ -75,14 +114,26 @@ def main(argv=None) -> int:
         kwargs[opt] = val
     print(f"solving {args.name}: {_summary_line(avail[args.name])}")
     t0 = time.perf_counter()
+    t_wall = time.time()
     try:
-        summary = mod.solve(**kwargs)
+        result = mod.solve(**kwargs)
     except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"done in {time.perf_counter() - t0:.1f} s; objective {summary.get('objective', float('nan')):.6e}")
-    print(f"  plot:    {summary.get('png')}")
-    print(f"  summary: {summary.get('json')}")
+    summary = _as_summary(result)
+    os.makedirs(args.out, exist_ok=True)
+    png = summary.get("png") or _newest(args.out, ".png", t_wall)
+    js = summary.get("json") or _newest(args.out, ".json", t_wall)
+    if js is None:  # the problem wrote no summary: write what it returned
+        js = os.path.join(args.out, f"{args.name}.json")
+        with open(js, "w") as fh:
+            json.dump({"problem": args.name, **summary}, fh, indent=2, default=_jsonable)
+    line = f"done in {time.perf_counter() - t0:.1f} s"
+    if isinstance(summary.get("objective"), (int, float)):
+        line += f"; objective {summary['objective']:.6e}"
+    print(line)
+    print(f"  plot:    {png}")
+    print(f"  summary: {js}")
     return 0
 
 
