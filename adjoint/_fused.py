@@ -28,7 +28,7 @@ from ._bind import _file_digest, _import_path, cache_dir
 __all__ = ["fused_kernels", "MAX_SCALAR_OPS"]
 
 #: the largest traced field (forward + VJP scalar operations) spliced as straight-line code
-MAX_SCALAR_OPS = 1500
+MAX_SCALAR_OPS = 400
 MAX_STATE = 64
 _GEN_VERSION = "4"
 _LOCK = threading.Lock()
