@@ -8,6 +8,7 @@ from ._argmin import (ArgminConvergenceError, ArgminConvergenceWarning, ArgminRe
                       solve_argmin)
 from ._check import GradientCheck, check_gradient
 from ._optimize import Objective, control_bounds, objective
+from ._sinkhorn import SinkhornGradResult, SinkhornResult, sinkhorn_value_and_grad, solve_sinkhorn
 from ._solve import AdjointResult, Gradient, Stats, evaluate, simulate, solve_adjoint
 from .checkpointing import DEFAULT_MEMORY_BUDGET, MemoryBudget, Reversible, Revolve, StoreAll, Uniform
 from .integrators import RK4, DiscreteMap, Euler, Heun, Leapfrog, RungeKutta, VelocityVerlet
@@ -23,5 +24,6 @@ __all__ = [
     "StoreAll", "Revolve", "Uniform", "MemoryBudget", "Reversible", "DEFAULT_MEMORY_BUDGET",
     "vector_field", "cost", "grad", "value_and_grad", "jvp", "vjp", "hvp", "hessian_vector_product",
     "solve_argmin", "ArgminResult", "ArgminStats", "ArgminConvergenceError", "ArgminConvergenceWarning",
+    "solve_sinkhorn", "sinkhorn_value_and_grad", "SinkhornResult", "SinkhornGradResult",
     "objective", "Objective", "control_bounds", "check_gradient", "GradientCheck",
 ]

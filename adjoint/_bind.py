@@ -94,7 +94,9 @@ def bound_kernel(kernel, funcs: dict, literals: dict | None = None):
     literals = dict(literals or {})
     params = list(inspect.signature(kernel.py_func).parameters)
     rest = [p for p in params if p not in funcs and p not in literals]
-    key = (kernel, tuple(sorted((k, id(v)) for k, v in funcs.items())), tuple(sorted(literals.items())))
+    # the function objects themselves (not their ids) key the cache: it keeps them alive, so an id
+    # can never be reused by another function while its wrapper is cached
+    key = (kernel, tuple(sorted(funcs.items(), key=lambda kv: kv[0])), tuple(sorted(literals.items())))
     got = _BOUND.get(key)
     if got is not None:
         return got

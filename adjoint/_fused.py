@@ -32,7 +32,6 @@ MAX_SCALAR_OPS = 400
 MAX_STATE = 64
 _GEN_VERSION = "4"
 _LOCK = threading.Lock()
-_MEMO: dict = {}
 
 
 def _names(prefix, n):
@@ -376,9 +375,12 @@ def fused_kernels(comp, method, n, m, q):
     if method.kind not in (kern.KIND_EULER, kern.KIND_RK, kern.KIND_MAP) or n > MAX_STATE:
         return None
     A, b, cn = method.tableau_arrays()
-    key = (id(comp), method.kind, A.tobytes(), b.tobytes(), cn.tobytes(), n, m, q)
-    if key in _MEMO:
-        return _MEMO[key]
+    # memoised on the problem's compiled bundle itself (never by id(): ids are reused after garbage
+    # collection, which would hand one problem another problem's kernels)
+    memo = comp.__dict__.setdefault("_fused_memo", {})
+    key = (method.kind, A.tobytes(), b.tobytes(), cn.tobytes(), n, m, q)
+    if key in memo:
+        return memo[key]
     result = None
     try:
         from . import ad
@@ -410,7 +412,7 @@ def fused_kernels(comp, method, n, m, q):
         result = None
     except ImportError:
         result = None
-    _MEMO[key] = result
+    memo[key] = result
     return result
 
 

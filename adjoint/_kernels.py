@@ -296,7 +296,6 @@ def gradient_store_all(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term,
             traj[k + 1, i] = xn[i]
     # terminal cost
     cempty = np.empty(0)
-    gxt = np.empty(n)
     gct = np.empty(0)
     lam = np.empty(n)
     value = 0.0

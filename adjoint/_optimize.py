@@ -34,7 +34,6 @@ class Objective:
 
     def __init__(self, problem: ControlProblem, wrt, *, params=None, controls=None, x0=None, method=None,
                  checkpoint=None):
-        from ._solve import solve_adjoint  # noqa: F401  (import check)
         if not isinstance(problem, ControlProblem):
             raise TypeError(f"`problem` must be an adjoint.ControlProblem; got {type(problem).__name__}")
         if isinstance(wrt, str):

@@ -5,8 +5,7 @@ This module only validates and stores; the compiled sweeps live in ``adjoint._ke
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 

@@ -83,8 +83,10 @@ class SeparableDynamics(Dynamics):
     Parameters
     ----------
     u : callable ``u(y, c, p, t, out)``
-        Writes ``x'`` (shape ``(x_dim,)``) as a function of ``y`` (shape ``(y_dim,)``).
-    vjp_u : callable ``vjp_u(y, c, p, t, z, out_y, out_c, out_p)``
+        Writes ``x'`` (shape ``(x_dim,)``) as a function of ``y`` (shape ``(y_dim,)``). With
+        ``vjp_u = vjp_v = None``, ``u(y, c, p, t)`` and ``v(x, c, p, t)`` are plain numpy functions
+        returning arrays; they are traced and their VJPs derived by :mod:`adjoint.ad`.
+    vjp_u : callable ``vjp_u(y, c, p, t, z, out_y, out_c, out_p)`` or None
         ``z`` has shape ``(x_dim,)``; writes ``[d_y u]^T z``, ``[d_c u]^T z``, ``[d_p u]^T z``
         (overwrites).
     v : callable ``v(x, c, p, t, out)``
@@ -128,13 +130,20 @@ class SeparableDynamics(Dynamics):
     2
     """
 
-    def __init__(self, u: Callable, vjp_u: Callable, v: Callable, vjp_v: Callable, x_dim: int, y_dim: int,
+    def __init__(self, u: Callable, vjp_u: Callable | None, v: Callable, vjp_v: Callable | None, x_dim: int, y_dim: int,
                  control_dim: int = 0, param_dim: int = 0, *, name: str | None = None):
         self.x_dim = _check_dim("x_dim", x_dim, 1)
         self.y_dim = _check_dim("y_dim", y_dim, 1)
         self.state_dim = self.x_dim + self.y_dim
         self.control_dim = _check_dim("control_dim", control_dim, 0)
         self.param_dim = _check_dim("param_dim", param_dim, 0)
+        if (vjp_u is None) != (vjp_v is None):
+            raise TypeError("give both `vjp_u` and `vjp_v` (hand-written derivatives) or neither (then `u` and `v` "
+                            "are plain numpy functions u(y, c, p, t) -> array, v(x, c, p, t) -> array, traced)")
+        if vjp_u is None:  # plain functions: trace them (adjoint.ad)
+            from .ad._api import half_field
+            u, vjp_u = half_field(u, self.y_dim, self.x_dim, self.control_dim, self.param_dim, name="u")
+            v, vjp_v = half_field(v, self.x_dim, self.y_dim, self.control_dim, self.param_dim, name="v")
         self.u = _njit_user("u", u, 5)
         self.vjp_u = _njit_user("vjp_u", vjp_u, 8)
         self.v = _njit_user("v", v, 5)

@@ -11,7 +11,7 @@ from ._problem import ControlProblem, Cost, Dynamics, as_float_vector, _arity
 from ._separable import SeparableDynamics
 from ._fused import fused_kernels
 from ._sweep import Sweep
-from .checkpointing import Schedule, StoreAll, auto as _auto_schedule
+from .checkpointing import Schedule, auto as _auto_schedule
 from .checkpointing import _streamed as _ckpt_kernels
 from .integrators import Euler, Method
 

@@ -19,8 +19,9 @@ def main():
     ap.add_argument("--maxiter", type=int, default=300)
     ap.add_argument("--out", default=".")
     a = ap.parse_args()
-    acc, opt, path = revnet.solve(a.out, steps=a.layers, hidden=a.hidden, maxiter=a.maxiter)
-    print(f"training accuracy {acc:.1%}, loss {opt.fun:.4f} after {opt.nit} L-BFGS iterations; saved {path}")
+    s = revnet.solve(a.out, steps=a.layers, hidden=a.hidden, maxiter=a.maxiter)
+    print(f"training accuracy {s['accuracy']:.1%}, loss {s['objective']:.4f} after {s['iterations']} L-BFGS "
+          f"iterations; saved {s['png']}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,22 @@ def method_from_name(name):
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}") from None
 
 
+class Counted:
+    """``fun(v) -> (value, grad)`` with an evaluation counter (``nfev``) and a one-entry cache, so
+    that :func:`lbfgs` can print progress without triggering extra solves."""
+
+    def __init__(self, fun):
+        self.fun, self.nfev, self._key, self._res = fun, 0, None, None
+
+    def __call__(self, v):
+        v = np.asarray(v, dtype=np.float64)
+        if v.tobytes() != self._key:
+            self._key, self._res = v.tobytes(), self.fun(v)
+            self.nfev += 1
+        value, grad = self._res
+        return value, np.array(grad, dtype=np.float64)
+
+
 def lbfgs(fun, v0, *, bounds=None, maxiter=200, verbose=True, gtol=1e-9, ftol=1e-13):
     """Minimise an :class:`adjoint.Objective` with L-BFGS-B, one progress line per iteration.
 

@@ -17,8 +17,6 @@ discrete energy ``w^2 x_k^2 + y_k^2 + w^2 tau x_k y_k`` is conserved exactly by 
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from numba import njit
 
@@ -115,47 +113,67 @@ def modified_energy(s, omega, tau):
     return w2 * s[..., 0] ** 2 + s[..., 1] ** 2 + w2 * tau * s[..., 0] * s[..., 1]
 
 
-def solve(output_dir: str = ".", steps: int = 2000, omega0: float = 1.2, checkpoint=None):
-    """Recover ``omega`` with scipy's L-BFGS-B and the reversible adjoint; save a PNG.
+SEPARABLE_METHODS = {"leapfrog": adjoint.Leapfrog, "verlet": adjoint.VelocityVerlet}
 
-    Returns ``(omega_hat, scipy_result, png_path)``.
+
+def method_from_name(name):
+    """``"leapfrog" | "verlet"`` (or a Leapfrog / VelocityVerlet instance; None -> Leapfrog)."""
+    if name is None:
+        return Leapfrog()
+    if isinstance(name, (adjoint.Leapfrog, adjoint.VelocityVerlet)):
+        return name
+    if isinstance(name, str) and name.lower() in SEPARABLE_METHODS:
+        return SEPARABLE_METHODS[name.lower()]()
+    raise ValueError(f"unknown method {name!r} for the separable harmonic oscillator; "
+                     f"choose one of {sorted(SEPARABLE_METHODS)}")
+
+
+def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, omega0=1.2, checkpoint=None):
+    """Recover ``omega`` with L-BFGS-B (bounds ``1.0 <= omega <= 1.6``) and the reversible adjoint.
+
+    ``method`` is ``"leapfrog"`` (default) or ``"verlet"``; ``checkpoint`` defaults to
+    ``adjoint.Reversible()``. Prints one line per iteration when ``verbose``, saves
+    ``harmonic_oscillator.png`` (fitted trajectory, ``J(omega)``, objective history) and
+    ``harmonic_oscillator.json`` into ``output_dir`` and returns the summary dict.
     """
-    from scipy.optimize import minimize
+    from . import _common
     from adjoint.checkpointing._reversible import Reversible
 
-    prob = make_problem(steps)
-    method = Leapfrog()
+    steps = 2000 if steps is None else steps
+    method = method_from_name(method)
     checkpoint = Reversible() if checkpoint is None else checkpoint
+    prob = make_problem(steps)
 
-    def fun(w):
+    def objective(w):
         res = adjoint.solve_adjoint(prob, params=w, method=method, checkpoint=checkpoint)
         return res.value, res.grad.params.copy()
 
-    opt = minimize(fun, np.array([omega0]), jac=True, method="L-BFGS-B", bounds=[(1.0, 1.6)],
-                   options={"ftol": 1e-15, "gtol": 1e-12})
+    fun = _common.Counted(objective)
+    opt, hist = _common.lbfgs(fun, np.array([float(omega0)]), bounds=[(1.0, 1.6)], maxiter=maxiter,
+                              verbose=verbose, gtol=1e-12, ftol=1e-15)
     w_hat = float(opt.x[0])
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    if verbose:
+        print(f"  fitted omega {w_hat:.10f}   true {TRUE_OMEGA}")
     _, traj = adjoint.simulate(prob, params=opt.x, method=method)
     t = prob.times
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax[0].plot(t, traj[:, 0], label="leapfrog x_k (fitted omega)")
+    fig, ax = _common.figure()
+    ax[0].plot(t, traj[:, 0], label=f"{type(method).__name__} x_k (fitted omega)")
     ax[0].plot(t, exact_state(t)[0], "--", label="exact x(t), true omega")
     ax[0].set_xlabel("t"); ax[0].legend(fontsize=8)
     ax[0].set_title(f"omega: true {TRUE_OMEGA}, fitted {w_hat:.6f}")
     ws = np.linspace(0.8, 1.8, 400)
-    ax[1].plot(ws, [fun(np.array([w]))[0] for w in ws])
+    ax[1].plot(ws, [objective(np.array([w]))[0] for w in ws])
     ax[1].axvline(TRUE_OMEGA, color="k", ls=":")
-    ax[1].set_xlabel("omega"); ax[1].set_ylabel("J"); ax[1].set_yscale("log")
-    fig.tight_layout()
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "harmonic_oscillator.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return w_hat, opt, path
+    ax[1].set_xlabel("omega"); ax[1].set_ylabel("J"); ax[1].set_yscale("log"); ax[1].set_title("J(omega)")
+    _common.history_axis(ax[2], hist)
+    summary = {"problem": "harmonic_oscillator", "steps": steps, "method": repr(method),
+               "checkpoint": repr(checkpoint), "objective": float(opt.fun), "omega": w_hat,
+               "true_omega": TRUE_OMEGA, "omega0": float(omega0), "iterations": int(opt.nit),
+               "message": str(opt.message), "history": hist}
+    summary["png"], summary["json"] = _common.save(output_dir, "harmonic_oscillator", fig, summary)
+    return summary
 
 
 if __name__ == "__main__":  # pragma: no cover
-    w, opt, path = solve()
-    print(f"omega_hat = {w:.10f} (true {TRUE_OMEGA}), J = {opt.fun:.3e}, saved {path}")
+    s = solve()
+    print(f"omega_hat = {s['omega']:.10f} (true {TRUE_OMEGA}), J = {s['objective']:.3e}, saved {s['png']}")

@@ -15,8 +15,6 @@ differs from ``q'(0)`` by ``O(tau)``, which shooting absorbs.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from numba import njit
 
@@ -117,39 +115,71 @@ def shoot(prob, v0, target=TARGET, checkpoint=None, method=None):
     return minimize(fun, np.asarray(v0, dtype=float), jac=True, method="BFGS", options={"gtol": 1e-12})
 
 
-def solve(output_dir: str = ".", steps: int = 4000, target=TARGET, v0=(0.0, 1.0), checkpoint=None):
-    """Shoot to ``target`` (reversible adjoint by default) and save a PNG of the orbits.
+SEPARABLE_METHODS = {"leapfrog": adjoint.Leapfrog, "verlet": adjoint.VelocityVerlet}
 
-    Returns ``(v0_hat, miss_distance, scipy_result, png_path)``.
+
+def method_from_name(name):
+    """``"leapfrog" | "verlet"`` (or a Leapfrog / VelocityVerlet instance; None -> Leapfrog)."""
+    if name is None:
+        return Leapfrog()
+    if isinstance(name, (adjoint.Leapfrog, adjoint.VelocityVerlet)):
+        return name
+    if isinstance(name, str) and name.lower() in SEPARABLE_METHODS:
+        return SEPARABLE_METHODS[name.lower()]()
+    raise ValueError(f"unknown method {name!r} for the separable Kepler problem; "
+                     f"choose one of {sorted(SEPARABLE_METHODS)}")
+
+
+def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, target=TARGET, v0=(0.0, 1.0),
+          checkpoint=None):
+    """Shoot to ``target`` with L-BFGS-B (reversible adjoint by default); save the orbits and history.
+
+    ``method`` is ``"leapfrog"`` (default) or ``"verlet"``. Prints one line per iteration when
+    ``verbose``, saves ``kepler.png`` (initial and shot orbits, objective history) and ``kepler.json``
+    into ``output_dir`` and returns the summary dict (``"v0"`` is the shot velocity, ``"miss"`` the
+    final distance to the target).
     """
+    from . import _common
     from adjoint.checkpointing._reversible import Reversible
-    prob = make_problem(steps)
+
+    steps = 4000 if steps is None else steps
+    method = method_from_name(method)
     checkpoint = Reversible() if checkpoint is None else checkpoint
-    opt = shoot(prob, v0, target, checkpoint=checkpoint)
-    v_hat = opt.x
+    target = np.asarray(target, dtype=float)
+    v0 = np.asarray(v0, dtype=float)
+    prob = make_problem(steps)
     p = params(target)
-    _, first = adjoint.simulate(prob, params=p, x0=np.concatenate([Q0, v0]), method=Leapfrog())
-    _, best = adjoint.simulate(prob, params=p, x0=np.concatenate([Q0, v_hat]), method=Leapfrog())
+
+    def objective(vel):
+        res = adjoint.solve_adjoint(prob, params=p, x0=np.concatenate([Q0, vel]), method=method,
+                                    checkpoint=checkpoint)
+        return res.value, res.grad.x0[2:].copy()
+
+    # J has an exact zero (a hit), so only the gradient tolerance ends the search
+    opt, hist = _common.lbfgs(_common.Counted(objective), v0, maxiter=maxiter, verbose=verbose, gtol=1e-12, ftol=0.0)
+    v_hat = opt.x
+    _, first = adjoint.simulate(prob, params=p, x0=np.concatenate([Q0, v0]), method=method)
+    _, best = adjoint.simulate(prob, params=p, x0=np.concatenate([Q0, v_hat]), method=method)
     miss = float(np.hypot(*(best[-1, :2] - target)))
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(first[:, 0], first[:, 1], ":", color="gray", label=f"initial guess v0={tuple(np.round(v0, 3))}")
-    ax.plot(best[:, 0], best[:, 1], label=f"shot v0=({v_hat[0]:.4f}, {v_hat[1]:.4f})")
-    ax.plot([0], [0], "k*", ms=12, label="central body")
-    ax.plot([Q0[0]], [Q0[1]], "go", label="start")
-    ax.plot([target[0]], [target[1]], "rx", ms=10, mew=2, label=f"target at T={T_END}")
-    ax.set_aspect("equal"); ax.legend(fontsize=7, loc="lower left")
-    ax.set_title(f"Kepler shooting, miss {miss:.1e}")
-    fig.tight_layout()
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "kepler_shooting.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return v_hat, miss, opt, path
+    if verbose:
+        print(f"  v0 = ({v_hat[0]:.10f}, {v_hat[1]:.10f})   miss {miss:.2e}")
+    fig, ax = _common.figure(ncols=2, width=10, height=4.5)
+    ax[0].plot(first[:, 0], first[:, 1], ":", color="gray", label=f"initial guess v0=({v0[0]:.3g}, {v0[1]:.3g})")
+    ax[0].plot(best[:, 0], best[:, 1], label=f"shot v0=({v_hat[0]:.4f}, {v_hat[1]:.4f})")
+    ax[0].plot([0], [0], "k*", ms=12, label="central body")
+    ax[0].plot([Q0[0]], [Q0[1]], "go", label="start")
+    ax[0].plot([target[0]], [target[1]], "rx", ms=10, mew=2, label=f"target at T={T_END}")
+    ax[0].set_aspect("equal"); ax[0].legend(fontsize=7, loc="lower left")
+    ax[0].set_title(f"Kepler shooting, miss {miss:.1e}")
+    _common.history_axis(ax[1], hist)
+    summary = {"problem": "kepler", "steps": steps, "method": repr(method), "checkpoint": repr(checkpoint),
+               "objective": float(opt.fun), "v0": v_hat, "v0_initial": v0, "target": target, "miss": miss,
+               "energy": float(energy(best[-1])), "iterations": int(opt.nit), "message": str(opt.message),
+               "history": hist}
+    summary["png"], summary["json"] = _common.save(output_dir, "kepler", fig, summary)
+    return summary
 
 
 if __name__ == "__main__":  # pragma: no cover
-    v_hat, miss, opt, path = solve()
-    print(f"v0 = {v_hat}, miss = {miss:.2e}, iterations = {opt.nit}, saved {path}")
+    s = solve()
+    print(f"v0 = {s['v0']}, miss = {s['miss']:.2e}, iterations = {s['iterations']}, saved {s['png']}")

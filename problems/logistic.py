@@ -24,7 +24,6 @@ the full solve (tests) and against unrolled gradient descent (``benchmarks/argmi
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 import numba
@@ -175,16 +174,16 @@ def make_problem(n_features=20, n_train=60, n_val=60, noise=0.5, seed=0) -> Logi
     return Logistic(A, y, Av, yv, energy, loss, energy_grad, energy_hvp, energy_mixed_vjp, loss_grad)
 
 
-def solve(output_dir=".", problem: Logistic | None = None, theta0=0.0):
-    """Tune ``theta = log lambda`` by L-BFGS-B on the implicit hyper-gradient; save ``logistic.png``.
+def solve(output_dir="out", maxiter=100, verbose=True, problem: Logistic | None = None, theta0=0.0):
+    """Tune ``theta = log lambda`` by L-BFGS-B on the implicit hyper-gradient; save a PNG and JSON.
 
-    Returns ``(theta_best, path)``. The plot shows the validation loss over ``lambda`` with the
-    optimiser's iterates.
+    Prints one line per iteration when ``verbose``, saves ``logistic.png`` (validation loss over
+    ``lambda`` with the optimiser's iterates, objective history) and ``logistic.json`` into
+    ``output_dir`` and returns the summary dict (``"theta"`` is the best ``log lambda``,
+    ``"accuracy"`` the validation accuracy there). There are no time steps, so no ``steps`` or
+    ``method`` options.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy.optimize import minimize
+    from . import _common
 
     prob = make_problem() if problem is None else problem
     kw = prob.derivatives()
@@ -197,19 +196,27 @@ def solve(output_dir=".", problem: Logistic | None = None, theta0=0.0):
         path.append((float(th[0]), r.value))
         return r.value, r.grad
 
-    best = minimize(fun, np.atleast_1d(float(theta0)), jac=True, method="L-BFGS-B")
+    best, hist = _common.lbfgs(_common.Counted(fun), np.atleast_1d(float(theta0)), maxiter=maxiter, verbose=verbose,
+                               gtol=1e-5, ftol=2.220446049250313e-09)  # scipy's defaults, as before
+    theta = float(best.x[0])
+    x_best = solve_argmin(prob.energy, prob.loss, [theta], np.zeros(prob.n), **kw).x
+    acc = prob.accuracy(x_best)
+    if verbose:
+        print(f"  best log lambda {theta:.6f}   validation accuracy {acc:.3f}")
     thetas = np.linspace(-8.0, 3.0, 45)
     vals = [solve_argmin(prob.energy, prob.loss, t, np.zeros(prob.n), **kw).value for t in thetas]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(thetas, vals, label="validation log-loss")
+    fig, ax = _common.figure(ncols=2, width=11)
+    ax[0].plot(thetas, vals, label="validation log-loss")
     pts = np.array(path)
-    ax.plot(pts[:, 0], pts[:, 1], "o-", ms=4, label="L-BFGS-B iterates")
-    ax.axvline(best.x[0], ls="--", c="k", label=f"best log lambda = {best.x[0]:.3f}")
-    ax.set_xlabel("theta = log lambda")
-    ax.set_ylabel("L(x(theta))")
-    ax.legend()
-    fig.tight_layout()
-    out = os.path.join(output_dir, "logistic.png")
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return float(best.x[0]), out
+    ax[0].plot(pts[:, 0], pts[:, 1], "o-", ms=4, label="L-BFGS-B iterates")
+    ax[0].axvline(theta, ls="--", c="k", label=f"best log lambda = {theta:.3f}")
+    ax[0].set_xlabel("theta = log lambda")
+    ax[0].set_ylabel("L(x(theta))")
+    ax[0].legend()
+    _common.history_axis(ax[1], hist)
+    summary = {"problem": "logistic", "objective": float(best.fun), "theta": theta, "lambda": float(np.exp(theta)),
+               "theta0": float(theta0), "accuracy": acc, "n_features": prob.n, "n_train": prob.A.shape[0],
+               "n_val": prob.A_val.shape[0], "iterations": int(best.nit), "message": str(best.message),
+               "history": hist}
+    summary["png"], summary["json"] = _common.save(output_dir, "logistic", fig, summary)
+    return summary

@@ -52,7 +52,6 @@ def solve(output_dir=".", *, n=300, m=400, eps=2e-3, steps=40, lr=0.5, mode="env
     a, b, x, y = make_problem(n, m, seed)
     values = []
     snaps, snap_steps = [], []
-    f_g = None
     for k in range(steps + 1):
         if k in snapshots:
             snaps.append(x.copy())
@@ -66,7 +65,6 @@ def solve(output_dir=".", *, n=300, m=400, eps=2e-3, steps=40, lr=0.5, mode="env
         if verbose:
             print(f"step {k:3d}  J = {res.value:.6f}  transport = "
                   f"{res.solution.transport_cost:.6f}  iters = {res.solution.iterations}")
-        f_g = res
     fig_path = None
     if output_dir is not None:
         import matplotlib

@@ -17,7 +17,6 @@ parts (``y_dim = H N``); ``params`` is ``theta = (W1, b1, W2, b2, w, c)`` flatte
 """
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 import numpy as np
@@ -221,9 +220,9 @@ def predict(theta, points, hidden: int = 4, steps: int = 20, t_end: float = T_EN
     return np.concatenate([x, y], axis=1) @ w + c
 
 
-def train(steps: int = 20, hidden: int = 4, checkpoint=None, maxiter: int = 300, seed: int = 1):
-    """Train with scipy L-BFGS-B. Returns ``(theta, scipy_result, accuracy, (points, labels))``."""
-    from scipy.optimize import minimize
+def _train(steps, hidden, checkpoint, maxiter, seed, verbose):
+    """L-BFGS-B on two moons via ``_common.lbfgs``; returns ``(theta, result, accuracy, data, history)``."""
+    from . import _common
     from adjoint.checkpointing._reversible import Reversible
     points, labels = two_moons()
     prob, labels = make_problem(points, labels, steps=steps, hidden=hidden)
@@ -235,37 +234,53 @@ def train(steps: int = 20, hidden: int = 4, checkpoint=None, maxiter: int = 300,
                                     checkpoint=checkpoint)
         return res.value, res.grad.params[:npar].copy()
 
-    opt = minimize(fun, initial_params(hidden, seed), jac=True, method="L-BFGS-B",
-                   options={"maxiter": maxiter})
+    # scipy's default L-BFGS-B tolerances (a tighter fit does not change the boundary)
+    opt, hist = _common.lbfgs(_common.Counted(fun), initial_params(hidden, seed), maxiter=maxiter, verbose=verbose,
+                              gtol=1e-5, ftol=2.220446049250313e-09)
     acc = float(np.mean(np.sign(predict(opt.x, points, hidden, steps)) == labels))
-    return opt.x, opt, acc, (points, labels)
+    return opt.x, opt, acc, (points, labels), hist
 
 
-def solve(output_dir: str = ".", steps: int = 20, hidden: int = 4, maxiter: int = 300):
-    """Train on two moons and save the decision boundary. Returns ``(accuracy, scipy_result, png_path)``."""
-    theta, opt, acc, (points, labels) = train(steps, hidden, maxiter=maxiter)
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def train(steps: int = 20, hidden: int = 4, checkpoint=None, maxiter: int = 300, seed: int = 1,
+          verbose: bool = False):
+    """Train with L-BFGS-B. Returns ``(theta, scipy_result, accuracy, (points, labels))``."""
+    theta, opt, acc, data, _ = _train(steps, hidden, checkpoint, maxiter, seed, verbose)
+    return theta, opt, acc, data
+
+
+def solve(output_dir="out", steps=None, maxiter=300, verbose=True, hidden=4, checkpoint=None, seed=1):
+    """Train on two moons (``steps`` layers, reversible adjoint by default) and save the decision boundary.
+
+    Prints one line per L-BFGS-B iteration when ``verbose``, saves ``revnet.png`` (decision boundary,
+    objective history) and ``revnet.json`` into ``output_dir`` and returns the summary dict (with the
+    training ``"accuracy"`` and the trained ``"theta"``). The architecture is the leapfrog step, so
+    there is no ``method`` option.
+    """
+    from . import _common
+    steps = 20 if steps is None else steps
+    theta, opt, acc, (points, labels), hist = _train(steps, hidden, checkpoint, maxiter, seed, verbose)
+    if verbose:
+        print(f"  training accuracy {acc:.3f}")
     lo, hi = points.min(axis=0) - 0.5, points.max(axis=0) + 0.5
     gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
     grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
     margin = predict(theta, grid, hidden, steps).reshape(gx.shape)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    ax.contourf(gx, gy, margin, levels=[-1e9, 0, 1e9], colors=["#f4b6b6", "#b6c8f4"], alpha=0.7)
-    ax.contour(gx, gy, margin, levels=[0], colors="k", linewidths=1)
-    ax.scatter(points[labels > 0, 0], points[labels > 0, 1], s=10, c="b", label="+1")
-    ax.scatter(points[labels < 0, 0], points[labels < 0, 1], s=10, c="r", label="-1")
-    ax.set_title(f"reversible ResNet, {steps} layers, H={hidden}: accuracy {acc:.1%}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "revnet_moons.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return acc, opt, path
+    fig, ax = _common.figure(ncols=2, width=11, height=4.5)
+    ax[0].contourf(gx, gy, margin, levels=[-1e9, 0, 1e9], colors=["#f4b6b6", "#b6c8f4"], alpha=0.7)
+    ax[0].contour(gx, gy, margin, levels=[0], colors="k", linewidths=1)
+    ax[0].scatter(points[labels > 0, 0], points[labels > 0, 1], s=10, c="b", label="+1")
+    ax[0].scatter(points[labels < 0, 0], points[labels < 0, 1], s=10, c="r", label="-1")
+    ax[0].set_title(f"reversible ResNet, {steps} layers, H={hidden}: accuracy {acc:.1%}")
+    ax[0].legend(fontsize=8)
+    _common.history_axis(ax[1], hist)
+    summary = {"problem": "revnet", "layers": steps, "steps": steps, "hidden": hidden,
+               "checkpoint": repr(checkpoint) if checkpoint is not None else "Reversible()",
+               "objective": float(opt.fun), "accuracy": acc, "theta": theta, "iterations": int(opt.nit),
+               "message": str(opt.message), "history": hist}
+    summary["png"], summary["json"] = _common.save(output_dir, "revnet", fig, summary)
+    return summary
 
 
 if __name__ == "__main__":  # pragma: no cover
-    acc, opt, path = solve()
-    print(f"accuracy {acc:.3f}, loss {opt.fun:.4f}, iterations {opt.nit}, saved {path}")
+    s = solve()
+    print(f"accuracy {s['accuracy']:.3f}, loss {s['objective']:.4f}, iterations {s['iterations']}, saved {s['png']}")

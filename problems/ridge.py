@@ -23,7 +23,6 @@ arguments of :func:`adjoint.solve_argmin`) and the closed forms.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numba
@@ -166,16 +165,15 @@ def make_problem(n_features=20, n_train=40, n_val=40, noise=0.5, seed=0) -> Ridg
     return Ridge(A, b, Av, bv, energy, loss, energy_grad, energy_hvp, energy_mixed_vjp, loss_grad)
 
 
-def solve(output_dir=".", problem: Ridge | None = None, theta0=0.0):
-    """Tune ``theta = log lambda`` with scipy and the implicit hyper-gradient; save ``ridge.png``.
+def solve(output_dir="out", maxiter=100, verbose=True, problem: Ridge | None = None, theta0=0.0):
+    """Tune ``theta = log lambda`` with L-BFGS-B on the implicit hyper-gradient; save a PNG and JSON.
 
-    Returns ``(theta_best, path)``: the optimiser's result and the PNG's path. The plot shows the
-    validation error and the implicit and closed-form hyper-gradients over a range of ``lambda``.
+    Prints one line per iteration when ``verbose``, saves ``ridge.png`` (validation error, implicit
+    and closed-form hyper-gradients over a range of ``lambda``, objective history) and ``ridge.json``
+    into ``output_dir`` and returns the summary dict (``"theta"`` is the best ``log lambda``). There
+    are no time steps, so no ``steps`` or ``method`` options.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy.optimize import minimize
+    from . import _common
 
     prob = make_problem() if problem is None else problem
     kw = prob.derivatives()
@@ -185,24 +183,35 @@ def solve(output_dir=".", problem: Ridge | None = None, theta0=0.0):
         r = solve_argmin(prob.energy, prob.loss, th, x0, **kw)
         return r.value, r.grad
 
-    best = minimize(fun, np.atleast_1d(float(theta0)), jac=True, method="L-BFGS-B")
+    best, hist = _common.lbfgs(_common.Counted(fun), np.atleast_1d(float(theta0)), maxiter=maxiter, verbose=verbose,
+                               gtol=1e-5, ftol=2.220446049250313e-09)  # scipy's defaults, as before
+    theta = float(best.x[0])
+    grad_cf = float(prob.closed_form_grad([theta])[0])
+    if verbose:
+        print(f"  best log lambda {theta:.6f}   closed-form dL/dtheta there {grad_cf:.2e}")
     thetas = np.linspace(-6.0, 4.0, 60)
     vals = [prob.closed_form_value([t]) for t in thetas]
     g_imp = [fun(np.array([t]))[1][0] for t in thetas]
     g_cf = [prob.closed_form_grad([t])[0] for t in thetas]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6, 6), sharex=True)
+    fig, (ax1, ax2, ax3) = _common.figure()
     ax1.plot(thetas, vals)
-    ax1.axvline(best.x[0], ls="--", c="k", label=f"best log lambda = {best.x[0]:.3f}")
+    ax1.axvline(theta, ls="--", c="k", label=f"best log lambda = {theta:.3f}")
+    ax1.set_xlabel("theta = log lambda")
     ax1.set_ylabel("validation error L(x(theta))")
+    ax1.set_title("validation error")
     ax1.legend()
     ax2.plot(thetas, g_cf, label="closed form")
     ax2.plot(thetas, g_imp, "o", ms=3, label="implicit (solve_argmin)")
     ax2.axhline(0.0, c="k", lw=0.5)
     ax2.set_xlabel("theta = log lambda")
     ax2.set_ylabel("dL/dtheta")
+    ax2.set_title("hyper-gradient")
     ax2.legend()
-    fig.tight_layout()
-    path = os.path.join(output_dir, "ridge.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return float(best.x[0]), path
+    _common.history_axis(ax3, hist)
+    summary = {"problem": "ridge", "objective": float(best.fun), "theta": theta, "lambda": float(np.exp(theta)),
+               "theta0": float(theta0), "closed_form_value": prob.closed_form_value([theta]),
+               "closed_form_grad": grad_cf, "n_features": prob.n, "n_train": prob.A.shape[0],
+               "n_val": prob.A_val.shape[0], "iterations": int(best.nit), "message": str(best.message),
+               "history": hist}
+    summary["png"], summary["json"] = _common.save(output_dir, "ridge", fig, summary)
+    return summary

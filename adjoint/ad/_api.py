@@ -600,3 +600,31 @@ def trace_cost(cst, state_dim, control_dim=0, param_dim=0):
         return TracedCost(g, gg, n, m, q)
     except Exception:  # noqa: BLE001
         return None
+
+
+def half_field(fn, in_dim, out_dim, control_dim=0, param_dim=0, *, name=None):
+    """Trace ``fn(w, c, p, t) -> array (out_dim,)`` with ``w`` of shape ``(in_dim,)`` and compile
+    the out-writing pair ``f(w, c, p, t, out)``, ``vjp(w, c, p, t, z, out_w, out_c, out_p)``.
+
+    The halves ``u(y)`` and ``v(x)`` of :class:`adjoint.SeparableDynamics` map one block of the
+    state to the other, so their input and output sizes may differ.
+    """
+    ni = _dim("in_dim", in_dim, 1)
+    no = _dim("out_dim", out_dim, 1)
+    m = _dim("control_dim", control_dim, 0)
+    q = _dim("param_dim", param_dim, 0)
+    label = name or getattr(fn, "__name__", "field")
+    g = trace_shapes(fn, [(ni,), (m,), (q,), ()], names=_XCPT)
+    if len(g.outputs) != 1 or int(np.prod(g.output_shapes[0])) != no or len(g.output_shapes[0]) > 1:
+        raise ValueError(f"`{label}` must return one array of shape ({no},); got output shapes {g.output_shapes}")
+    if g.output_shapes[0] != (no,):
+        b = Builder()
+        ins = [b.input(g.nodes[i].shape, nm) for i, nm in zip(g.inputs, g.input_names)]
+        outs, _ = replay(g, ins)
+        g = b.graph([as_value(outs[0]).reshape((no,)) if isinstance(outs[0], Tracer) else np.reshape(outs[0], (no,))])
+    vg = vjp_graph(g, wrt=[0, 1, 2], with_primals=False)
+    src_f, c1 = kernel_source(g, "f", _XCPT, ["array", "array", "array", "scalar"], ["out"], prefix="_f")
+    src_v, c2 = kernel_source(vg, "vjp", _XCPT + ["z"], ["array", "array", "array", "scalar", "array"],
+                              ["out_x", "out_c", "out_p"], prefix="_v")
+    mod = load_module(module_source([src_f, src_v], {**c1, **c2}))
+    return mod.f, mod.vjp
