@@ -135,7 +135,15 @@ def bound_kernel(kernel, funcs: dict, literals: dict | None = None):
         lines.append(f"from {kpath[0]} import {', '.join(used)}")
     lines += ["", "", "@njit(cache=True)", _specialised_source(kernel, ref), ""]
     src = "\n".join(lines)
-    folder = cache_dir()
+    module = load_generated(modname, src, cache_dir())
+    fn = module.bound if module is not None else _in_memory(kernel, funcs, literals, params, rest)
+    _BOUND[key] = fn
+    return fn
+
+
+def load_generated(modname: str, src: str, folder: str):
+    """Write ``src`` to ``folder/modname.py`` (once, atomically) and import it; None if the folder
+    cannot be written (read-only home, full disk), so the caller falls back to uncached code."""
     path = os.path.join(folder, modname + ".py")
     with _LOCK:
         try:
@@ -145,15 +153,15 @@ def bound_kernel(kernel, funcs: dict, literals: dict | None = None):
                 with open(tmp, "w") as fh:
                     fh.write(src)
                 os.replace(tmp, path)
+        except OSError:
+            return None
+        module = sys.modules.get(modname)
+        if module is None:
             spec = importlib.util.spec_from_file_location(modname, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[modname] = module
             spec.loader.exec_module(module)
-            fn = module.bound
-        except OSError:  # read-only home, full disk: run uncached
-            fn = _in_memory(kernel, funcs, literals, params, rest)
-    _BOUND[key] = fn
-    return fn
+    return module
 
 
 def _in_memory(kernel, funcs, literals, params, rest):

@@ -17,13 +17,11 @@ of their source, and compiled with ``cache=True``.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
-import sys
-import threading
+import types
 
 from . import _kernels as kern
-from ._bind import _file_digest, _import_path, cache_dir
+from ._bind import _file_digest, _import_path, cache_dir, load_generated
 
 __all__ = ["fused_kernels", "MAX_SCALAR_OPS"]
 
@@ -31,7 +29,6 @@ __all__ = ["fused_kernels", "MAX_SCALAR_OPS"]
 MAX_SCALAR_OPS = 400
 MAX_STATE = 64
 _GEN_VERSION = "4"
-_LOCK = threading.Lock()
 
 
 def _names(prefix, n):
@@ -419,24 +416,8 @@ def fused_kernels(comp, method, n, m, q):
 def _load(src: str, stamp: str = ""):
     digest = hashlib.sha256((_GEN_VERSION + stamp + src).encode()).hexdigest()[:20]
     modname = f"_adjoint_fused_{digest}"
-    folder = os.path.join(os.path.dirname(cache_dir()), "fused")
-    path = os.path.join(folder, modname + ".py")
-    with _LOCK:
-        try:
-            os.makedirs(folder, exist_ok=True)
-            if not os.path.exists(path):
-                tmp = f"{path}.{os.getpid()}.tmp"
-                with open(tmp, "w") as fh:
-                    fh.write(src)
-                os.replace(tmp, path)
-            spec = importlib.util.spec_from_file_location(modname, path)
-        except OSError:
-            spec = None
-        if spec is None:
-            ns = {}
-            exec(compile(src, f"<{modname}>", "exec"), ns)
-            return ns["gradient"], ns["forward"], ns["checkpointed"]
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[modname] = module
-        spec.loader.exec_module(module)
+    module = load_generated(modname, src, os.path.join(os.path.dirname(cache_dir()), "fused"))
+    if module is None:  # no writable cache folder: compile from memory
+        module = types.ModuleType(modname)
+        exec(compile(src, f"<{modname}>", "exec"), module.__dict__)
     return module.gradient, module.forward, module.checkpointed
