@@ -32,7 +32,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg
 from llvmlite import ir as _llir
 import numba
 from numba import njit, prange
@@ -1340,6 +1339,7 @@ def _schur_solve(P, d1, d2, R1, R2, solver, cg_tol, cg_maxiter):
         S = -(Q.T @ Q)
         S[np.diag_indices(m2)] += d2
         S += beta
+        import scipy.linalg  # lazily: keeps `import adjoint` light
         x2 = scipy.linalg.solve(S, s, assume_a="pos")
         its = 0
     else:

@@ -329,13 +329,6 @@ def test_partial_energy_derivatives_are_rejected(ridge):
                      energy_hvp=ridge.energy_hvp)
 
 
-def test_missing_derivatives_without_tracer_is_a_clear_error(ridge):
-    if _ad_ready() is not None:
-        pytest.skip("adjoint.ad is available: derivatives are traced")
-    with pytest.raises(TypeError, match=r"not given and the tracing AD \(adjoint.ad\) is not available"):
-        solve_argmin(ridge.energy, ridge.loss, [0.0], np.zeros(ridge.n))
-
-
 # --------------------------------------------------------------------------------------------
 # traced (adjoint.ad) vs hand-written derivatives
 # --------------------------------------------------------------------------------------------
