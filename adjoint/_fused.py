@@ -28,7 +28,7 @@ __all__ = ["fused_kernels", "MAX_SCALAR_OPS"]
 #: the largest traced field (forward + VJP scalar operations) spliced as straight-line code
 MAX_SCALAR_OPS = 400
 MAX_STATE = 64
-_GEN_VERSION = "4"
+_GEN_VERSION = "6"
 
 
 def _names(prefix, n):
@@ -178,12 +178,18 @@ class _Gen:
         return lines
 
     # -- whole kernels -----------------------------------------------------------------------------
-    def header(self):
+    def header(self, allocate=True):
+        """Parameter loads, and the small buffers used when a function is called (not spliced).
+
+        ``allocate=False``: the buffers arrive as the arguments ``BUFFERS`` (allocated once by the
+        caller, e.g. the checkpoint executor, instead of at every call)."""
         n, m, q = self.n, self.m, self.q
-        return ([f"p_{i} = p[{i}]" for i in range(q)]
-                + ["_xb = np.empty(%d)" % n, "_ob = np.empty(%d)" % n, "_zb = np.empty(%d)" % n,
-                   "_cb = np.empty(%d)" % m, "_c0 = np.empty(0)", "_gxb = np.empty(%d)" % n,
-                   "_gcb = np.empty(%d)" % m, "_gpb = np.empty(%d)" % q])
+        lines = [f"p_{i} = p[{i}]" for i in range(q)]
+        if allocate:
+            lines += ["_xb = np.empty(%d)" % n, "_ob = np.empty(%d)" % n, "_zb = np.empty(%d)" % n,
+                      "_cb = np.empty(%d)" % m, "_c0 = np.empty(0)", "_gxb = np.empty(%d)" % n,
+                      "_gcb = np.empty(%d)" % m, "_gpb = np.empty(%d)" % q]
+        return lines
 
     def forward_source(self):
         n, m = self.n, self.m
@@ -240,20 +246,20 @@ class _Gen:
     def advance_source(self):
         n, m = self.n, self.m
         X, XN, C = _names("x_", n), _names("xn_", n), _names("c_", m)
-        body = self.header() + [f"{X[i]} = xa[{i}]" for i in range(n)]
+        body = self.header(allocate=False) + [f"{X[i]} = xa[{i}]" for i in range(n)]
         loop = ["t = t0 + k * tau"] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
         loop += self.step(X, C, "t", XN)
         loop += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "if not (_s - _s == 0.0):", "    return k + 1"]
         loop += [f"{X[i]} = {XN[i]}" for i in range(n)]
         body += ["for k in range(k0, k1):"] + ["    " + ln for ln in loop]
         body += [f"xa[{i}] = {X[i]}" for i in range(n)] + ["return 0"]
-        return "def advance(xa, C, p, t0, tau, k0, k1):\n" + "\n".join("    " + ln for ln in body) + "\n"
+        return f"def advance(xa, C, p, t0, tau, k0, k1, {BUFFERS}):\n" + "\n".join("    " + ln for ln in body) + "\n"
 
     def adjoint_one_source(self):
         n, m, q = self.n, self.m, self.q
         X, C = _names("x_", n), _names("c_", m)
         LAM, Z, GC, GP = _names("l_", n), _names("z_", n), _names("gc_", m), _names("gp_", q)
-        body = self.header() + [f"{X[i]} = xa[{i}]" for i in range(n)] + [f"{LAM[i]} = lam[{i}]" for i in range(n)]
+        body = self.header(allocate=False) + [f"{X[i]} = xa[{i}]" for i in range(n)] + [f"{LAM[i]} = lam[{i}]" for i in range(n)]
         body += [f"{GP[i]} = gpa[{i}]" for i in range(q)] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
         body += ["t = t0 + k * tau", "_rv = 0.0"]
         body += self.adjoint(X, C, "t", LAM, Z, GC, GP)
@@ -265,14 +271,14 @@ class _Gen:
             body += self.cost_value(self.run, X, C, "t", "_rv")
         body += [f"grad_c[k, {j}] = {GC[j]}" for j in range(m)] + [f"lam[{i}] = {Z[i]}" for i in range(n)]
         body += [f"gpa[{i}] = {GP[i]}" for i in range(q)] + ["return _rv"]
-        return ("def adjoint_one(xa, C, p, t0, tau, k, lam, grad_c, gpa):\n"
+        return (f"def adjoint_one(xa, C, p, t0, tau, k, lam, grad_c, gpa, {BUFFERS}):\n"
                 + "\n".join("    " + ln for ln in body) + "\n")
 
     def terminal_source(self):
         n, m, q = self.n, self.m, self.q
         X, XN, C = _names("x_", n), _names("xn_", n), _names("c_", m)
         LAM, GP = _names("l_", n), _names("gp_", q)
-        body = self.header() + [f"{X[i]} = xa[{i}]" for i in range(n)] + ["k = K - 1", "t = t0 + k * tau"]
+        body = self.header(allocate=False) + [f"{X[i]} = xa[{i}]" for i in range(n)] + ["k = K - 1", "t = t0 + k * tau"]
         body += [f"{C[j]} = C[k, {j}]" for j in range(m)] + self.step(X, C, "t", XN)
         body += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "if not (_s - _s == 0.0):", "    return 0.0, K"]
         body += [f"x_final[{i}] = {XN[i]}" for i in range(n)]
@@ -283,14 +289,25 @@ class _Gen:
             body += ["value = 0.0"] + [f"{LAM[i]} = 0.0" for i in range(n)] + [f"{GP[i]} = 0.0" for i in range(q)]
         body += [f"lam[{i}] = {LAM[i]}" for i in range(n)] + [f"gpa[{i}] = {GP[i]}" for i in range(q)]
         body += ["return value, 0"]
-        return ("def terminal(xa, C, p, t0, tau, K, x_final, lam, gpa):\n"
+        return (f"def terminal(xa, C, p, t0, tau, K, x_final, lam, gpa, {BUFFERS}):\n"
                 + "\n".join("    " + ln for ln in body) + "\n")
+
+
+BUFFERS = "_xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb"
 
 
 def _checkpointed_template(x0, C, p, t0, tau, K, rule, s, x_final, grad_c, grad_p, grad_x0, counters):
     """Executor of a streamed checkpoint schedule (copied into generated modules; mirrors
     ``adjoint.checkpointing._streamed.gradient_checkpointed`` action by action)."""
     n = x0.shape[0]
+    _xb = np.empty(n)
+    _ob = np.empty(n)
+    _zb = np.empty(n)
+    _cb = np.empty(C.shape[1])
+    _c0 = np.empty(0)
+    _gxb = np.empty(n)
+    _gcb = np.empty(C.shape[1])
+    _gpb = np.empty(p.shape[0])
     se = s if s < K else K
     slots = np.empty((se, n))
     stack, meta = plan_init(K, s, rule)
@@ -318,14 +335,15 @@ def _checkpointed_template(x0, C, p, t0, tau, K, rule, s, x_final, grad_c, grad_
             if op == OP_ADVANCE:
                 k0 = arg0[j]
                 k1 = arg1[j]
-                bad = advance(x, C, p, t0, tau, k0, k1)
+                bad = advance(x, C, p, t0, tau, k0, k1, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb)
                 if bad:
                     counters[0] = fwd + bad - k0
                     counters[1] = peak
                     return 0.0, bad
                 fwd += k1 - k0
             elif op == OP_ADJOINT:
-                run += adjoint_one(x, C, p, t0, tau, arg0[j], lam, grad_c, grad_p)
+                run += adjoint_one(x, C, p, t0, tau, arg0[j], lam, grad_c, grad_p, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb,
+                                   _gpb)
             elif op == OP_RESTORE:
                 sl = arg1[j]
                 for i in range(n):
@@ -337,7 +355,7 @@ def _checkpointed_template(x0, C, p, t0, tau, K, rule, s, x_final, grad_c, grad_
                 if sl + 1 > peak:
                     peak = sl + 1
             else:  # OP_TERMINAL: x holds x_{K-1}
-                value, bad = terminal(x, C, p, t0, tau, K, x_final, lam, grad_p)
+                value, bad = terminal(x, C, p, t0, tau, K, x_final, lam, grad_p, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb)
                 fwd += 1
                 if bad:
                     counters[0] = fwd
@@ -400,8 +418,12 @@ def fused_kernels(comp, method, n, m, q):
         import textwrap
         tmpl = textwrap.dedent(inspect.getsource(_checkpointed_template)).replace(
             "def _checkpointed_template(", "def checkpointed(")
-        parts = [src_g, src_f, gen.advance_source(), gen.adjoint_one_source(), gen.terminal_source(), tmpl]
-        src = "\n".join(head) + "\n" + "".join("\n\n@njit(cache=True)\n" + p_ for p_ in parts)
+        # the per-action functions are spliced into the executor at numba-IR level (inline="always"):
+        # a call per adjoint step would cost more than the step itself on small states
+        parts = [("cache=True", src_g), ("cache=True", src_f), ('inline="always"', gen.advance_source()),
+                 ('inline="always"', gen.adjoint_one_source()), ('inline="always"', gen.terminal_source()),
+                 ("cache=True", tmpl)]
+        src = "\n".join(head) + "\n" + "".join(f"\n\n@njit({opt})\n" + p_ for opt, p_ in parts)
         # the user's module files enter the name: editing them gives a new module (no stale cache)
         stamp = "".join(f"{m}:{_file_digest(f)};" for m, f in sorted(gen.files.items()))
         result = _load(src, stamp)
