@@ -46,6 +46,8 @@ class GradientCheck:
         return (f"GradientCheck(max_rel_error={self.max_rel_error:.2e}, central={self.central_rel_error:.2e}, "
                 f"complex_step={cs})")
 
+_EULER = Euler()  # the default method (one instance: its cache_key is computed once)
+
 
 def _rel(a, b):
     scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-300)
@@ -85,7 +87,7 @@ def check_gradient(problem, *, wrt=("params", "controls", "x0"), params=None, co
     >>> chk.max_rel_error < 1e-9
     True
     """
-    method = Euler() if method is None else method
+    method = _EULER if method is None else method
     if isinstance(wrt, str):
         wrt = (wrt,)
     probe = Objective(problem, tuple(wrt), params=params, controls=controls, x0=x0, method=method)

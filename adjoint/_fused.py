@@ -389,13 +389,13 @@ def fused_kernels(comp, method, n, m, q):
         return None
     if method.kind not in (kern.KIND_EULER, kern.KIND_RK, kern.KIND_MAP) or n > MAX_STATE:
         return None
-    A, b, cn = method.tableau_arrays()
     # memoised on the problem's compiled bundle itself (never by id(): ids are reused after garbage
     # collection, which would hand one problem another problem's kernels)
     memo = comp.__dict__.setdefault("_fused_memo", {})
-    key = (method.kind, A.tobytes(), b.tobytes(), cn.tobytes(), n, m, q)
+    key = (method.cache_key, n, m, q)
     if key in memo:
         return memo[key]
+    A, b, cn = method.tableau_arrays()
     result = None
     try:
         from . import ad

@@ -313,6 +313,12 @@ class MemoryBudget(Schedule):
         return run_streamed(sweep, RULE_BINOMIAL, s, f"Revolve(snapshots={s})")
 
 
+_AUTO = None
+
+
 def auto() -> MemoryBudget:
-    """The schedule of ``checkpoint="auto"``."""
-    return MemoryBudget()
+    """The schedule of ``checkpoint="auto"`` (one shared instance)."""
+    global _AUTO
+    if _AUTO is None:
+        _AUTO = MemoryBudget()
+    return _AUTO

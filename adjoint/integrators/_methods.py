@@ -5,6 +5,7 @@ fed to one generic compiled kernel (``adjoint._kernels``); a new method is a few
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,12 @@ class Method:
     def tableau_arrays(self):
         """Return ``(A, b, c)`` float64 arrays used by the compiled kernels."""
         raise NotImplementedError
+
+    @functools.cached_property
+    def cache_key(self) -> tuple:
+        """``(kind, A, b, c)`` as bytes: identifies the compiled kernels this method needs."""
+        A, b, c = self.tableau_arrays()
+        return (self.kind, A.tobytes(), b.tobytes(), c.tobytes())
 
 
 def _validate_tableau(A, b, c, name):
