@@ -46,6 +46,7 @@ class GradientCheck:
         return (f"GradientCheck(max_rel_error={self.max_rel_error:.2e}, central={self.central_rel_error:.2e}, "
                 f"complex_step={cs})")
 
+
 _EULER = Euler()  # the default method (one instance: its cache_key is computed once)
 
 

@@ -84,7 +84,7 @@ def initial_guess(steps: int) -> np.ndarray:
     return (0.5 * np.sin(2.0 * math.pi * t / T_END)).reshape(steps, 1)
 
 
-def solve(output_dir="out", steps=None, method=None, maxiter=300, verbose=True):
+def solve(output_dir="out", steps=None, method=None, maxiter=2000, verbose=True):
     """Optimise the torques with L-BFGS-B (bounds ``|torque| <= U_MAX``); save a PNG and JSON."""
     from . import _common
     steps = 200 if steps is None else steps

@@ -163,7 +163,7 @@ def predict(controls, points):
     return SCALE * x[:, 0]
 
 
-def solve(output_dir="out", steps=None, method=None, maxiter=300, verbose=True):
+def solve(output_dir="out", steps=None, method=None, maxiter=1000, verbose=True):
     """Train the layer weights with L-BFGS-B; save the decision boundary and history."""
     from . import _common
     steps = LAYERS if steps is None else steps
