@@ -123,9 +123,7 @@ def test_expanding_case_triggers_fallback_with_correct_gradient(expanding_proble
 
 
 def test_fallback_to_revolve_gives_the_store_all_gradient(expanding_problem):
-    revolve = getattr(checkpointing, "Revolve", None)
-    if revolve is None:
-        pytest.skip("adjoint.checkpointing.Revolve is not available yet")
+    revolve = checkpointing.Revolve
     ref = adjoint.solve_adjoint(expanding_problem, params=[4.0], method=Leapfrog())
     res = adjoint.solve_adjoint(expanding_problem, params=[4.0], method=Leapfrog(),
                                 checkpoint=Reversible(fallback=revolve(snapshots=10)))
@@ -142,9 +140,7 @@ def test_explicit_fallback_schedule(expanding_problem):
 
 @pytest.mark.parametrize("name", ["Uniform", "Revolve"])
 def test_checkpointed_schedules_work_with_leapfrog(nonlinear_problem, name):  # noqa: F811
-    cls = getattr(checkpointing, name, None)
-    if cls is None:
-        pytest.skip(f"adjoint.checkpointing.{name} is not available yet")
+    cls = getattr(checkpointing, name)
     sched = cls(snapshots=5)
     ref = adjoint.solve_adjoint(nonlinear_problem, params=P_CS, controls=C_CS, method=Leapfrog())
     res = adjoint.solve_adjoint(nonlinear_problem, params=P_CS, controls=C_CS, method=Leapfrog(), checkpoint=sched)
