@@ -39,6 +39,36 @@ class Counted:
         return value, np.array(grad, dtype=np.float64)
 
 
+class ArgminData:
+    """Shared part of the argmin problems (ridge, logistic): sizes and the hand-written derivatives
+    as keyword arguments of :func:`adjoint.solve_argmin`. Subclasses are dataclasses with fields
+    ``A`` and ``energy_grad, energy_hvp, energy_mixed_vjp, loss_grad``."""
+
+    @property
+    def n(self) -> int:
+        """Number of features (the size of ``x``)."""
+        return self.A.shape[1]
+
+    def derivatives(self) -> dict:
+        """Keyword arguments of :func:`adjoint.solve_argmin` with the hand-written derivatives."""
+        return dict(energy_grad=self.energy_grad, energy_hvp=self.energy_hvp,
+                    energy_mixed_vjp=self.energy_mixed_vjp, loss_grad=self.loss_grad)
+
+
+SEPARABLE_METHODS = {"leapfrog": adjoint.Leapfrog, "verlet": adjoint.VelocityVerlet}
+
+
+def separable_method_from_name(name, problem="separable problem"):
+    """``"leapfrog" | "verlet"`` (or a Leapfrog / VelocityVerlet instance; None -> Leapfrog)."""
+    if name is None:
+        return adjoint.Leapfrog()
+    if isinstance(name, (adjoint.Leapfrog, adjoint.VelocityVerlet)):
+        return name
+    if isinstance(name, str) and name.lower() in SEPARABLE_METHODS:
+        return SEPARABLE_METHODS[name.lower()]()
+    raise ValueError(f"unknown method {name!r} for the {problem}; choose one of {sorted(SEPARABLE_METHODS)}")
+
+
 def lbfgs(fun, v0, *, bounds=None, maxiter=200, verbose=True, gtol=1e-9, ftol=1e-13):
     """Minimise an :class:`adjoint.Objective` with L-BFGS-B, one progress line per iteration.
 

@@ -22,7 +22,6 @@ from numba import njit
 
 import adjoint
 from adjoint._separable import SeparableDynamics
-from adjoint.integrators import Leapfrog
 
 TRUE_OMEGA = 1.3
 S0 = np.array([1.0, 0.0])   # (x0, y0)
@@ -113,21 +112,6 @@ def modified_energy(s, omega, tau):
     return w2 * s[..., 0] ** 2 + s[..., 1] ** 2 + w2 * tau * s[..., 0] * s[..., 1]
 
 
-SEPARABLE_METHODS = {"leapfrog": adjoint.Leapfrog, "verlet": adjoint.VelocityVerlet}
-
-
-def method_from_name(name):
-    """``"leapfrog" | "verlet"`` (or a Leapfrog / VelocityVerlet instance; None -> Leapfrog)."""
-    if name is None:
-        return Leapfrog()
-    if isinstance(name, (adjoint.Leapfrog, adjoint.VelocityVerlet)):
-        return name
-    if isinstance(name, str) and name.lower() in SEPARABLE_METHODS:
-        return SEPARABLE_METHODS[name.lower()]()
-    raise ValueError(f"unknown method {name!r} for the separable harmonic oscillator; "
-                     f"choose one of {sorted(SEPARABLE_METHODS)}")
-
-
 def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, omega0=1.2, checkpoint=None):
     """Recover ``omega`` with L-BFGS-B (bounds ``1.0 <= omega <= 1.6``) and the reversible adjoint.
 
@@ -140,7 +124,7 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, 
     from adjoint.checkpointing._reversible import Reversible
 
     steps = 2000 if steps is None else steps
-    method = method_from_name(method)
+    method = _common.separable_method_from_name(method, 'harmonic oscillator')
     checkpoint = Reversible() if checkpoint is None else checkpoint
     prob = make_problem(steps)
 

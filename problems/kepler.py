@@ -115,21 +115,6 @@ def shoot(prob, v0, target=TARGET, checkpoint=None, method=None):
     return minimize(fun, np.asarray(v0, dtype=float), jac=True, method="BFGS", options={"gtol": 1e-12})
 
 
-SEPARABLE_METHODS = {"leapfrog": adjoint.Leapfrog, "verlet": adjoint.VelocityVerlet}
-
-
-def method_from_name(name):
-    """``"leapfrog" | "verlet"`` (or a Leapfrog / VelocityVerlet instance; None -> Leapfrog)."""
-    if name is None:
-        return Leapfrog()
-    if isinstance(name, (adjoint.Leapfrog, adjoint.VelocityVerlet)):
-        return name
-    if isinstance(name, str) and name.lower() in SEPARABLE_METHODS:
-        return SEPARABLE_METHODS[name.lower()]()
-    raise ValueError(f"unknown method {name!r} for the separable Kepler problem; "
-                     f"choose one of {sorted(SEPARABLE_METHODS)}")
-
-
 def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, target=TARGET, v0=(0.0, 1.0),
           checkpoint=None):
     """Shoot to ``target`` with L-BFGS-B (reversible adjoint by default); save the orbits and history.
@@ -143,7 +128,7 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, 
     from adjoint.checkpointing._reversible import Reversible
 
     steps = 4000 if steps is None else steps
-    method = method_from_name(method)
+    method = _common.separable_method_from_name(method, 'Kepler problem')
     checkpoint = Reversible() if checkpoint is None else checkpoint
     target = np.asarray(target, dtype=float)
     v0 = np.asarray(v0, dtype=float)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from ._common import ArgminData
+
 try:
     from adjoint import solve_argmin
 except ImportError:  # until adjoint/__init__.py re-exports it
@@ -36,7 +38,7 @@ except ImportError:  # until adjoint/__init__.py re-exports it
 
 
 @dataclass(frozen=True, eq=False)
-class Logistic:
+class Logistic(ArgminData):
     """An l2-regularised logistic-regression hyper-parameter problem (see the module docstring).
 
     Attributes
@@ -58,16 +60,6 @@ class Logistic:
     energy_hvp: object = field(repr=False)
     energy_mixed_vjp: object = field(repr=False)
     loss_grad: object = field(repr=False)
-
-    @property
-    def n(self) -> int:
-        """Number of features (the size of ``x``)."""
-        return self.A.shape[1]
-
-    def derivatives(self) -> dict:
-        """Keyword arguments of :func:`adjoint.solve_argmin` with the hand-written derivatives."""
-        return dict(energy_grad=self.energy_grad, energy_hvp=self.energy_hvp,
-                    energy_mixed_vjp=self.energy_mixed_vjp, loss_grad=self.loss_grad)
 
     def curvature_bounds(self, theta):
         """``(mu, L)`` bounds on the Hessian's spectrum: ``lambda`` and

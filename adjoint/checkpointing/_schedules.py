@@ -132,8 +132,28 @@ class StoreAll(Schedule):
         return run_store_all(sweep)
 
 
+class _SlotSchedule(Schedule):
+    """A schedule with ``snapshots`` slots run by the streamed planner under rule ``_rule``."""
+
+    _rule: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "snapshots", _check_snapshots(self.snapshots))
+
+    def plan(self, steps: int) -> Plan:
+        """The schedule's actions for ``steps`` steps (print or iterate them)."""
+        steps = _check_steps(steps)
+        s = min(self.snapshots, steps)
+        return Plan(repr(self), steps, s, self._rule, self.forward_steps(steps), s)
+
+    def _run(self, sweep: Sweep) -> SweepOutcome:
+        if self.snapshots > sweep.K:
+            return run_store_all(sweep, snapshots=self.snapshots)
+        return run_streamed(sweep, self._rule, self.snapshots, repr(self))
+
+
 @dataclass(frozen=True)
-class Revolve(Schedule):
+class Revolve(_SlotSchedule):
     """Binomial checkpointing (Griewank and Walther, ACM TOMS 2000): optimal for ``snapshots`` slots.
 
     Parameters
@@ -169,27 +189,16 @@ class Revolve(Schedule):
 
     snapshots: int
 
-    def __post_init__(self):
-        object.__setattr__(self, "snapshots", _check_snapshots(self.snapshots))
+    _rule = RULE_BINOMIAL
 
     def forward_steps(self, steps: int) -> int:
         """Forward steps for ``steps`` steps: ``p(K, s) + 1``."""
         steps = _check_steps(steps)
         return binomial_forward_steps(steps, min(self.snapshots, steps))
 
-    def plan(self, steps: int) -> Plan:
-        steps = _check_steps(steps)
-        s = min(self.snapshots, steps)
-        return Plan(repr(self), steps, s, RULE_BINOMIAL, self.forward_steps(steps), s)
-
-    def _run(self, sweep: Sweep) -> SweepOutcome:
-        if self.snapshots > sweep.K:
-            return run_store_all(sweep, snapshots=self.snapshots)
-        return run_streamed(sweep, RULE_BINOMIAL, self.snapshots, repr(self))
-
 
 @dataclass(frozen=True)
-class Uniform(Schedule):
+class Uniform(_SlotSchedule):
     """Equally spaced checkpoints with ``snapshots`` slots (a simple baseline for Revolve).
 
     Parameters
@@ -210,22 +219,11 @@ class Uniform(Schedule):
 
     snapshots: int
 
-    def __post_init__(self):
-        object.__setattr__(self, "snapshots", _check_snapshots(self.snapshots))
+    _rule = RULE_UNIFORM
 
     def forward_steps(self, steps: int) -> int:
         steps = _check_steps(steps)
         return uniform_forward_steps(steps, min(self.snapshots, steps))
-
-    def plan(self, steps: int) -> Plan:
-        steps = _check_steps(steps)
-        s = min(self.snapshots, steps)
-        return Plan(repr(self), steps, s, RULE_UNIFORM, self.forward_steps(steps), s)
-
-    def _run(self, sweep: Sweep) -> SweepOutcome:
-        if self.snapshots > sweep.K:
-            return run_store_all(sweep, snapshots=self.snapshots)
-        return run_streamed(sweep, RULE_UNIFORM, self.snapshots, repr(self))
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
