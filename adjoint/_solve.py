@@ -141,16 +141,23 @@ def _materialize(problem: ControlProblem, control_dim: int, param_dim: int) -> _
     got = problem._compiled.get(key)
     if got is not None:
         return got
+    from . import ad  # tracing AD, for plain-function dynamics and costs
+
+    def traced(label, build, *args):
+        try:
+            return build(*args)
+        except ad.TraceError as exc:
+            raise ad.TraceError(f"tracing `{label}` (a plain function, differentiated by adjoint.ad) failed: "
+                                f"{exc}") from None
+
     n = problem.state_dim
     dyn = problem.dynamics
     if not isinstance(dyn, Dynamics):
-        from . import ad  # tracing AD
-        dyn = ad.vector_field(dyn, n, control_dim, param_dim)
+        dyn = traced("dynamics", ad.vector_field, dyn, n, control_dim, param_dim)
     costs = []
     for nm, cst, cdim in (("terminal_cost", problem.terminal_cost, 0), ("running_cost", problem.running_cost, control_dim)):
         if cst is not None and not isinstance(cst, Cost):
-            from . import ad
-            cst = ad.cost(_wrap_cost_fn(cst), n, cdim, param_dim)
+            cst = traced(nm, ad.cost, _wrap_cost_fn(cst), n, cdim, param_dim)
         costs.append(cst)
     comp = _Compiled(dyn, costs[0], costs[1])
     problem._compiled[key] = comp

@@ -150,3 +150,22 @@ def test_objective_errors(pend):
         fun(np.zeros(3))
     with pytest.raises(ValueError, match=r"bounds given for 'x0', which is not in wrt"):
         fun.bounds(x0=(0, 1))
+
+
+def test_untraceable_plain_functions_name_the_argument():
+    def field_with_if(x, c, p, t):
+        if x[0] > 0:            # data-dependent control flow
+            return -x
+        return x
+
+    prob = adjoint.ControlProblem(field_with_if, [1.0, 2.0], (0, 1), 10, terminal_cost=lambda x, p: np.sum(x ** 2))
+    with pytest.raises(adjoint.ad.TraceError, match=r"tracing `dynamics` .* data-dependent Python control flow.*"
+                                                    r"np\.where"):
+        adjoint.solve_adjoint(prob)
+
+    def cost_with_inv(x, p):
+        return np.sum(np.linalg.inv(np.outer(x, x) + np.eye(2)) @ x)
+
+    prob = adjoint.ControlProblem(lambda x, c, p, t: -x, [1.0, 2.0], (0, 1), 10, terminal_cost=cost_with_inv)
+    with pytest.raises(adjoint.ad.TraceError, match=r"tracing `terminal_cost` .*`np\.linalg\.inv` is not supported"):
+        adjoint.solve_adjoint(prob)
