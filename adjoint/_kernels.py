@@ -220,6 +220,24 @@ def inverse_step(kind, f, g, xn, c, p, t, tau, A, b, cn, buf, stage_xs, out):
 
 
 @njit(inline="always")
+def terminal_seed(tv, tg, has_term, x, p, t, lam, grad_p):
+    """Seed the backward sweep at ``x = x_K``: ``lam = grad_x L``, ``grad_p = grad_p L``; return ``L``.
+
+    Without a terminal cost both are zero. Shared by every gradient kernel, so that they all start
+    the backward sweep with the same operations.
+    """
+    cempty = np.empty(0)
+    for i in range(grad_p.shape[0]):
+        grad_p[i] = 0.0
+    if has_term:
+        tg(x, cempty, p, t, lam, cempty, grad_p)
+        return tv(x, cempty, p, t)
+    for i in range(lam.shape[0]):
+        lam[i] = 0.0
+    return 0.0
+
+
+@njit(inline="always")
 def running_adjoint(rv, rg, x, c, p, t, tau, gx, gc, gp, out_z, out_c, acc_p):
     """Add the running-cost contribution at step k; return ``l(x_k, c_k)``."""
     rg(x, c, p, t, gx, gc, gp)
@@ -295,18 +313,8 @@ def gradient_store_all(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term,
             x[i] = xn[i]
             traj[k + 1, i] = xn[i]
     # terminal cost
-    cempty = np.empty(0)
-    gct = np.empty(0)
     lam = np.empty(n)
-    value = 0.0
-    for i in range(npar):
-        grad_p[i] = 0.0
-    if has_term:
-        value = tv(x, cempty, p, t0 + K * tau)
-        tg(x, cempty, p, t0 + K * tau, lam, gct, grad_p)
-    else:
-        for i in range(n):
-            lam[i] = 0.0
+    value = terminal_seed(tv, tg, has_term, x, p, t0 + K * tau, lam, grad_p)
     z = np.empty(n)
     tmp_c = np.empty(m)
     tmp_p = np.empty(npar)

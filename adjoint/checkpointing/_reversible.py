@@ -54,18 +54,8 @@ def gradient_reversible(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term
             x[i] = xn[i]
     for i in range(n):
         x_final[i] = x[i]
-    cempty = np.empty(0)
-    gct = np.empty(0)
     lam = np.empty(n)
-    value = 0.0
-    for i in range(npar):
-        grad_p[i] = 0.0
-    if has_term:
-        value = tv(x, cempty, p, t0 + K * tau)
-        tg(x, cempty, p, t0 + K * tau, lam, gct, grad_p)
-    else:
-        for i in range(n):
-            lam[i] = 0.0
+    value = kern.terminal_seed(tv, tg, has_term, x, p, t0 + K * tau, lam, grad_p)
     z = np.empty(n)
     tmp_c = np.empty(m)
     tmp_p = np.empty(npar)

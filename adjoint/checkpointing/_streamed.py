@@ -268,8 +268,6 @@ def gradient_checkpointed(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_te
     stage_xbar = np.empty((ns, n))
     x = x0.copy()
     xn = np.empty(n)
-    cempty = np.empty(0)
-    gct = np.empty(0)
     lam = np.empty(n)
     z = np.empty(n)
     tmp_c = np.empty(m)
@@ -332,14 +330,7 @@ def gradient_checkpointed(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_te
                     return 0.0, k + 1
                 for i in range(n):
                     x_final[i] = xn[i]
-                for i in range(npar):
-                    grad_p[i] = 0.0
-                if has_term:
-                    value = tv(xn, cempty, p, t0 + K * tau)
-                    tg(xn, cempty, p, t0 + K * tau, lam, gct, grad_p)
-                else:
-                    for i in range(n):
-                        lam[i] = 0.0
+                value = kern.terminal_seed(tv, tg, has_term, xn, p, t0 + K * tau, lam, grad_p)
     for i in range(n):
         grad_x0[i] = lam[i]
     counters[0] = fwd
