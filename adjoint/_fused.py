@@ -21,6 +21,7 @@ import os
 import types
 
 from . import _kernels as kern
+from .checkpointing import _streamed
 from ._bind import _file_digest, _import_path, cache_dir, load_generated
 
 __all__ = ["fused_kernels", "MAX_SCALAR_OPS"]
@@ -28,7 +29,7 @@ __all__ = ["fused_kernels", "MAX_SCALAR_OPS"]
 #: the largest traced field (forward + VJP scalar operations) spliced as straight-line code
 MAX_SCALAR_OPS = 400
 MAX_STATE = 64
-_GEN_VERSION = "6"
+_GEN_VERSION = "8"
 
 
 def _names(prefix, n):
@@ -103,6 +104,21 @@ class _Gen:
         lines.append(f"{self.ref(obj.grad)}(_xb, {cb}, p, {t}, _gxb, {'_gcb' if cs else '_c0'}, _gpb)")
         return (lines + [f"{o} = _gxb[{i}]" for i, o in enumerate(ox)] + [f"{o} = _gcb[{i}]" for i, o in enumerate(oc)]
                 + [f"{o} = _gpb[{i}]" for i, o in enumerate(op)])
+
+    def run_grad_and_value(self, xs, cs, t, ox, oc, op, vout):
+        """``(grad_lines, value_lines)`` of the running cost at one step; the value lines come after
+        the gradient is accumulated (the generic kernels' order). An untraced cost with a
+        ``value_and_grad`` computes both in one call (no value lines)."""
+        tr, obj = self.run
+        vg = getattr(obj, "value_and_grad", None)
+        if tr is None and vg is not None:
+            cb = "_cb" if cs else "_c0"
+            lines = self.fill("_xb", xs) + self.fill("_cb", cs)
+            lines.append(f"{vout} = {self.ref(vg)}(_xb, {cb}, p, {t}, _gxb, {'_gcb' if cs else '_c0'}, _gpb)")
+            lines += ([f"{o} = _gxb[{i}]" for i, o in enumerate(ox)] + [f"{o} = _gcb[{i}]" for i, o in enumerate(oc)]
+                      + [f"{o} = _gpb[{i}]" for i, o in enumerate(op)])
+            return lines, []
+        return self.cost_grad(self.run, xs, cs, t, ox, oc, op), self.cost_value(self.run, xs, cs, t, vout)
 
     # -- one step and one adjoint step, mirroring adjoint._kernels -------------------------------
     def step(self, X, C, t, OUT):
@@ -218,9 +234,14 @@ class _Gen:
         body += [f"traj[0, {i}] = {X[i]}" for i in range(n)]
         loop = ["t = t0 + k * tau"] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
         loop += self.step(X, C, "t", XN)
-        loop += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "if not (_s - _s == 0.0):", "    return 0.0, k + 1"]
+        # finiteness without a branch per step: a NaN in the running sum stays NaN; the first bad
+        # step is then found again from the stored states (measured: the per-step branch cost 7%)
+        loop += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "_bad += _s - _s"]
         loop += [f"{X[i]} = {XN[i]}" for i in range(n)] + [f"traj[k + 1, {i}] = {X[i]}" for i in range(n)]
-        body += ["for k in range(K):"] + ["    " + ln for ln in loop]
+        body += ["_bad = 0.0", "for k in range(K):"] + ["    " + ln for ln in loop]
+        body += ["if not (_bad == 0.0):", "    for k in range(K):",
+                 "        _s = 0.0" + "".join(f" + traj[k + 1, {i}]" for i in range(n)),
+                 "        if not (_s - _s == 0.0):", "            return 0.0, k + 1", "    return 0.0, K"]
         if self.term is not None:
             body += self.cost_value(self.term, X, [], "(t0 + K * tau)", "value")
             body += self.cost_grad(self.term, X, [], "(t0 + K * tau)", LAM, [], GP)
@@ -231,10 +252,11 @@ class _Gen:
         loop += self.adjoint(X, C, "t", LAM, Z, GC, GP)
         if self.run is not None:
             RX, RC, RP = _names("_rx", n), _names("_rc", m), _names("_rp", q)
-            loop += self.cost_grad(self.run, X, C, "t", RX, RC, RP)
+            g_lines, v_lines = self.run_grad_and_value(X, C, "t", RX, RC, RP, "_rv")
+            loop += g_lines
             loop += [f"{Z[i]} += tau * {RX[i]}" for i in range(n)] + [f"{GC[j]} += tau * {RC[j]}" for j in range(m)]
             loop += [f"{GP[j]} += tau * {RP[j]}" for j in range(q)]
-            loop += self.cost_value(self.run, X, C, "t", "_rv") + ["run += _rv"]
+            loop += v_lines + ["run += _rv"]
         loop += [f"grad_c[k, {j}] = {GC[j]}" for j in range(m)] + [f"{LAM[i]} = {Z[i]}" for i in range(n)]
         body += ["for k in range(K - 1, -1, -1):"] + ["    " + ln for ln in loop]
         body += [f"grad_x0[{i}] = {LAM[i]}" for i in range(n)] + [f"grad_p[{i}] = {GP[i]}" for i in range(q)]
@@ -265,13 +287,77 @@ class _Gen:
         body += self.adjoint(X, C, "t", LAM, Z, GC, GP)
         if self.run is not None:
             RX, RC, RP = _names("_rx", n), _names("_rc", m), _names("_rp", q)
-            body += self.cost_grad(self.run, X, C, "t", RX, RC, RP)
+            g_lines, v_lines = self.run_grad_and_value(X, C, "t", RX, RC, RP, "_rv")
+            body += g_lines
             body += [f"{Z[i]} += tau * {RX[i]}" for i in range(n)] + [f"{GC[j]} += tau * {RC[j]}" for j in range(m)]
             body += [f"{GP[j]} += tau * {RP[j]}" for j in range(q)]
-            body += self.cost_value(self.run, X, C, "t", "_rv")
+            body += v_lines
         body += [f"grad_c[k, {j}] = {GC[j]}" for j in range(m)] + [f"lam[{i}] = {Z[i]}" for i in range(n)]
         body += [f"gpa[{i}] = {GP[i]}" for i in range(q)] + ["return _rv"]
         return (f"def adjoint_one(xa, C, p, t0, tau, k, lam, grad_c, gpa, {BUFFERS}):\n"
+                + "\n".join("    " + ln for ln in body) + "\n")
+
+    def _adjoint_body(self, X, C, LAM, GP):
+        """Lines of one adjoint step ``k`` (state X, adjoint LAM in registers), its running cost and
+        ``run += _rv``, in the order of :meth:`adjoint_one_source` followed by the executor's sum."""
+        n, m, q = self.n, self.m, self.q
+        Z, GC = _names("z_", n), _names("gc_", m)
+        body = ["t = t0 + k * tau"] + [f"{C[j]} = C[k, {j}]" for j in range(m)] + ["_rv = 0.0"]
+        body += self.adjoint(X, C, "t", LAM, Z, GC, GP)
+        if self.run is not None:
+            RX, RC, RP = _names("_rx", n), _names("_rc", m), _names("_rp", q)
+            g_lines, v_lines = self.run_grad_and_value(X, C, "t", RX, RC, RP, "_rv")
+            body += g_lines
+            body += [f"{Z[i]} += tau * {RX[i]}" for i in range(n)] + [f"{GC[j]} += tau * {RC[j]}" for j in range(m)]
+            body += [f"{GP[j]} += tau * {RP[j]}" for j in range(q)]
+            body += v_lines
+        body += [f"grad_c[k, {j}] = {GC[j]}" for j in range(m)] + [f"{LAM[i]} = {Z[i]}" for i in range(n)]
+        return body + ["run += _rv"]
+
+    def _step_body(self, X, C):
+        """Lines of one forward step ``k`` in registers, X <- step(X) (no finiteness check: compound
+        actions only recompute steps the first sweep has already checked)."""
+        n, m = self.n, self.m
+        XN = _names("xn_", n)
+        body = ["t = t0 + k * tau"] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
+        return body + self.step(X, C, "t", XN) + [f"{X[i]} = {XN[i]}" for i in range(n)]
+
+    def sweep_source(self):
+        """Compound action ``OP_SWEEP`` / ``OP_SWEEP_FULL`` of the streamed planner on ``[a, b)``:
+        advance from ``x_a`` one step at a time storing ``x_{a+1} .. x_{b-2}`` in ``slots[sl + 1 ..]``
+        (``x_{b-1}`` stays in registers), then adjoint steps ``b - 1 .. a`` reading the states back.
+        Leaves ``x_a`` in ``xa``; returns the running-cost sum continued from ``run``."""
+        n, m, q = self.n, self.m, self.q
+        X, C = _names("x_", n), _names("c_", m)
+        LAM, GP = _names("l_", n), _names("gp_", q)
+        step = self._step_body(X, C)
+        body = self.header(allocate=False) + [f"{X[i]} = xa[{i}]" for i in range(n)]
+        body += ["for k in range(a, b - 2):"] + ["    " + ln for ln in step]
+        body += ["    " + f"slots[sl + k + 1 - a, {i}] = {X[i]}" for i in range(n)]
+        body += ["k = b - 2"] + step  # x_{b-1}, kept in registers
+        body += [f"{LAM[i]} = lam[{i}]" for i in range(n)] + [f"{GP[i]} = gpa[{i}]" for i in range(q)]
+        body += ["for k in range(b - 1, a - 1, -1):", "    if k < b - 1:"]
+        body += ["        " + f"{X[i]} = slots[sl + k - a, {i}]" for i in range(n)]
+        body += ["    " + ln for ln in self._adjoint_body(X, C, LAM, GP)]
+        body += [f"lam[{i}] = {LAM[i]}" for i in range(n)] + [f"gpa[{i}] = {GP[i]}" for i in range(q)]
+        body += [f"xa[{i}] = {X[i]}" for i in range(n)] + ["return run"]
+        return (f"def sweep(xa, slots, sl, C, p, t0, tau, a, b, lam, grad_c, gpa, run, {BUFFERS}):\n"
+                + "\n".join("    " + ln for ln in body) + "\n")
+
+    def oneslot_source(self):
+        """Compound action ``OP_ONESLOT`` on ``[a, b)``: for ``kk = b - 1 .. a`` recompute ``x_kk``
+        from ``x_a`` (in ``xa``, left unchanged) and take adjoint step ``kk``."""
+        n, m, q = self.n, self.m, self.q
+        X, XS, C = _names("x_", n), _names("xs_", n), _names("c_", m)
+        LAM, GP = _names("l_", n), _names("gp_", q)
+        body = self.header(allocate=False) + [f"{XS[i]} = xa[{i}]" for i in range(n)]
+        body += [f"{LAM[i]} = lam[{i}]" for i in range(n)] + [f"{GP[i]} = gpa[{i}]" for i in range(q)]
+        body += ["for kk in range(b - 1, a - 1, -1):"] + ["    " + f"{X[i]} = {XS[i]}" for i in range(n)]
+        body += ["    for k in range(a, kk):"] + ["        " + ln for ln in self._step_body(X, C)]
+        body += ["    k = kk"] + ["    " + ln for ln in self._adjoint_body(X, C, LAM, GP)]
+        body += [f"lam[{i}] = {LAM[i]}" for i in range(n)] + [f"gpa[{i}] = {GP[i]}" for i in range(q)]
+        body += ["return run"]
+        return (f"def oneslot(xa, C, p, t0, tau, a, b, lam, grad_c, gpa, run, {BUFFERS}):\n"
                 + "\n".join("    " + ln for ln in body) + "\n")
 
     def terminal_source(self):
@@ -310,7 +396,7 @@ def _checkpointed_template(x0, C, p, t0, tau, K, rule, s, x_final, grad_c, grad_
     _gpb = np.empty(p.shape[0])
     se = s if s < K else K
     slots = np.empty((se, n))
-    stack, meta = plan_init(K, s, rule)
+    stack, meta = plan_compound(K, s, rule)
     cap = CHUNK if CHUNK > 2 * se + 16 else 2 * se + 16
     ops = np.empty(cap, dtype=np.int64)
     arg0 = np.empty(cap, dtype=np.int64)
@@ -332,7 +418,24 @@ def _checkpointed_template(x0, C, p, t0, tau, K, rule, s, x_final, grad_c, grad_
             break
         for j in range(nact):
             op = ops[j]
-            if op == OP_ADVANCE:
+            code = op & OP_MASK
+            if code == OP_SWEEP_FULL or code == OP_SWEEP:  # the common compound actions first
+                sl = op >> OP_SHIFT
+                k0 = arg0[j]
+                k1 = arg1[j]
+                run = sweep(x, slots, sl, C, p, t0, tau, k0, k1, lam, grad_c, grad_p, run, _xb, _ob, _zb, _cb, _c0,
+                            _gxb, _gcb, _gpb)
+                fwd += k1 - k0 - 1
+                top = sl + k1 - k0 - (1 if code == OP_SWEEP_FULL else 0)
+                if top > peak:
+                    peak = top
+            elif code == OP_ONESLOT:
+                k0 = arg0[j]
+                k1 = arg1[j]
+                run = oneslot(x, C, p, t0, tau, k0, k1, lam, grad_c, grad_p, run, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb,
+                              _gpb)
+                fwd += (k1 - k0) * (k1 - k0 - 1) // 2
+            elif op == OP_ADVANCE:
                 k0 = arg0[j]
                 k1 = arg1[j]
                 bad = advance(x, C, p, t0, tau, k0, k1, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb)
@@ -412,8 +515,8 @@ def fused_kernels(comp, method, n, m, q):
         src_f = gen.forward_source()
         head = ["# generated by adjoint._fused: do not edit", "import math", "import numpy as np", "from numba import njit"]
         head += [f"import {mod} as {alias}" for mod, alias in gen.imports.items()]
-        head += ["from adjoint.checkpointing._streamed import (CHUNK, OP_ADJOINT, OP_ADVANCE, OP_RESTORE, OP_STORE,",
-                 "                                            plan_chunk, plan_init)"]
+        head += ["from adjoint.checkpointing._streamed import (CHUNK, OP_ADJOINT, OP_ADVANCE, OP_MASK, OP_ONESLOT,",
+                 "    OP_RESTORE, OP_SHIFT, OP_STORE, OP_SWEEP, OP_SWEEP_FULL, plan_chunk, plan_compound)"]
         import inspect
         import textwrap
         tmpl = textwrap.dedent(inspect.getsource(_checkpointed_template)).replace(
@@ -422,10 +525,17 @@ def fused_kernels(comp, method, n, m, q):
         # a call per adjoint step would cost more than the step itself on small states
         parts = [("cache=True", src_g), ("cache=True", src_f), ('inline="always"', gen.advance_source()),
                  ('inline="always"', gen.adjoint_one_source()), ('inline="always"', gen.terminal_source()),
+                 ('inline="always"', gen.sweep_source()), ('inline="always"', gen.oneslot_source()),
                  ("cache=True", tmpl)]
-        src = "\n".join(head) + "\n" + "".join(f"\n\n@njit({opt})\n" + p_ for opt, p_ in parts)
+        body = "".join(f"\n\n@njit({opt})\n" + p_ for opt, p_ in parts)
+        body = ad._tcall.cse_tcalls(body)  # one call of each opaque function of t per step
+        head += ad._tcall.import_lines(body)  # user modules of opaque calls of t (adjoint.ad._tcall)
+        src = "\n".join(head) + "\n" + body
         # the user's module files enter the name: editing them gives a new module (no stale cache)
         stamp = "".join(f"{m}:{_file_digest(f)};" for m, f in sorted(gen.files.items()))
+        # the executor compiles the planner into its cached machine code: a planner change must
+        # give a new module too
+        stamp += "planner:" + _file_digest(_streamed.__file__)
         result = _load(src, stamp)
     except _Unfusable:
         result = None

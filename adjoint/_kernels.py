@@ -18,7 +18,8 @@ Conventions
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 KIND_EULER = 0
 KIND_RK = 1
@@ -237,17 +238,33 @@ def terminal_seed(tv, tg, has_term, x, p, t, lam, grad_p):
     return 0.0
 
 
+def cost_value_after_grad(r, rv, x, c, p, t):  # pragma: no cover - replaced by the overload in numba
+    """The cost value, given what the gradient function returned: ``r`` itself when the gradient
+    function was a ``value_and_grad`` (returns the value), else ``rv(x, c, p, t)``."""
+    return rv(x, c, p, t) if r is None else r
+
+
+@overload(cost_value_after_grad, inline="always")
+def _ov_cost_value_after_grad(r, rv, x, c, p, t):
+    if isinstance(r, types.NoneType):
+        return lambda r, rv, x, c, p, t: rv(x, c, p, t)
+    return lambda r, rv, x, c, p, t: r
+
+
 @njit(inline="always")
 def running_adjoint(rv, rg, x, c, p, t, tau, gx, gc, gp, out_z, out_c, acc_p):
-    """Add the running-cost contribution at step k; return ``l(x_k, c_k)``."""
-    rg(x, c, p, t, gx, gc, gp)
+    """Add the running-cost contribution at step k; return ``l(x_k, c_k)``.
+
+    ``rg`` is the cost's ``grad`` (returns nothing; the value is then ``rv(...)``) or its
+    ``value_and_grad`` (returns the value, computed together with the gradient)."""
+    r = rg(x, c, p, t, gx, gc, gp)
     for i in range(out_z.shape[0]):
         out_z[i] += tau * gx[i]
     for i in range(out_c.shape[0]):
         out_c[i] += tau * gc[i]
     for i in range(acc_p.shape[0]):
         acc_p[i] += tau * gp[i]
-    return rv(x, c, p, t)
+    return cost_value_after_grad(r, rv, x, c, p, t)
 
 
 @njit

@@ -5,6 +5,7 @@ This module only validates and stores; the compiled sweeps live in ``adjoint._ke
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable
 
 import numpy as np
@@ -54,6 +55,10 @@ def as_float_vector(name: str, value, size: int | None = None, *, allow_none_as_
     """Convert ``value`` to a contiguous float64 vector, with a clear error naming ``name``."""
     if value is None and allow_none_as_empty:
         value = np.zeros(0)
+    if (type(value) is np.ndarray and value.dtype == np.float64 and value.ndim == 1
+            and (size is None or value.shape[0] == size) and value.flags.c_contiguous):
+        if math.isfinite(value.sum()):  # the common case: no conversion, one pass
+            return value
     if np.iscomplexobj(value):
         raise TypeError(f"`{name}` must be real (float64); got a complex array")
     try:
@@ -131,6 +136,12 @@ class Cost:
     grad : callable ``grad(x, c, p, t, out_x, out_c, out_p)``
         Writes the partial gradients (overwrites). A terminal cost is called with ``c`` of length 0
         and ``t = t1``.
+    value_and_grad : callable ``value_and_grad(x, c, p, t, out_x, out_c, out_p) -> float``, optional
+        Writes the gradients like ``grad`` and returns the value, for costs whose value and gradient
+        share expensive work (a data lookup, an interpolation). For a running cost the backward
+        sweep then makes one call per step instead of two. It must return exactly what ``value`` returns (same
+        arithmetic); this is checked at the first solve. ``value`` is still used by forward-only
+        evaluations.
 
     Examples
     --------
@@ -146,9 +157,11 @@ class Cost:
     >>> half_square = adjoint.Cost(value, grad)
     """
 
-    def __init__(self, value: Callable, grad: Callable, *, name: str | None = None):
+    def __init__(self, value: Callable, grad: Callable, *, value_and_grad: Callable | None = None,
+                 name: str | None = None):
         self.value = _njit_user("value", value, 4)
         self.grad = _njit_user("grad", grad, 7)
+        self.value_and_grad = None if value_and_grad is None else _njit_user("value_and_grad", value_and_grad, 7)
         self.name = name or getattr(getattr(self.value, "py_func", value), "__name__", "cost")
 
     def __repr__(self) -> str:

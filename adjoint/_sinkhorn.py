@@ -73,38 +73,82 @@ def _bits_to_float(typingctx, x):
     return sig, codegen
 
 
+@intrinsic
+def _float_to_bits(typingctx, x):
+    """Reinterpret the bits of a float64 as an int64 (free, vectorisable)."""
+    sig = _nbtypes.int64(_nbtypes.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], _llir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def _fma(typingctx, x, y, z):
+    """x * y + z with a single rounding (``llvm.fma``: one instruction here,
+    exactly rounded everywhere, hence deterministic; vectorises)."""
+    sig = _nbtypes.float64(_nbtypes.float64, _nbtypes.float64, _nbtypes.float64)
+
+    def codegen(context, builder, signature, args):
+        d = _llir.DoubleType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [d],
+                                              _llir.FunctionType(d, [d, d, d]))
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # fdlibm split of log(2)
 _LN2_LO = 1.90821492927058770002e-10
+_ROUND = 6755399441055744.0  # 1.5 * 2**52: x + _ROUND - _ROUND rounds x to an integer
 _EXP_LO = -708.0  # below: result 0 (true value < 3.3e-308, negligible in every sum)
 _EXP_HI = 709.0  # above: clamped (callers treat such values as overflow)
+
+# Near-minimax polynomial for exp(r) on [-log(2)/2, log(2)/2], degree 11
+# (Chebyshev fit in 40-digit arithmetic, mpmath.chebyfit; approximation error
+# 3.2e-18, far below the rounding error of the evaluation).
+_E11 = 2.5110037605963777e-08
+_E10 = 2.763263963904103e-07
+_E9 = 2.755724091857897e-06
+_E8 = 2.4801485482328494e-05
+_E7 = 0.00019841269890047113
+_E6 = 0.0013888888952314775
+_E5 = 0.008333333333319601
+_E4 = 0.0416666666664881
+_E3 = 0.1666666666666668
+_E2 = 0.5000000000000019
 
 
 @njit(cache=True, inline="always")
 def _exp(x):
-    """exp(x) to ~1 ulp: Cody-Waite range reduction + degree-13 Taylor polynomial.
+    """exp(x) to < 3e-16 relative: Cody-Waite reduction + degree-11 polynomial.
 
-    Branch free so that loops calling it vectorise.  Returns 0 for x < -708
-    (including -inf) and exp(709) for x > 709.
+    Branch free and built from fused multiply-adds so that loops calling it
+    vectorise (numba here has no SVML: ``np.exp`` is a scalar libm call).  The
+    integer k = round(x / log 2) is read from the bits of x / log 2 + 1.5 2^52,
+    so no float -> int conversion is needed.  Returns 0 for x < -708 (including
+    -inf and NaN) and exp(709) for x > 709.
     """
     xc = min(max(x, _EXP_LO), _EXP_HI)
-    k = math.floor(xc * _LOG2E + 0.5)
-    r = (xc - k * _LN2_HI) - k * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    scale = _bits_to_float((np.int64(k) + 1023) << 52)
+    t = _fma(xc, _LOG2E, _ROUND)
+    kd = t - _ROUND
+    r = _fma(-kd, _LN2_HI, xc)
+    r = _fma(-kd, _LN2_LO, r)
+    p = _fma(_E11, r, _E10)
+    p = _fma(p, r, _E9)
+    p = _fma(p, r, _E8)
+    p = _fma(p, r, _E7)
+    p = _fma(p, r, _E6)
+    p = _fma(p, r, _E5)
+    p = _fma(p, r, _E4)
+    p = _fma(p, r, _E3)
+    p = _fma(p, r, _E2)
+    p = _fma(p, r, 1.0)
+    p = _fma(p, r, 1.0)
+    # low mantissa bits of t hold k (two's complement): 2^k = ((k + 1023) << 52)
+    scale = _bits_to_float((_float_to_bits(t) + 1023) << 52)
     res = p * scale
     return res if x >= _EXP_LO else 0.0
 
@@ -131,22 +175,18 @@ def _n_chunks(n):
     return max(1, min(8, n // 64))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath={"reassoc"})
 def _sum(buf, m):
-    """sum(buf[:m]) with four interleaved accumulators (fixed order)."""
-    a0 = 0.0
-    a1 = 0.0
-    a2 = 0.0
-    a3 = 0.0
-    m4 = m - m % 4
-    for j in range(0, m4, 4):
-        a0 += buf[j]
-        a1 += buf[j + 1]
-        a2 += buf[j + 2]
-        a3 += buf[j + 3]
-    for j in range(m4, m):
-        a0 += buf[j]
-    return (a0 + a1) + (a2 + a3)
+    """sum(buf[:m]), vectorised.
+
+    ``reassoc`` lets LLVM split the sum over SIMD lanes; the order of the
+    additions is fixed at compile time (it depends on m only, not on the data,
+    the alignment or the thread count), so results are deterministic.
+    """
+    acc = 0.0
+    for j in range(m):
+        acc += buf[j]
+    return acc
 
 
 @njit(cache=True, parallel=True)
@@ -305,6 +345,137 @@ def _k_log_loop(C, loga, logb, b, eps_sched, f, g, max_iter, tol, work,
     return k, converged, err
 
 
+# Column sums carried over from a fused row pass are used only if every row's
+# one-pass sum stayed in this range (the shifts were accurate: entries below the
+# exp cut-off are then < 1e-258 of their row and of any accepted column sum).
+_FUSE_LO = 1e-50
+_FUSE_HI = 1e50
+
+
+@njit(cache=True, parallel=True)
+def _k_row_update_fused(C, g, logb, f_old, a, eps, f_new, work, wsum, W):
+    """_k_row_update that also yields the next column update's sums (one pass).
+
+    With buf_ij = b_j exp((f_old_i + g_j - C_ij)/eps) (the shifted terms of row
+    i) and acc_i = sum_j buf_ij, the new potential is f_new_i = f_old_i - eps
+    log acc_i, so exp((f_new_i + g_j - C_ij)/eps) = buf_ij / (b_j acc_i): the
+    row-normalised terms already hold the entries of the new plan.  Hence
+    W_j = sum_i a_i buf_ij / acc_i = b_j S_j, where S_j is the shifted sum of the
+    next column update (shift g_j) -- without a second exponential per entry.
+    ``wsum`` (nb, m) holds per-block partial sums (fixed blocks and order).
+    Returns True if every row's one-pass sum was in [_FUSE_LO, _FUSE_HI].
+    """
+    n, m = C.shape
+    ie = 1.0 / eps
+    nb = work.shape[0]
+    beta = np.empty(m)
+    for j in range(m):
+        beta[j] = g[j] * ie + logb[j]
+    ok = np.ones(nb, dtype=np.bool_)
+    for t in prange(nb):
+        i0 = (t * n) // nb
+        i1 = ((t + 1) * n) // nb
+        buf = work[t]
+        w = wsum[t]
+        for j in range(m):
+            w[j] = 0.0
+        for i in range(i0, i1):
+            Ci = C[i]
+            s = -f_old[i] * ie
+            for j in range(m):
+                buf[j] = _exp(beta[j] - Ci[j] * ie - s)
+            acc = _sum(buf, m)
+            if not (acc >= _FUSE_LO and acc <= _FUSE_HI):
+                ok[t] = False
+            if not (acc >= _SUM_LO and acc <= _SUM_HI):
+                s = -np.inf
+                for j in range(m):
+                    v = beta[j] - Ci[j] * ie
+                    if v > s:
+                        s = v
+                for j in range(m):
+                    buf[j] = _exp(beta[j] - Ci[j] * ie - s)
+                acc = _sum(buf, m)
+            f_new[i] = -eps * (s + math.log(acc))
+            sc = a[i] / acc
+            for j in range(m):
+                w[j] = _fma(buf[j], sc, w[j])
+    for j in range(m):
+        acc = 0.0
+        for t in range(nb):
+            acc += wsum[t, j]
+        W[j] = acc
+    good = True
+    for t in range(nb):
+        good = good and ok[t]
+    return good
+
+
+@njit(cache=True)
+def _k_col_from_sums(W, b, g_old, eps, g_new):
+    """g_new_j = g_old_j - eps log(W_j / b_j); False if a column needs the
+    direct update (b_j = 0, or a sum outside the accepted range)."""
+    for j in range(b.shape[0]):
+        bj = b[j]
+        wj = W[j]
+        if not (bj > 0.0 and wj >= _SUM_LO):
+            return False
+        q = wj / bj
+        if not (q >= _SUM_LO and q <= _SUM_HI):
+            return False
+        g_new[j] = g_old[j] - eps * math.log(q)
+    return True
+
+
+@njit(cache=True)
+def _k_log_loop_fused(C, a, loga, logb, b, eps_sched, f, g, max_iter, tol, work):
+    """_k_log_loop (no storing) with one exponential per entry and iteration.
+
+    The row half step of iteration k also accumulates the column sums of
+    iteration k + 1 (_k_row_update_fused), which replace the column pass when
+    the shifts were accurate and eps does not change between the two
+    iterations; otherwise the column update is computed directly.  Same
+    iterates as _k_log_loop up to rounding (used by solves, not by unrolled
+    gradients, which differentiate -- and recompute -- _k_log_loop's iterates).
+    Returns (iterations done, converged, last measured error).
+    """
+    n = f.shape[0]
+    m = g.shape[0]
+    g_new = np.empty(m)
+    f_new = np.empty(n)
+    W = np.empty(m)
+    wsum = np.empty(work.shape)
+    nsched = eps_sched.shape[0]
+    err = np.inf
+    k = 0
+    converged = False
+    have_w = False
+    eps_w = 0.0
+    while k < max_iter:
+        eps = eps_sched[min(k, nsched - 1)]
+        done = False
+        if have_w and eps == eps_w:
+            done = _k_col_from_sums(W, b, g, eps, g_new)
+        if not done:
+            _k_col_update(C, f, loga, g, eps, g_new, work)
+        if tol > 0.0:
+            if k >= nsched - 1:
+                err = _k_col_error(g, g_new, b, eps)
+                if err <= tol:
+                    converged = True
+                    break
+        for j in range(m):
+            if not np.isfinite(g_new[j]):
+                return k, False, np.nan
+            g[j] = g_new[j]
+        have_w = _k_row_update_fused(C, g, logb, f, a, eps, f_new, work, wsum, W)
+        eps_w = eps
+        for i in range(n):
+            f[i] = f_new[i]
+        k += 1
+    return k, converged, err
+
+
 # ----------------------------------------------------------------------------------
 # Stabilised scaling domain (Schmitzer 2019): matrix-vector speed, small eps safe
 # ----------------------------------------------------------------------------------
@@ -322,6 +493,71 @@ def _k_gibbs(C, f, g, eps, out):
         oi = out[i]
         for j in range(m):
             oi[j] = _exp(fi + gs[j] - Ci[j] * ie)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dot(x, y, m):
+    """sum_j x[j] y[j], vectorised (order fixed at compile time, as in _sum)."""
+    acc = 0.0
+    for j in range(m):
+        acc += x[j] * y[j]
+    return acc
+
+
+@njit(cache=True, parallel=True)
+def _k_kt_matvec(K, au, work, out):
+    """out = K^T au, reading K row by row (fixed row blocks, deterministic)."""
+    n, m = K.shape
+    nb = work.shape[0]
+    for t in prange(nb):
+        i0 = (t * n) // nb
+        i1 = ((t + 1) * n) // nb
+        w = work[t]
+        for j in range(m):
+            w[j] = 0.0
+        for i in range(i0, i1):
+            Ki = K[i]
+            s = au[i]
+            for j in range(m):
+                w[j] = _fma(Ki[j], s, w[j])
+    for j in range(m):
+        acc = 0.0
+        for t in range(nb):
+            acc += work[t, j]
+        out[j] = acc
+
+
+@njit(cache=True, parallel=True)
+def _k_scaling_pass(K, bv, a, u, work, kv):
+    """One pass over K for a row half step and the next column product.
+
+    u_i = 1 / (K bv)_i (row scaling update), then kv = K^T (a u) with the new u
+    (the matrix-vector product of the next column update), accumulated from
+    the same row of K while it is in cache: K is read once per iteration
+    instead of twice (the scaling domain is memory bound for large n).  Rows
+    are split in fixed blocks, each with its own partial sum of kv (work[t]),
+    reduced in a fixed order: the result does not depend on the thread count.
+    """
+    n, m = K.shape
+    nb = work.shape[0]
+    for t in prange(nb):
+        i0 = (t * n) // nb
+        i1 = ((t + 1) * n) // nb
+        w = work[t]
+        for j in range(m):
+            w[j] = 0.0
+        for i in range(i0, i1):
+            Ki = K[i]
+            ui = 1.0 / _dot(Ki, bv, m)
+            u[i] = ui
+            s = a[i] * ui
+            for j in range(m):
+                w[j] = _fma(Ki[j], s, w[j])
+    for j in range(m):
+        acc = 0.0
+        for t in range(nb):
+            acc += work[t, j]
+        kv[j] = acc
 
 
 @njit(cache=True)
@@ -353,28 +589,34 @@ def _k_scaling_loop(C, a, b, loga, logb, eps, f, g, Kt, max_iter, tol, tau, work
     Plan P = diag(a u) Kt diag(b v) with Kt = exp((f + g - C)/eps).  The scalings
     (u, v) are absorbed into (f, g) and Kt rebuilt when |log u| or |log v| exceeds
     tau; a scaling that over- or underflows is recomputed by a log-domain half
-    step (always safe).  Returns (iterations, converged, last error, absorptions).
+    step (always safe).  Each iteration reads Kt once (_k_scaling_pass: the row
+    update and the product of the next column update share the pass).  Returns
+    (iterations, converged, last error, absorptions).
     """
     n = f.shape[0]
     m = g.shape[0]
     u = np.ones(n)
     v = np.ones(m)
+    un = np.empty(n)
     g_new = np.empty(m)
     f_new = np.empty(n)
     au = np.empty(n)
     bv = np.empty(m)
+    vn = np.empty(m)
+    kv = np.empty(m)  # Kt^T (a u) for the current u
+    kv_next = np.empty(m)
     _k_gibbs(C, f, g, eps, Kt)
-    KtT = Kt.T
+    for i in range(n):
+        au[i] = a[i] * u[i]
+    _k_kt_matvec(Kt, au, work, kv)
     n_absorb = 0
     err = np.inf
     k = 0
     converged = False
     while k < max_iter:
         # column update: v = 1 / (Kt^T (a u))
-        for i in range(n):
-            au[i] = a[i] * u[i]
-        kv = np.dot(KtT, au)
-        vn = 1.0 / kv
+        for j in range(m):
+            vn[j] = 1.0 / kv[j]
         if tol > 0.0:
             err = 0.0
             for j in range(m):
@@ -392,18 +634,22 @@ def _k_scaling_loop(C, a, b, loga, logb, eps, f, g, Kt, max_iter, tol, tau, work
             n_absorb += 1
         else:
             v[:] = vn
+        # row update u = 1 / (Kt (b v)) and, in the same pass, Kt^T (a u)
         for j in range(m):
             bv[j] = b[j] * v[j]
-        ku = np.dot(Kt, bv)
-        un = 1.0 / ku
+        _k_scaling_pass(Kt, bv, a, un, work, kv_next)
         if _k_bad_scaling(un, tau):
             _k_absorb(f, g, u, v, eps)
             _k_row_update(C, g, logb, f, eps, f_new, work)
             f[:] = f_new
             _k_gibbs(C, f, g, eps, Kt)
             n_absorb += 1
+            for i in range(n):
+                au[i] = a[i] * u[i]
+            _k_kt_matvec(Kt, au, work, kv)
         else:
             u[:] = un
+            kv[:] = kv_next
         k += 1
     _k_absorb(f, g, u, v, eps)
     return k, converged, err, n_absorb
@@ -450,7 +696,14 @@ def _k_plan_stats(C, f, g, loga, logb, eps, work):
     for t in range(nb):
         for j in range(m):
             cols[j] += work[t, j]
-    return pc.sum(), pl.sum(), rows, cols
+    # explicit loops: in a parallel=True kernel ``pc.sum()`` would become a
+    # parallel reduction whose order depends on the thread count
+    tpc = 0.0
+    tpl = 0.0
+    for t in range(nb):
+        tpc += pc[t]
+        tpl += pl[t]
+    return tpc, tpl, rows, cols
 
 
 @njit(cache=True, parallel=True)
@@ -1063,21 +1316,25 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn,
             stored = (Fs[: done + 1].copy(), Gs[: done + 1].copy(), sched)
             iters = done
         else:
-            empty = np.empty((0, 0))
-            iters, converged, err = _k_log_loop(C, loga, logb, b, sched, f, g,
-                                                max_iter, tol, work, empty, empty, 0)
+            if raw:  # iterates recomputed bit for bit by the checkpointed adjoint
+                empty = np.empty((0, 0))
+                iters, converged, err = _k_log_loop(C, loga, logb, b, sched, f, g,
+                                                    max_iter, tol, work, empty,
+                                                    empty, 0)
+            else:
+                iters, converged, err = _k_log_loop_fused(C, a, loga, logb, b,
+                                                          sched, f, g, max_iter,
+                                                          tol, work)
     else:
         iters = 0
         if len(sched) > 1:
-            empty = np.empty((0, 0))
-            iters, _, _ = _k_log_loop(C, loga, logb, b, sched[:-1], f, g,
-                                      len(sched) - 1, 0.0, work, empty, empty, 0)
+            iters, _, _ = _k_log_loop_fused(C, a, loga, logb, b, sched[:-1], f, g,
+                                            len(sched) - 1, 0.0, work)
         if init is None and iters == 0:
             # one log-domain iteration: potentials of the right magnitude, so the
             # absorbed kernel is O(1) whatever the cost scale and sign
-            empty = np.empty((0, 0))
-            k1, converged, err = _k_log_loop(C, loga, logb, b, sched[-1:], f, g,
-                                             1, 0.0, work, empty, empty, 0)
+            k1, converged, err = _k_log_loop_fused(C, a, loga, logb, b, sched[-1:],
+                                                   f, g, 1, 0.0, work)
             iters += k1
         Kt = np.empty((n, m))
         k2, converged, err, absorptions = _k_scaling_loop(
@@ -1136,12 +1393,14 @@ def solve_sinkhorn(a, b, cost, eps, *, tol=1e-9, max_iter=10_000, method="auto",
         Maximum number of iterations.  Non-convergence is reported in the result
         (``converged=False``) and warned (``RuntimeWarning``).
     method : {"auto", "log", "scaling"}, optional
-        ``"log"``: log-domain iterations (one exponential per entry and half step,
+        ``"log"``: log-domain iterations (one exponential per entry and
+        iteration: the row half step also yields the next column update's sums;
         parallel over rows).  ``"scaling"``: Schmitzer's stabilised scaling
-        (matrix-vector products with an absorbed kernel, rebuilt when the
-        scalings leave ``[e^-50, e^50]``; any half step that over/underflows is
-        redone in the log domain).  ``"auto"``: ``"scaling"`` unless
-        ``(max C - min C) / eps > 2000`` (frequent kernel rebuilds).
+        (matrix-vector products with an absorbed kernel, one pass over it per
+        iteration, rebuilt when the scalings leave ``[e^-50, e^50]``; any half
+        step that over/underflows is redone in the log domain).  ``"auto"``:
+        ``"scaling"`` unless ``(max C - min C) / eps > 2000`` (frequent kernel
+        rebuilds).
     eps_scaling : float in (0, 1), sequence of floats, or None, optional
         Epsilon scaling (annealing): one iteration at each of
         ``eps_k = max(eps, range(C) r^k)`` (or at each value of the given

@@ -11,6 +11,7 @@ from . import _kernels as kern
 from ._problem import ControlProblem, Cost, Dynamics, as_float_vector, _arity
 from ._separable import SeparableDynamics
 from ._fused import fused_kernels
+from ._tape import tape_kernels
 from ._sweep import Sweep
 from .checkpointing import Schedule, auto as _auto_schedule
 from .integrators import Euler, Method
@@ -123,6 +124,10 @@ class _Compiled:
         self.has_run = running is not None
         self.tv, self.tg = (terminal.value, terminal.grad) if terminal is not None else (kern.zero_value, kern.zero_grad)
         self.rv, self.rg = (running.value, running.grad) if running is not None else (kern.zero_value, kern.zero_grad)
+        # a running cost with a combined value_and_grad: the backward sweeps call it once per step
+        # (the kernels take its return value as the cost value; see kern.running_adjoint)
+        if running is not None and getattr(running, "value_and_grad", None) is not None:
+            self.rg = running.value_and_grad
 
 _EULER = Euler()  # the default method (one instance: its cache_key is computed once)
 
@@ -171,6 +176,7 @@ def _numba_error_summary(exc: BaseException) -> str:
 
 
 def _call_user(label, fn, args, fix):
+    fn = getattr(fn, "_adjoint_reference", fn)  # generated kernels: their numpy reference (no compile)
     try:
         return fn(*args)
     except Exception as exc:  # numba typing errors, wrong signatures, user exceptions
@@ -211,8 +217,9 @@ def _check_user_functions(problem, comp: _Compiled, method, x0, c0, p):
             raise ValueError(f"`dynamics.vjp` left entries of `{nm}` unset or non-finite at x0 (got {arr}); "
                              "it must overwrite every entry (write 0.0 where the derivative is zero)")
     cempty = np.zeros(0)
+    run_grad = comp.running.grad if comp.has_run else comp.rg
     for label, has, v, g, c in (("terminal_cost", comp.has_term, comp.tv, comp.tg, cempty),
-                                ("running_cost", comp.has_run, comp.rv, comp.rg, c0)):
+                                ("running_cost", comp.has_run, comp.rv, run_grad, c0)):
         if not has:
             continue
         val = _call_user(f"`{label}.value` (value(x, c, p, t) -> float)", v, (x0, c, p, t0), "It must return a float.")
@@ -227,7 +234,29 @@ def _check_user_functions(problem, comp: _Compiled, method, x0, c0, p):
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"`{label}.grad` left entries of `{nm}` unset or non-finite (got {arr}); "
                                  "it must overwrite every entry")
+        vg = getattr(comp.running if label == "running_cost" else comp.terminal, "value_and_grad", None)
+        if vg is not None:
+            _check_value_and_grad(label, vg, (x0, c, p, t0), float(val), (gx, gc, gp))
     problem._checked.add(key)
+
+
+def _check_value_and_grad(label, vg, args, val, grads):
+    """``value_and_grad`` must agree with ``value`` and ``grad`` (it replaces both in the sweeps)."""
+    n_out = [a.shape[0] for a in grads]
+    outs = tuple(np.full(k, np.nan) for k in n_out)
+    what = f"`{label}.value_and_grad` (value_and_grad(x, c, p, t, out_x, out_c, out_p) -> float)"
+    got = _call_user(what, vg, args + outs, "It must write the gradients like `grad` and return the value.")
+    try:
+        got = float(got)
+    except (TypeError, ValueError):
+        raise TypeError(f"`{label}.value_and_grad` must return the cost value as a float; got {got!r}") from None
+    if not abs(got - val) <= 1e-12 * max(1.0, abs(val)):
+        raise ValueError(f"`{label}.value_and_grad` returned {got!r} but `{label}.value` returned {val!r} at x0; "
+                         "they must compute the same value")
+    for nm, a, b in zip(("out_x", "out_c", "out_p"), outs, grads):
+        if not np.allclose(a, b, rtol=1e-12, atol=1e-300):
+            raise ValueError(f"`{label}.value_and_grad` wrote {nm} = {a} but `{label}.grad` wrote {b} at x0; "
+                             "they must compute the same gradient")
 
 
 def _prepare(problem, params, controls, x0, method):
@@ -259,6 +288,12 @@ def _prepare(problem, params, controls, x0, method):
             raise ValueError(f"`controls` is required: the dynamics has control_dim={cdim}; "
                              f"pass an array of shape ({K}, {cdim})")
         C = np.zeros((K, 0))
+    elif (type(controls) is np.ndarray and controls.dtype == np.float64 and controls.shape == (K, cdim)
+          and controls.flags.c_contiguous):  # the common case, validated without copies
+        C = controls
+        if not math.isfinite(C.sum()) and not np.all(np.isfinite(C)):
+            k = int(np.argwhere(~np.isfinite(C))[0][0])
+            raise ValueError(f"`controls` must be finite; row {k} is {C[k]}")
     else:
         if np.iscomplexobj(controls):
             raise TypeError("`controls` must be real (float64); got a complex array")
@@ -276,9 +311,11 @@ def _prepare(problem, params, controls, x0, method):
         C = np.ascontiguousarray(C)
     x0a = problem.x0 if x0 is None else as_float_vector("x0", x0, problem.state_dim)
     comp = _materialize(problem, cdim, pdim)
-    c0 = np.ascontiguousarray(C[0]) if K > 0 else np.zeros(cdim)
-    _check_user_functions(problem, comp, method, np.array(x0a), c0, p)
-    return comp, p, C, np.array(x0a)
+    x0c = np.array(x0a)
+    if (comp.dynamics.f, cdim, p.shape[0], method.kind) not in problem._checked:
+        c0 = np.ascontiguousarray(C[0]) if K > 0 else np.zeros(cdim)
+        _check_user_functions(problem, comp, method, x0c, c0, p)
+    return comp, p, C, x0c
 
 
 def _raise_nonfinite(problem, status):
@@ -400,7 +437,8 @@ def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, 
                   t0=problem.t_span[0], tau=problem.tau, K=K, A=A, b=b, cn=cn, method=method,
                   grad_c=np.empty_like(C), grad_p=np.empty_like(p), grad_x0=np.empty(n),
                   want_trajectory=bool(return_trajectory),
-                  fused=fused_kernels(comp, method, n, C.shape[1], p.shape[0]))
+                  fused=fused_kernels(comp, method, n, C.shape[1], p.shape[0])
+                  or tape_kernels(comp, method, checkpoint, K, n, C.shape[1], p.shape[0]))
     # the first run of a (problem, method, schedule) in this process is the one that compiles
     seen = comp.__dict__.setdefault("_runs", set())
     run_key = (method.cache_key, checkpoint, sweep.fused is not None)

@@ -3,12 +3,18 @@
 Usage::
 
     python benchmarks/sinkhorn.py [--sizes 500 2000 5000] [--iters 200]
-                                  [--threads 1 2] [--no-grad]
+                                  [--threads 1 2] [--pot-threads 1] [--no-grad]
                                   [--ckpt-n 1000] [--ckpt-eps 0.01] [--only-ckpt]
 
 Forward: n = m points uniform in the unit square, squared Euclidean cost,
-``tol=0`` (exactly ``--iters`` iterations), medians of repeated calls after a
-warm-up; the first (compile or cache-load) call is reported apart.
+``tol=0`` (exactly ``--iters`` iterations, the same for every solver), medians
+of interleaved repeated calls (each round times every solver in turn, so load
+from other processes hits all of them alike) after a warm-up; the first
+(compile or cache-load) call is reported apart.  Our plans are checked against
+POT's on the same inputs ("plan dev").  POT's plain ``ot.sinkhorn`` runs with
+numpy's BLAS pinned to ``--pot-threads`` threads (default 1, the issue's
+setting; printed in the header); ours with 1 and with all numba threads
+(columns ``log 1t``, ``log 2t``, ...; ``auto`` uses all).
 
 Regimes: eps = 0.05 ("scaling-safe": kernel exp(-C/eps) does not underflow) and
 eps = 1e-3 ("log-domain regime").  References: POT ``ot.sinkhorn`` (plain
@@ -65,6 +71,53 @@ def median_time(fn, repeats):
     return float(np.median(ts))
 
 
+def interleaved(cases, repeats):
+    """Median time of each case, the cases timed in turn within every round."""
+    ts = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            t = time.perf_counter()
+            fn()
+            ts[name].append(time.perf_counter() - t)
+    return {name: float(np.median(v)) for name, v in ts.items()}
+
+
+def _openblas():
+    """numpy's OpenBLAS (ctypes handle) or None: to pin POT's BLAS threads."""
+    import ctypes
+    import glob
+    import os
+
+    libdir = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in glob.glob(os.path.join(libdir, "*openblas*.so*")):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for suffix in ("64_", "", "_64"):
+            get = getattr(lib, f"scipy_openblas_get_num_threads{suffix}", None)
+            put = getattr(lib, f"scipy_openblas_set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                return get, put
+        get = getattr(lib, "openblas_get_num_threads", None)
+        put = getattr(lib, "openblas_set_num_threads", None)
+        if get is not None and put is not None:
+            return get, put
+    return None
+
+
+_BLAS = _openblas()
+
+
+def blas_threads(k=None):
+    """Set numpy's BLAS threads to k (if given); return the current count."""
+    if _BLAS is None:
+        return None
+    if k is not None:
+        _BLAS[1](int(k))
+    return int(_BLAS[0]())
+
+
 def problem(n, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.random((n, 2))
@@ -74,57 +127,105 @@ def problem(n, seed=0):
     return a, a.copy(), x, y, C
 
 
-def forward(sizes, iters, threads):
-    print(f"\n== forward, {iters} iterations (tol=0), medians in seconds ==")
-    pot_log_500 = {}
-    hdr = (f"{'n':>5} {'eps':>6} {'ours auto':>10} {'domain':>8} "
-           + " ".join(f"{'log ' + str(t) + 'thr':>10}" for t in threads)
-           + f" {'POT plain':>10} {'POT log':>10} {'OTT~':>8} "
-           f"{'plain/ours':>10} {'OTT~/log':>9} {'POTlog/log':>10}")
+def _rel_plan_diff(P, Q):
+    return float(np.abs(P - Q).max() / np.abs(Q).max())
+
+
+def forward(sizes, iters, threads, pot_threads):
+    """Forward solves at equal iteration counts, interleaved medians.
+
+    Ours: ``method="auto"`` with numba's full thread count (the library still
+    runs problems below 10^6 entries on one thread), and the two domains
+    forced, on 1 and on all numba threads.  POT: plain ``ot.sinkhorn`` with
+    numpy's BLAS pinned to ``pot_threads`` threads; ``sinkhorn_log`` (numpy,
+    not threaded) timed at the smallest size only and scaled by (n / n0)^2
+    beyond (marked ~).
+    """
+    tmax = max(threads)
+    print(f"\n== forward, {iters} iterations (tol=0), interleaved medians in "
+          f"seconds ==")
+    print(f"POT plain: BLAS threads = {pot_threads}; POT sinkhorn_log: numpy, "
+          f"one thread; OTT-JAX: issue figure 0.23 s (n=500, one thread) x "
+          f"(n/500)^2; ours: numba threads as in the column name.")
+    pot_log_ref = {}
+    cols = (["auto"] + [f"log {t}t" for t in threads]
+            + [f"scal {t}t" for t in threads])
+    hdr = (f"{'n':>5} {'eps':>6} {'domain':>7} " + " ".join(f"{c:>8}" for c in cols)
+           + f" {'POT':>8} {'POT log':>9} {'OTT~':>7} | {'POT/auto':>8} "
+           f"{'POT/sc1t':>8} {'OTT~/log':>8} {'POTlog/log':>10} {'plan dev':>8}")
     print(hdr)
+    rows = []
     for n in sizes:
         a, b, x, y, C = problem(n)
-        reps = 5 if n <= 500 else (3 if n <= 2000 else 1)
+        reps = 7 if n <= 500 else (5 if n <= 2000 else 3)
         for eps in (0.05, 1e-3):
             run = dict(tol=0.0, max_iter=iters, warn=False)
-            t0 = time.perf_counter()
-            r = solve_sinkhorn(a, b, C, eps, **run)
-            first = time.perf_counter() - t0
-            t_auto = median_time(lambda: solve_sinkhorn(a, b, C, eps, **run), reps)
-            t_log = {}
+
+            def ours(method, t):
+                def fn():
+                    numba.set_num_threads(t)
+                    return solve_sinkhorn(a, b, C, eps, method=method, **run)
+                return fn
+
+            cases = {"auto": ours("auto", tmax)}
             for t in threads:
-                numba.set_num_threads(t)
-                solve_sinkhorn(a, b, C, eps, method="log", **run)
-                t_log[t] = median_time(
-                    lambda: solve_sinkhorn(a, b, C, eps, method="log", **run), reps)
-            numba.set_num_threads(max(threads))
-            t_pot = t_potlog = float("nan")
-            potlog_mark = " "
+                cases[f"log {t}t"] = ours("log", t)
+            for t in threads:
+                cases[f"scal {t}t"] = ours("scaling", t)
+            P_pot = None
             if ot is not None:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    t_pot = median_time(
-                        lambda: ot.sinkhorn(a, b, C, eps, numItermax=iters,
-                                            stopThr=0.0), reps)
-                    if n == min(sizes) or n <= 500:
-                        t_potlog = median_time(
-                            lambda: ot.sinkhorn(a, b, C, eps, method="sinkhorn_log",
-                                                numItermax=iters, stopThr=0.0),
-                            1 if n > 500 else 3)
-                        pot_log_500[eps] = (t_potlog, n)
-                    elif eps in pot_log_500:
-                        t0_, n0 = pot_log_500[eps]
-                        t_potlog = t0_ * (n / n0) ** 2
-                        potlog_mark = "~"
+                def pot():
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        return ot.sinkhorn(a, b, C, eps, numItermax=iters,
+                                           stopThr=0.0)
+                cases["POT"] = pot
+            # warm-up (compilation / cache load) and agreement checks
+            t0 = time.perf_counter()
+            r_auto = cases["auto"]()
+            first = time.perf_counter() - t0
+            plans = {name: fn().plan for name, fn in cases.items()
+                     if name in ("auto", f"log {tmax}t", f"scal {tmax}t")}
+            dev = float("nan")
+            if ot is not None:
+                P_pot = cases["POT"]()
+                if np.all(np.isfinite(P_pot)):
+                    dev = max(_rel_plan_diff(P, P_pot) for P in plans.values())
+            tm = interleaved(cases, reps)
+            numba.set_num_threads(tmax)
+            t_pot = tm.get("POT", float("nan"))
+            t_potlog = float("nan")
+            mark = " "
+            if ot is not None:
+                if n == min(sizes):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        t1 = time.perf_counter()
+                        P_log = ot.sinkhorn(a, b, C, eps, method="sinkhorn_log",
+                                            numItermax=iters, stopThr=0.0)
+                        t_potlog = time.perf_counter() - t1
+                    pot_log_ref[eps] = (t_potlog, n)
+                    dev = max(dev, _rel_plan_diff(plans[f"log {tmax}t"], P_log))
+                elif eps in pot_log_ref:
+                    t0_, n0 = pot_log_ref[eps]
+                    t_potlog = t0_ * (n / n0) ** 2
+                    mark = "~"
             t_ott = OTT_500 * (n / 500) ** 2
-            best_log = min(t_log.values())
-            print(f"{n:>5} {eps:>6g} {t_auto:>10.4f} {r.method:>8} "
-                  + " ".join(f"{t_log[t]:>10.4f}" for t in threads)
-                  + f" {t_pot:>10.4f} {t_potlog:>9.3f}{potlog_mark} {t_ott:>8.2f} "
-                  f"{t_pot / t_auto:>10.2f} {t_ott / best_log:>9.2f} "
-                  f"{t_potlog / best_log:>10.1f}", flush=True)
+            best_log = min(tm[f"log {t}t"] for t in threads)
+            print(f"{n:>5} {eps:>6g} {r_auto.method:>7} "
+                  + " ".join(f"{tm[c]:>8.4f}" for c in cols)
+                  + f" {t_pot:>8.4f} {t_potlog:>8.3f}{mark} {t_ott:>7.2f} | "
+                  f"{t_pot / tm['auto']:>8.2f} "
+                  f"{t_pot / tm[f'scal {min(threads)}t']:>8.2f} "
+                  f"{t_ott / best_log:>8.2f} {t_potlog / best_log:>10.1f} "
+                  f"{dev:>8.1e}", flush=True)
             if n == sizes[0] and eps == 0.05:
                 print(f"      (first call incl. compile/cache load: {first:.2f} s)")
+            rows.append(dict(n=n, eps=eps, times=tm, pot_log=t_potlog, ott=t_ott,
+                             dev=dev, domain=r_auto.method))
+    print("plan dev: max |P - P_POT| / max P_POT over our auto, log and scaling "
+          "plans vs POT plain (and vs POT sinkhorn_log at the smallest size).")
+    return rows
 
 
 def gradients(sizes, eps=0.05, tol=1e-9):
@@ -240,6 +341,9 @@ def main():
     p.add_argument("--iters", type=int, default=200)
     p.add_argument("--threads", type=int, nargs="+",
                    default=sorted({1, numba.config.NUMBA_NUM_THREADS}))
+    p.add_argument("--pot-threads", type=int, default=1,
+                   help="BLAS threads for POT's plain sinkhorn (default 1, as "
+                        "in the issue's figures)")
     p.add_argument("--no-grad", action="store_true")
     p.add_argument("--ckpt-n", type=int, default=1000,
                    help="size of the checkpointed-unrolled rows (0: skip)")
@@ -250,10 +354,13 @@ def main():
     if args.only_ckpt:
         checkpointed(args.ckpt_n, eps=args.ckpt_eps)
         return
+    old_blas = blas_threads()
+    pot_threads = blas_threads(args.pot_threads)
     print(f"numba {numba.__version__}, threading layer request "
-          f"{numba.config.THREADING_LAYER!r}, threads {args.threads}, "
-          f"POT {'%s' % ot.__version__ if ot else 'not installed'}")
-    forward(args.sizes, args.iters, args.threads)
+          f"{numba.config.THREADING_LAYER!r}, numba threads {args.threads}, "
+          f"POT {'%s' % ot.__version__ if ot else 'not installed'}, numpy BLAS "
+          f"threads for POT: {pot_threads} (default was {old_blas})")
+    forward(args.sizes, args.iters, args.threads, pot_threads)
     if not args.no_grad:
         gradients(args.grad_sizes)
         if args.ckpt_n > 0:

@@ -44,26 +44,30 @@ def vjp(x, c, p, t, z, out_x, out_c, out_p):
     out_p[3] = -x[1] * z[1]
 
 
-def _make_data(seed=0):
-    # fine RK4 reference of the true model
-    n = 20000
-    h = T_END / n
-    x = TRUE_X0.copy()
-    ts = np.linspace(0.0, T_END, N_OBS)
-    obs = np.empty((N_OBS, 2))
+@njit(cache=True)
+def _fine_rk4(x0, p, h, n, every, n_obs):
+    """Fine classical RK4 of the true model, sampled every ``every`` steps (compiled: a Python loop
+    of 20000 steps made importing this module take half a second)."""
+    obs = np.empty((n_obs, 2))
+    x = x0.copy()
     obs[0] = x
-    every = n // (N_OBS - 1)
-    out = np.empty(2)
-
-    def u(y):
-        f(y, np.zeros(0), TRUE_PARAMS, 0.0, out)
-        return out.copy()
-
+    c = np.zeros(0)
+    k1, k2, k3, k4 = np.empty(2), np.empty(2), np.empty(2), np.empty(2)
     for k in range(n):
-        k1 = u(x); k2 = u(x + 0.5 * h * k1); k3 = u(x + 0.5 * h * k2); k4 = u(x + h * k3)
+        f(x, c, p, 0.0, k1)
+        f(x + 0.5 * h * k1, c, p, 0.0, k2)
+        f(x + 0.5 * h * k2, c, p, 0.0, k3)
+        f(x + h * k3, c, p, 0.0, k4)
         x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         if (k + 1) % every == 0:
             obs[(k + 1) // every] = x
+    return obs
+
+
+def _make_data(seed=0):
+    n = 20000
+    ts = np.linspace(0.0, T_END, N_OBS)
+    obs = _fine_rk4(TRUE_X0, TRUE_PARAMS, T_END / n, n, n // (N_OBS - 1), N_OBS)
     rng = np.random.default_rng(seed)
     return ts, obs * np.exp(0.05 * rng.standard_normal(obs.shape))
 
@@ -99,6 +103,22 @@ def running_grad(x, c, p, t, out_x, out_c, out_p):
 
 
 @njit(cache=True)
+def running_value_and_grad(x, c, p, t, out_x, out_c, out_p):
+    """Both of the above with one interpolation (the backward sweep calls this once per step)."""
+    y0, y1 = observation(t)
+    out_x[0] = (x[0] - y0) / T_END
+    out_x[1] = (x[1] - y1) / T_END
+    if out_p.shape[0] == 4:  # the model's four parameters: straight-line code (measured 2x faster here)
+        out_p[0] = 0.0
+        out_p[1] = 0.0
+        out_p[2] = 0.0
+        out_p[3] = 0.0
+    else:
+        out_p[:] = 0.0
+    return 0.5 * ((x[0] - y0) ** 2 + (x[1] - y1) ** 2) / T_END
+
+
+@njit(cache=True)
 def terminal_value(x, c, p, t):
     y0, y1 = Y_OBS[-1, 0], Y_OBS[-1, 1]
     return 0.5 * ((x[0] - y0) ** 2 + (x[1] - y1) ** 2)
@@ -113,7 +133,7 @@ def terminal_grad(x, c, p, t, out_x, out_c, out_p):
 
 
 DYNAMICS = adjoint.Dynamics(f, vjp, state_dim=2, param_dim=4, name="lotka_volterra")
-RUNNING = adjoint.Cost(running_value, running_grad, name="misfit")
+RUNNING = adjoint.Cost(running_value, running_grad, value_and_grad=running_value_and_grad, name="misfit")
 TERMINAL = adjoint.Cost(terminal_value, terminal_grad, name="final_misfit")
 
 

@@ -113,6 +113,51 @@ def test_random_larger_schedules(K, s):
     assert fwd == Uniform(snapshots=s).forward_steps(K) and peak <= s
 
 
+def _action_stream(K: int, s: int, rule: int, compound: bool):
+    """The compiled planner's actions ``(op, arg0, arg1)``, primitive or in compound mode."""
+    from adjoint.checkpointing import _streamed as sm
+    stack, meta = (sm.plan_compound if compound else sm.plan_init)(K, s, rule)
+    cap = max(sm.CHUNK, 2 * min(s, K) + 16)
+    ops, a0, a1 = (np.empty(cap, dtype=np.int64) for _ in range(3))
+    out = []
+    while True:
+        n = sm.plan_chunk(stack, meta, ops, a0, a1)
+        assert n >= 0
+        if n == 0:
+            return out
+        out += zip(ops[:n].tolist(), a0[:n].tolist(), a1[:n].tolist())
+
+
+def _check_compound(K: int, s: int):
+    """The executors' compound actions stand for exactly the primitive actions users print."""
+    from adjoint.checkpointing._streamed import (OP_MASK, OP_ONESLOT, OP_SWEEP, RULE_BINOMIAL, RULE_UNIFORM,
+                                                 expand_compound)
+    for rule in (RULE_BINOMIAL, RULE_UNIFORM):
+        prim = _action_stream(K, s, rule, False)
+        comp = _action_stream(K, s, rule, True)
+        expanded = [e for c in comp for e in expand_compound(*c)]
+        assert expanded == prim, (K, s, rule)
+        if rule == RULE_BINOMIAL and K > s + 2:
+            assert len(comp) < len(prim), (K, s)
+        for op, a, b in comp:
+            if op & OP_MASK > 4:
+                assert b < K and b - a >= 2
+                if op & OP_MASK != OP_ONESLOT:  # slots used stay inside the s slots
+                    assert (op >> 3) + b - a - (0 if op & OP_MASK == OP_SWEEP else 1) <= min(s, K)
+
+
+def test_compound_actions_are_the_primitive_schedule():
+    for K in range(1, 61):
+        for s in range(1, 9):
+            _check_compound(K, s)
+
+
+@settings(max_examples=30, deadline=None)
+@given(K=st.integers(61, 20000), s=st.integers(1, 60))
+def test_compound_actions_random_larger(K, s):
+    _check_compound(min(K, 400) if s == 1 else K, s)
+
+
 def test_snapshots_at_least_steps_is_store_all():
     for K in (1, 2, 7):
         for s in (K, K + 1, 10 * K):
@@ -204,6 +249,21 @@ def test_bitwise_pendulum_controls(pendulum_problem, method):
         res = adjoint.solve_adjoint(pendulum_problem, controls=c, method=method, checkpoint=sch)
         assert _same(res, ref), sch
         assert res.stats.peak_stored_states <= sch.snapshots
+
+
+@pytest.mark.parametrize("method", [adjoint.Euler(), adjoint.RK4()], ids=["euler", "rk4"])
+def test_fused_compound_executor_matches_generic(lv_problem, method, monkeypatch):
+    """The generated executor (compound actions) and the generic one (primitive actions): same
+    bits, same forward steps, same peak slot."""
+    p = lv.initial_guess()
+    schedules = (Revolve(snapshots=2), Revolve(snapshots=4), Revolve(snapshots=11), Uniform(snapshots=5))
+    fused = [adjoint.solve_adjoint(lv_problem, params=p, method=method, checkpoint=sch) for sch in schedules]
+    monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
+    for sch, a in zip(schedules, fused):
+        b = adjoint.solve_adjoint(lv_problem, params=p, method=method, checkpoint=sch)
+        assert _same(a, b), sch
+        assert a.stats.forward_steps == b.stats.forward_steps, sch
+        assert a.stats.peak_stored_states == b.stats.peak_stored_states, sch
 
 
 def test_stats_of_store_all_and_degenerate(lv_problem):

@@ -294,6 +294,9 @@ class TracedDynamics:
         self.state_dim, self.control_dim, self.param_dim = state_dim, control_dim, param_dim
         self.scalar_ops = graph.num_scalar_ops() + vjp_graph_.num_scalar_ops()
         self._jvp = None
+        #: "vector_field" when the compiled vjp is the traced reverse mode of ``graph`` (set by
+        #: :func:`vector_field`); None for traced hand-written kernels
+        self.origin = None
 
     def forward_lines(self, x, c, p, t, out, *, prefix="_t"):
         """Source lines assigning ``u(x, c, p, t)`` to the names ``out``. ``x``, ``c``, ``p`` are
@@ -353,7 +356,7 @@ _XCPT = ["x", "c", "p", "t"]
 
 
 def _trace_field(fn, n, m, q):
-    g = trace_shapes(fn, [(n,), (m,), (q,), ()], names=_XCPT)
+    g = trace_shapes(fn, [(n,), (m,), (q,), ()], names=_XCPT, opaque=("t",))
     if len(g.outputs) != 1:
         raise ValueError(f"`fn` must return one array of shape ({n},); got {len(g.outputs)} outputs")
     s = g.output_shapes[0]
@@ -378,8 +381,32 @@ def _compile_dynamics(g, vg, n, m, q, name):
     mod = load_module(module_source([src_f, src_v], {**c1, **c2}))
     dyn = Dynamics(mod.f, mod.vjp, n, m, q, name=name)
     dyn.traced = TracedDynamics(g, vg, n, m, q)
+    dyn.traced.origin = "vector_field"
     dyn.source = mod.__file__
+    _set_reference(dyn.f, g, "out")
+    _set_reference(dyn.vjp, vg, "out")
     return dyn
+
+
+def _set_reference(disp, graph, kind):
+    """Attach to a generated kernel ``_adjoint_reference``: the same function evaluated by numpy from
+    the graph (``Graph.evaluate``). The argument checks of ``solve_adjoint`` call it instead of the
+    kernel, so that a first solve compiles only the kernels its sweep runs."""
+    nin = len(graph.inputs)
+
+    def reference(*args):
+        with np.errstate(all="ignore"):
+            outs = graph.evaluate(*args[:nin])
+        if kind == "value":
+            return float(outs[0])
+        for buf, v in zip(args[nin:], outs):
+            buf[...] = np.reshape(v, buf.shape)
+        return None
+
+    try:
+        disp._adjoint_reference = reference
+    except (AttributeError, TypeError):  # pragma: no cover - not a plain dispatcher
+        pass
 
 
 def vector_field(fn, state_dim, control_dim=0, param_dim=0, *, name=None):
@@ -437,7 +464,7 @@ def cost(fn, state_dim, control_dim=0, param_dim=0, *, name=None):
     n = _dim("state_dim", state_dim, 1)
     m = _dim("control_dim", control_dim, 0)
     q = _dim("param_dim", param_dim, 0)
-    g = trace_shapes(fn, [(n,), (m,), (q,), ()], names=_XCPT)
+    g = trace_shapes(fn, [(n,), (m,), (q,), ()], names=_XCPT, opaque=("t",))
     _scalar_output(g, "cost")
     gg = bind_inputs(vjp_graph(g, wrt=[0, 1, 2], with_primals=False), {4: 1.0})
     return _compile_cost(g, gg, n, m, q, name or getattr(fn, "__name__", "cost"))
@@ -453,6 +480,8 @@ def _compile_cost(g, gg, n, m, q, name):
     c = Cost(mod.value, mod.grad, name=name)
     c.traced = TracedCost(g, gg, n, m, q)
     c.source = mod.__file__
+    _set_reference(c.value, g, "value")
+    _set_reference(c.grad, gg, "out")
     return c
 
 
@@ -513,8 +542,9 @@ def _rebind(fn, depth=0):
             return _MATH_SHIM
         if v is np:
             return _NP_SHIM
-        if isinstance(v, Dispatcher) or (isinstance(v, types.FunctionType) and v is not fn
-                                         and getattr(v, "__module__", None) == fn.__module__):
+        if isinstance(v, Dispatcher):
+            return _DispatcherCall(v, _rebind(v, depth + 1))
+        if isinstance(v, types.FunctionType) and v is not fn and getattr(v, "__module__", None) == fn.__module__:
             return _rebind(v, depth + 1)
         try:
             return _MATH_FUNCS.get(v, v)
@@ -535,6 +565,25 @@ def _rebind(fn, depth=0):
     return new
 
 
+class _DispatcherCall:
+    """A numba function met inside traced code: an opaque call when its traced arguments depend only
+    on inputs that are not differentiated (``t``; see :mod:`adjoint.ad._tcall`), else its
+    (rebound) Python function is traced into."""
+
+    __slots__ = ("disp", "py")
+
+    def __init__(self, disp, py):
+        self.disp, self.py = disp, py
+
+    def __call__(self, *args, **kwargs):
+        if not kwargs:
+            from ._tcall import try_tcall
+            got = try_tcall(self.disp, args)
+            if got is not None:
+                return got
+        return self.py(*args, **kwargs)
+
+
 def _cell_ok(c):
     try:
         c.cell_contents
@@ -550,10 +599,11 @@ def _collect(buf, what):
 
 
 def _trace_out_writing(py, in_shapes, in_names, out_shapes, returns=False):
+    from ._tcall import opaque_inputs
     b = Builder()
     ins = [b.input(s, nm) if nm != "t" else b.input((), "t") for s, nm in zip(in_shapes, in_names)]
     bufs = [_obj(s, None) for s in out_shapes]
-    with array_literals():
+    with array_literals(), opaque_inputs(b, ins, in_names, allowed=("t",)):
         ret = _rebind(py)(*ins, *bufs)
     if returns:
         outs = [as_value(ret)]
@@ -614,7 +664,7 @@ def half_field(fn, in_dim, out_dim, control_dim=0, param_dim=0, *, name=None):
     m = _dim("control_dim", control_dim, 0)
     q = _dim("param_dim", param_dim, 0)
     label = name or getattr(fn, "__name__", "field")
-    g = trace_shapes(fn, [(ni,), (m,), (q,), ()], names=_XCPT)
+    g = trace_shapes(fn, [(ni,), (m,), (q,), ()], names=_XCPT, opaque=("t",))
     if len(g.outputs) != 1 or int(np.prod(g.output_shapes[0])) != no or len(g.output_shapes[0]) > 1:
         raise ValueError(f"`{label}` must return one array of shape ({no},); got output shapes {g.output_shapes}")
     if g.output_shapes[0] != (no,):

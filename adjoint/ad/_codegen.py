@@ -20,6 +20,7 @@ import hashlib
 import importlib.util
 import math
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 
 from ._graph import Graph
 from ._primitives import PRIMITIVES, pow_const_fmt, reduce_table
+from ._tcall import cse_tcalls, import_lines, tcall_fmt
 
 __all__ = ["Emitter", "emit_lines", "kernel_source", "load_module", "cache_dir",
            "CODEGEN_VERSION", "FULL_SCALAR_LIMIT", "SMALL"]
@@ -38,6 +40,9 @@ FULL_SCALAR_LIMIT = 400
 #: Otherwise, nodes with at most this many elements are scalarised, larger ones use loops.
 SMALL = 16
 _UNROLL = 32          # unroll a contraction / reduction of at most this length
+#: ... but over buffers (loop operands) only up to this length: longer sums become loops, which run
+#: as fast (LLVM unrolls them) and compile much faster (numba types every unrolled element access)
+_UNROLL_BUF = 4
 
 
 def _lit(v) -> str:
@@ -186,23 +191,38 @@ class Emitter:
                 continue
             getattr(self, "_e_" + ("elementwise" if PRIMITIVES[n.prim].elementwise else n.prim))(n)
         for o, tgt in zip(g.outputs, output_targets):
-            kind, val = self.rep[o]
-            size = g.nodes[o].size
-            if tgt[0] == "s":
-                for i, nm in enumerate(tgt[1]):
-                    self.emit(f"{nm} = {self.get(o, i)}")
-            else:
-                arr = tgt[1]
-                if kind == "b" and val == arr:
-                    continue
-                if kind == "s" or size <= _UNROLL:
-                    for i in range(size):
-                        self.emit(f"{arr}[{i}] = {self.get(o, i)}")
-                else:
-                    iv = self.loopvar("i")
-                    self.emit(f"for {iv} in range({size}):")
-                    self.emit(f"{arr}[{iv}] = {val}[{iv}]", 1)
+            self.write_output(o, tgt)
         return self.lines
+
+    def write_output(self, o, tgt):
+        """Lines storing node ``o`` into ``tgt``: ``('s', names)`` (assign scalars) or ``('b', array)``."""
+        kind, val = self.rep[o]
+        size = self.g.nodes[o].size
+        if tgt[0] == "s":
+            for i, nm in enumerate(tgt[1]):
+                self.emit(f"{nm} = {self.get(o, i)}")
+            return
+        arr = tgt[1]
+        if kind == "b" and val == arr:
+            return
+        if kind == "s" and size > 4 and len(set(val)) == 1 and val[0] in self._literals(o):
+            # a constant output (typically a zero gradient): one loop, not one line per element
+            iv = self.loopvar("i")
+            self.emit(f"for {iv} in range({size}):")
+            self.emit(f"{arr}[{iv}] = {val[0]}", 1)
+        elif kind == "s" or size <= _UNROLL:
+            for i in range(size):
+                self.emit(f"{arr}[{i}] = {self.get(o, i)}")
+        else:
+            iv = self.loopvar("i")
+            self.emit(f"for {iv} in range({size}):")
+            self.emit(f"{arr}[{iv}] = {val}[{iv}]", 1)
+
+    def _literals(self, o):
+        node = self.g.nodes[o]
+        if node.prim != "const":
+            return ()
+        return {_lit(v) for v in np.ravel(node.attrs["value"])}
 
     def _forward_into_outputs(self):
         """Let the pieces of an output assembled from contiguous blocks be computed directly in
@@ -246,7 +266,12 @@ class Emitter:
 
     def _e_elementwise(self, n):
         p = PRIMITIVES[n.prim]
-        fmt = pow_const_fmt(n.attrs["k"]) if n.prim == "pow_const" else p.fmt
+        if n.prim == "pow_const":
+            fmt = pow_const_fmt(n.attrs["k"])
+        elif n.prim == "tcall":
+            fmt = tcall_fmt(n.attrs)
+        else:
+            fmt = p.fmt
         size = n.size
         shapes = [self.g.nodes[a].shape for a in n.args]
         if fmt == "{0}":
@@ -324,7 +349,7 @@ class Emitter:
             names = []
             for o in range(outsize):
                 nm = self.name(n.id, o, outsize)
-                if xrep == "s" or m <= _UNROLL or m == 0:
+                if xrep == "s" or m <= _UNROLL_BUF or m == 0:
                     self._reduce_expr(n.prim, [self.get(x, int(i)) for i in T[o]], nm)
                 else:
                     B = self.buf(x)
@@ -384,7 +409,7 @@ class Emitter:
             ib = lambda l, j: _lin(0, [(l, nn), (j, 1)])  # noqa: E731
         both_s = self.rep[a][0] == "s" and self.rep[b][0] == "s"
         small_out = self.is_small(n)
-        loop_k = k > _UNROLL and not both_s
+        loop_k = k > _UNROLL_BUF and not both_s
         # operands read with a loop index must be buffers: materialise them before any loop
         if (loop_k or (not small_out and m > 8)) and len(sa) == 2 or loop_k:
             if self.rep[a][0] == "s" and self.g.nodes[a].size > 1:
@@ -399,7 +424,7 @@ class Emitter:
         def contraction(i, j, target, indent):
             if k == 0:
                 self.emit(f"{target} = 0.0", indent)
-            elif k <= _UNROLL or both_s:
+            elif k <= _UNROLL_BUF or both_s:
                 self.emit(f"{target} = " + " + ".join(term(i, j, l) for l in range(k)), indent)
             else:
                 lv = self.loopvar("l")
@@ -412,6 +437,23 @@ class Emitter:
         size = n.size
         if self.is_small(n):
             names = []
+            if loop_k and 1 < m * nn <= 8 and not (k <= _UNROLL_BUF or both_s):
+                # several small outputs summed over a long axis: one loop, one accumulator each
+                # (independent chains run in parallel; each sums in the same order as alone)
+                lv = self.loopvar("l")
+                accs = [f"{self.P}acc{n.id}_{o}" for o in range(m * nn)]
+                for acc in accs:
+                    self.emit(f"{acc} = 0.0")
+                self.emit(f"for {lv} in range({k}):")
+                for i in range(m):
+                    for j in range(nn):
+                        self.emit(f"{accs[i * nn + j]} += {term(i, j, lv)}", 1)
+                for o, acc in enumerate(accs):
+                    nm = self.name(n.id, o, size)
+                    self.emit(f"{nm} = {acc}")
+                    names.append(nm)
+                self.rep[n.id] = ("s", names)
+                return
             for i in range(m):
                 for j in range(nn):
                     o = i * nn + j
@@ -468,8 +510,12 @@ class Emitter:
             e = elem[pos]
             pa = _affine(pos)
             if a is None:
+                # (explicit loops, never slice assignments: numba compiles a slice assignment's
+                # shape-mismatch error path for seconds)
                 if pa is not None and pa[1] == 1:
-                    self.emit(f"{O}[{pa[0]}:{pa[0] + pos.size}] = 0.0")
+                    iv = self.loopvar("i")
+                    self.emit(f"for {iv} in range({pos.size}):")
+                    self.emit(f"{O}[{_lin(pa[0], [(iv, 1)])}] = 0.0", 1)
                 else:
                     K = self.const_array(pos, "i")
                     iv = self.loopvar("i")
@@ -484,11 +530,6 @@ class Emitter:
                 continue
             B = self.buf(a)
             ea = _affine(e)
-            if pa is not None and pa[1] == 1 and ea is not None and ea[1] >= 1:
-                stop = ea[0] + ea[1] * pos.size
-                self.emit(f"{O}[{pa[0]}:{pa[0] + pos.size}] = {B}[{ea[0]}:{stop}"
-                          + (f":{ea[1]}]" if ea[1] != 1 else "]"))
-                continue
             iv = self.loopvar("i")
             pe = str(_lin(pa[0], [(iv, pa[1])])) if pa is not None else f"{self.const_array(pos, 'i')}[{iv}]"
             ee = str(_lin(ea[0], [(iv, ea[1])])) if ea is not None else f"{self.const_array(e, 'i')}[{iv}]"
@@ -520,7 +561,9 @@ class Emitter:
             self.rep[n.id] = ("s", names)
             return
         O = self.alloc(n.id, size)
-        self.emit(f"{O}[:] = 0.0")
+        iz = self.loopvar("i")
+        self.emit(f"for {iz} in range({size}):")
+        self.emit(f"{O}[{iz}] = 0.0", 1)
         K = self.const_array(idx, "i")
         iv = self.loopvar("i")
         ge = self.get(g, iv)
@@ -585,6 +628,9 @@ def kernel_source(graph: Graph, fname, arg_names, in_kinds, out_names, *, return
     head = []
     if E.ws:
         head.append(f"{prefix}ws = np.empty({E.ws})")
+    # load only the input elements the body reads (fewer statements: faster numba compiles)
+    used = set(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", "\n".join(body)))
+    loads = [ln for ln in loads if ln.split(" = ", 1)[0] in used]
     lines = head + loads + body
     if returns_scalar:
         lines.append(f"return {prefix}ret")
@@ -613,7 +659,11 @@ def module_source(kernels, consts):
         out.append("")
         out.append("@njit(cache=True, error_model='numpy', nogil=True)")
         out.extend(src)
-    return "\n".join(out) + "\n"
+    text = "\n".join(out)
+    imports = import_lines(text)  # user modules of opaque calls of t (adjoint.ad._tcall)
+    if imports:
+        text = cse_tcalls(text).replace("from numba import njit\n", "from numba import njit\n" + "\n".join(imports) + "\n", 1)
+    return text + "\n"
 
 
 def cache_dir() -> Path:
@@ -647,3 +697,518 @@ def load_module(source: str):
     spec.loader.exec_module(mod)
     _MODULES[modname] = mod
     return mod
+
+
+# -- loop fusion of emitted lines ------------------------------------------------------------------
+#
+# The emitter writes one loop per buffer node. A chain of elementwise nodes, the contractions that
+# read them and the writes of an output then run as several passes over the same index range, each
+# storing its result in the workspace and the next one loading it back. :func:`fuse_loops` merges
+# consecutive top-level loops of equal trip count when that cannot change any value: every array
+# element is read after exactly the writes that preceded the read in the original order (checked
+# element by element over the iteration space), and scalars computed by a loop (the accumulators of
+# a contraction) are read only after it. Statements in between that do not depend on the fused loop
+# move before it, the others after it. The operations, their operands and the order of every
+# accumulation are unchanged, so the results are bitwise identical. Workspace buffers then used
+# only inside one fused loop, one element per iteration, written before being read, become scalar
+# locals (no store / load at all).
+
+import ast as _ast
+
+
+class _Acc:
+    """The accesses of one statement (or loop): scalar reads / writes and array element accesses."""
+    __slots__ = ("sr", "sw", "arr")
+
+    def __init__(self):
+        self.sr, self.sw = set(), set()
+        self.arr = {}   # root -> list of (is_write, spec); spec ('aff', c, s) over the loop var, or None
+
+    def add(self, other):
+        self.sr |= other.sr
+        self.sw |= other.sw
+        for r, lst in other.arr.items():
+            self.arr.setdefault(r, []).extend(lst)
+
+
+def _affine_expr(e, var):
+    """(c, s) with ``e == c + s * var`` for an integer expression, else None."""
+    if isinstance(e, _ast.Constant) and type(e.value) is int:
+        return e.value, 0
+    if isinstance(e, _ast.Name):
+        return (0, 1) if e.id == var and var is not None else None
+    if isinstance(e, _ast.UnaryOp) and isinstance(e.op, _ast.USub):
+        a = _affine_expr(e.operand, var)
+        return None if a is None else (-a[0], -a[1])
+    if isinstance(e, _ast.BinOp):
+        a, b = _affine_expr(e.left, var), _affine_expr(e.right, var)
+        if a is None or b is None:
+            return None
+        if isinstance(e.op, _ast.Add):
+            return a[0] + b[0], a[1] + b[1]
+        if isinstance(e.op, _ast.Sub):
+            return a[0] - b[0], a[1] - b[1]
+        if isinstance(e.op, _ast.Mult) and (a[1] == 0 or b[1] == 0):
+            return a[0] * b[0], a[0] * b[1] + a[1] * b[0]
+    return None
+
+
+class _Fuser:
+    def __init__(self, stmts):
+        self.views = {}       # name -> (root, offset, step)
+        self.arrays = set()   # names used as arrays
+        for st in stmts:
+            for nd in _ast.walk(st):
+                if isinstance(nd, _ast.Subscript) and isinstance(nd.value, _ast.Name):
+                    self.arrays.add(nd.value.id)
+        self.bad_roots = set()
+        self.row_of = {}      # array -> the (unparsed) leading index it is accessed with
+
+    # -- views -------------------------------------------------------------------------------------
+    def view_def(self, st):
+        """(name, root, offset, step) when ``st`` is ``name = base[a:b(:s)]`` or ``name = base[i, a:b]``."""
+        if not (isinstance(st, _ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], _ast.Name)
+                and isinstance(st.value, _ast.Subscript) and isinstance(st.value.value, _ast.Name)):
+            return None
+        sl = st.value.slice
+        lead = None
+        if isinstance(sl, _ast.Tuple):
+            if not sl.elts or not isinstance(sl.elts[-1], _ast.Slice):
+                return None
+            lead = [_ast.unparse(x) for x in sl.elts[:-1]]
+            sl = sl.elts[-1]
+        if not isinstance(sl, _ast.Slice):
+            return None
+        lo = _affine_expr(sl.lower, None) if sl.lower is not None else (0, 0)
+        stp = _affine_expr(sl.step, None) if sl.step is not None else (1, 0)
+        if lo is None or stp is None or stp[0] < 1:
+            return None
+        root, off, step = self.resolve(st.value.value.id, lead)
+        return st.targets[0].id, root, off + step * lo[0], step * stp[0]
+
+    def resolve(self, name, lead=None):
+        if name in self.views and lead is None:
+            return self.views[name]
+        if lead is not None:
+            key = ", ".join(lead)
+            if self.row_of.setdefault(name, key) != key:
+                self.bad_roots.add(name)
+        return name, 0, 1
+
+    # -- accesses ----------------------------------------------------------------------------------
+    def _sub(self, nd, var, write, acc):
+        name = nd.value.id
+        idx = nd.slice
+        lead = None
+        if isinstance(idx, _ast.Tuple):
+            lead = [_ast.unparse(x) for x in idx.elts[:-1]]
+            for x in idx.elts[:-1]:
+                self._expr(x, var, acc)
+            idx = idx.elts[-1]
+        self._expr(idx, var, acc)
+        root, off, step = self.resolve(name, lead)
+        a = None if isinstance(idx, _ast.Slice) else _affine_expr(idx, var)
+        spec = None if a is None else ("aff", off + step * a[0], step * a[1])
+        acc.arr.setdefault(root, []).append((write, spec))
+
+    def _expr(self, e, var, acc):
+        if e is None:
+            return
+        if isinstance(e, _ast.Subscript) and isinstance(e.value, _ast.Name):
+            self._sub(e, var, False, acc)
+            return
+        if isinstance(e, _ast.Name):
+            if e.id == var:
+                return
+            if e.id in self.arrays or e.id in self.views:
+                root = self.resolve(e.id)[0]
+                acc.arr.setdefault(root, []).extend([(True, None), (False, None)])
+            else:
+                acc.sr.add(e.id)
+            return
+        for ch in _ast.iter_child_nodes(e):
+            self._expr(ch, var, acc)
+
+    def simple(self, st, var):
+        """Accesses of an assignment, or None for anything else."""
+        acc = _Acc()
+        if isinstance(st, _ast.Assign) and len(st.targets) == 1:
+            tgt, aug = st.targets[0], False
+        elif isinstance(st, _ast.AugAssign):
+            tgt, aug = st.target, True
+        else:
+            return None
+        self._expr(st.value, var, acc)
+        if isinstance(tgt, _ast.Name):
+            if tgt.id in self.arrays or tgt.id in self.views:
+                return None
+            acc.sw.add(tgt.id)
+            if aug:
+                acc.sr.add(tgt.id)
+        elif isinstance(tgt, _ast.Subscript) and isinstance(tgt.value, _ast.Name):
+            if aug:
+                self._sub(tgt, var, False, acc)
+            self._sub(tgt, var, True, acc)
+        else:
+            return None
+        return acc
+
+    def loop(self, st):
+        """(trip count, loop var, accesses) of ``for v in range(N):`` over assignments, else None."""
+        if not (isinstance(st, _ast.For) and isinstance(st.target, _ast.Name) and not st.orelse
+                and isinstance(st.iter, _ast.Call) and isinstance(st.iter.func, _ast.Name)
+                and st.iter.func.id == "range" and len(st.iter.args) == 1 and not st.iter.keywords
+                and isinstance(st.iter.args[0], _ast.Constant) and type(st.iter.args[0].value) is int):
+            return None
+        var = st.target.id
+        acc = _Acc()
+        for b in st.body:
+            a = self.simple(b, var)
+            if a is None:
+                return None
+            acc.add(a)
+        acc.sw.discard(var)
+        return st.iter.args[0].value, var, acc
+
+    # -- dependences -------------------------------------------------------------------------------
+    @staticmethod
+    def _elems(spec, n):
+        _, c, s = spec
+        return range(c, c + s * n, s) if s else [c] * n
+
+    def ordered(self, a, b, n):
+        """Whether loop ``b`` (accesses) may join loop ``a`` (both n iterations, a's body first)."""
+        if b.sr & a.sw or b.sw & (a.sr | a.sw):
+            return False
+        for root, la in a.arr.items():
+            lb = b.arr.get(root)
+            if not lb:
+                continue
+            if root in self.bad_roots:
+                return False
+            for wa, sa in la:
+                for wb, sb in lb:
+                    if not (wa or wb):
+                        continue
+                    if sa is None or sb is None:
+                        return False
+                    last = {}
+                    for i, e in enumerate(self._elems(sa, n)):
+                        last[e] = i
+                    for i, e in enumerate(self._elems(sb, n)):
+                        if last.get(e, -1) > i or e < 0:   # (a negative index wraps around)
+                            return False
+                    if min(last) < 0:
+                        return False
+        return True
+
+    def _touch(self, acc, n):
+        """root -> (written elements or None for all, read elements or None)."""
+        out = {}
+        for root, lst in acc.arr.items():
+            w, r = out.setdefault(root, [set(), set()])
+            for wr, spec in lst:
+                tgt = 0 if wr else 1
+                if spec is None or root in self.bad_roots:
+                    out[root][tgt] = None
+                elif out[root][tgt] is not None:
+                    es = list(self._elems(spec, n))
+                    out[root][tgt] = None if min(es) < 0 else out[root][tgt].union(es)
+        return out
+
+    def independent(self, a, na, b, nb):
+        """Whether the accesses ``a`` and ``b`` commute (no element or scalar written by one and
+        touched by the other)."""
+        if a.sw & (b.sr | b.sw) or b.sw & a.sr:
+            return False
+        ta, tb = self._touch(a, na), self._touch(b, nb)
+        for root, (wa, ra) in ta.items():
+            if root not in tb:
+                continue
+            wb, rb = tb[root]
+            for x, y in ((wa, wb), (wa, rb), (ra, wb)):
+                if x is None:
+                    if y is None or y:
+                        return False
+                elif y is None:
+                    if x:
+                        return False
+                elif x & y:
+                    return False
+        return True
+
+
+def _rename(stmts, old, new):
+    if old == new:
+        return stmts
+
+    class R(_ast.NodeTransformer):
+        def visit_Name(self, nd):
+            if nd.id == old:
+                return _ast.copy_location(_ast.Name(id=new, ctx=nd.ctx), nd)
+            return nd
+    return [R().visit(s) for s in stmts]
+
+
+def fuse_loops(lines, scratch=None, max_trip=None, calls=True):
+    """Fuse consecutive loops of equal trip count in straight emitted ``lines`` (see above) and
+    turn the buffers of the workspace ``scratch`` (a name, e.g. ``'_tws'``) that live inside one
+    fused loop into scalars. Returns the new lines (bitwise-identical results)."""
+    if not lines:
+        return lines
+    tree = _ast.parse("\n".join(lines))
+    stmts = tree.body
+    F = _Fuser(stmts)
+    out = []
+    grp = None            # [for node, n, var, acc]
+    pre, post = [], []    # statements moved before / after the group
+    post_acc, post_n = _Acc(), 0
+
+    def flush():
+        nonlocal grp, pre, post, post_acc
+        out.extend(pre)
+        if grp is not None:
+            out.append(grp[0])
+        out.extend(post)
+        grp, pre, post, post_acc = None, [], [], _Acc()
+
+    for st in stmts:
+        vd = F.view_def(st)
+        if vd is not None:
+            name, root, off, step = vd
+            F.views[name] = (root, off, step)
+            (pre if grp is not None else out).append(st)
+            continue
+        lp = F.loop(st)
+        if lp is not None:
+            n, var, acc = lp
+            alone = ((max_trip is not None and n > max_trip)
+                     or (not calls and any(isinstance(nd, _ast.Call) for b in st.body for nd in _ast.walk(b))))
+            if (grp is not None and grp[1] == n and not alone and not grp[4] and F.ordered(grp[3], acc, n)
+                    and F.independent(post_acc, 1, acc, n)):
+                grp[0].body.extend(_rename(st.body, var, grp[2]))
+                grp[3].add(acc)
+                continue
+            flush()
+            grp = [st, n, var, acc, alone]
+            continue
+        acc = F.simple(st, None)
+        if grp is None:
+            out.append(st)
+            continue
+        if acc is not None and F.independent(grp[3], grp[1], acc, 1) and F.independent(post_acc, 1, acc, 1):
+            pre.append(st)
+        elif acc is not None:
+            post.append(st)
+            post_acc.add(acc)
+        else:
+            flush()
+            out.append(st)
+    flush()
+    if scratch:
+        out = _scalarise(F, out, scratch)
+    return _ast.unparse(_ast.Module(body=out, type_ignores=[])).split("\n")
+
+
+def _scalarise(F, stmts, scratch):
+    """Replace workspace buffers used only inside one loop, one element per iteration (the same
+    element of each), written first, by a scalar local."""
+    # every access to the scratch root: (statement index, loop var, subscript node, is_write, spec)
+    bufs = {}   # view name defined directly on scratch -> (offset, size)
+    for st in stmts:
+        if (isinstance(st, _ast.Assign) and isinstance(st.value, _ast.Subscript)
+                and isinstance(st.value.value, _ast.Name) and st.value.value.id == scratch
+                and isinstance(st.targets[0], _ast.Name)):
+            sl = st.value.slice
+            if isinstance(sl, _ast.Slice) and sl.step is None:
+                lo, hi = _affine_expr(sl.lower, None), _affine_expr(sl.upper, None)
+                if lo and hi:
+                    bufs[st.targets[0].id] = (lo[0], hi[0] - lo[0])
+    if not bufs:
+        return stmts
+    ranges = sorted((off, off + sz, nm) for nm, (off, sz) in bufs.items())
+    uses = {}   # buffer -> list of (stmt index, node, is_write, spec, order)
+
+    def owner(e):
+        for lo, hi, nm in ranges:
+            if lo <= e < hi:
+                return nm
+        return None
+
+    order = [0]
+
+    def visit(nd, si, var, write):
+        if isinstance(nd, _ast.Subscript) and isinstance(nd.value, _ast.Name):
+            visit(nd.slice, si, var, False)
+            name = nd.value.id
+            root, off, step = F.views.get(name, (name, 0, 1))
+            if root != scratch:
+                return
+            a = None if isinstance(nd.slice, (_ast.Slice, _ast.Tuple)) else _affine_expr(nd.slice, var)
+            if a is None:
+                for lo, hi, nm in ranges:   # unknown element: pin every buffer of the view
+                    if lo < off + step * 10**9 and hi > off:
+                        uses.setdefault(nm, []).append((None, nd, write, None, 0))
+                return
+            c, s = off + step * a[0], step * a[1]
+            nm = owner(c)
+            order[0] += 1
+            uses.setdefault(nm, []).append((si, nd, write, (c, s), order[0]))
+            return
+        if isinstance(nd, _ast.Name) and nd.id in F.views and F.views[nd.id][0] == scratch:
+            if not isinstance(nd.ctx, _ast.Store):
+                root, off, step = F.views[nd.id]
+                for lo, hi, nm in ranges:
+                    if lo < off + step * 10**9 and hi > off:
+                        uses.setdefault(nm, []).append((None, nd, write, None, 0))
+            return
+        for ch in _ast.iter_child_nodes(nd):
+            visit(ch, si, var, False)
+
+    def visit_stmt(st, si, var):
+        if isinstance(st, (_ast.Assign, _ast.AugAssign)):
+            visit(st.value, si, var, False)
+            tgt = st.targets[0] if isinstance(st, _ast.Assign) else st.target
+            if isinstance(tgt, _ast.Subscript):
+                if isinstance(st, _ast.AugAssign):
+                    visit(tgt, si, var, False)
+                visit(tgt, si, var, True)
+            return
+        visit(st, si, var, False)
+
+    for si, st in enumerate(stmts):
+        if isinstance(st, _ast.Assign) and isinstance(st.targets[0], _ast.Name) and st.targets[0].id in F.views:
+            continue  # a view definition
+        lp = F.loop(st)
+        if lp is not None:
+            for b in st.body:
+                visit_stmt(b, si, lp[1])
+        else:
+            visit_stmt(st, si, None)
+    repl = {}
+    for nm, lst in uses.items():
+        if nm is None or not lst:
+            continue
+        sis = {u[0] for u in lst}
+        specs = {u[3] for u in lst}
+        if None in sis or len(sis) != 1 or len(specs) != 1:
+            continue
+        (c, s), = specs
+        lo, sz = bufs[nm]
+        if s == 0 or F.loop(stmts[next(iter(sis))]) is None:
+            continue
+        n = F.loop(stmts[next(iter(sis))])[0]
+        if not (lo <= min(c, c + s * (n - 1)) and max(c, c + s * (n - 1)) < lo + sz):
+            continue
+        first = min(lst, key=lambda u: u[4])
+        if not first[2]:
+            continue
+        for u in lst:
+            repl[id(u[1])] = nm + "_s"
+    if not repl:
+        return stmts
+
+    class R(_ast.NodeTransformer):
+        def visit_Subscript(self, nd):
+            if id(nd) in repl:
+                return _ast.copy_location(_ast.Name(id=repl[id(nd)], ctx=nd.ctx), nd)
+            self.generic_visit(nd)
+            return nd
+    stmts = [R().visit(s) for s in stmts]
+    return _drop_dead_views(F, stmts)
+
+
+def _drop_dead_views(F, stmts):
+    while True:
+        used = set()
+        for st in stmts:
+            skip = (isinstance(st, _ast.Assign) and isinstance(st.targets[0], _ast.Name)
+                    and st.targets[0].id in F.views)
+            for nd in _ast.walk(st.value if skip else st):
+                if isinstance(nd, _ast.Name):
+                    used.add(nd.id)
+        keep = [st for st in stmts if not (isinstance(st, _ast.Assign) and isinstance(st.targets[0], _ast.Name)
+                                           and st.targets[0].id in F.views and st.targets[0].id not in used)]
+        if len(keep) == len(stmts):
+            return keep
+        stmts = keep
+
+
+def accumulate_into(lines, src, dst, scale, size):
+    """Rewrite the writes ``src[e] = expr`` of emitted ``lines`` (through views too) into
+    ``dst[e] += scale * (expr)`` (``dst[e] += expr`` when ``scale`` is None), when every element
+    ``0 <= e < size`` of ``src`` is written exactly once by a plain assignment and never read: the
+    same operations as writing ``src`` and then running ``dst[e] += scale * src[e]`` over it.
+    Returns the new lines, or None when the pattern does not hold."""
+    stmts = _ast.parse("\n".join(lines)).body
+    F = _Fuser(stmts)
+    aliases = {src}
+    for st in stmts:
+        vd = F.view_def(st)
+        if vd is not None:
+            F.views[vd[0]] = vd[1:]
+            if vd[1] == src:
+                aliases.add(vd[0])
+    count = [0] * size
+    sites = []
+
+    def check(st, var, n):
+        touches = any(isinstance(nd, _ast.Name) and nd.id in aliases for nd in _ast.walk(st))
+        if not touches:
+            return True
+        acc = F.simple(st, var)
+        if acc is None or not isinstance(st, _ast.Assign):
+            return False
+        lst = acc.arr.get(src, [])
+        tgt = st.targets[0]
+        if (len(lst) != 1 or not lst[0][0] or lst[0][1] is None or not isinstance(tgt, _ast.Subscript)
+                or tgt.value.id not in aliases or isinstance(tgt.slice, _ast.Tuple)):
+            return False
+        _, c, s = lst[0][1]
+        for e in (range(c, c + s * n, s) if s else [c] * n):
+            if not 0 <= e < size:
+                return False
+            count[e] += 1
+        sites.append(st)
+        return True
+
+    for st in stmts:
+        vd = F.view_def(st)
+        if vd is not None:
+            continue
+        lp = F.loop(st)
+        if lp is not None:
+            if not all(check(b, lp[1], lp[0]) for b in st.body):
+                return None
+        elif not check(st, None, 1):
+            return None
+    if any(c != 1 for c in count):
+        return None
+    site_ids = {id(s) for s in sites}
+
+    class R(_ast.NodeTransformer):
+        def visit_Assign(self, st):
+            if id(st) not in site_ids:
+                return st
+            tgt = st.targets[0]
+            _, off, step = F.views.get(tgt.value.id, (src, 0, 1))
+            idx = tgt.slice
+            if step != 1:
+                idx = _ast.BinOp(left=_ast.Constant(step), op=_ast.Mult(), right=idx)
+            if off:
+                idx = _ast.BinOp(left=idx, op=_ast.Add(), right=_ast.Constant(off))
+            val = st.value
+            if scale is not None:
+                val = _ast.BinOp(left=_ast.Name(id=scale, ctx=_ast.Load()), op=_ast.Mult(), right=val)
+            new = _ast.AugAssign(target=_ast.Subscript(value=_ast.Name(id=dst, ctx=_ast.Load()), slice=idx,
+                                                       ctx=_ast.Store()), op=_ast.Add(), value=val)
+            return _ast.copy_location(new, st)
+
+        def visit_For(self, st):
+            st.body = [self.visit(b) for b in st.body]
+            return st
+    stmts = [R().visit(s) for s in stmts]
+    stmts = _drop_dead_views(F, stmts)
+    if any(isinstance(nd, _ast.Name) and nd.id in aliases for st in stmts for nd in _ast.walk(st)):
+        return None
+    return _ast.unparse(_ast.Module(body=stmts, type_ignores=[])).split("\n")

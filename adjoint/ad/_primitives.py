@@ -270,6 +270,9 @@ def format_node(node, argnames) -> str:
         if len(argnames) == 1:
             return f"{argnames[0]}[...] -> shape {list(node.shape)}"
         return "[" + ", ".join(argnames) + "]"
+    if node.prim == "tcall":
+        from ._tcall import tcall_show
+        return tcall_show(a, argnames)
     if node.prim == "scatter_add":
         return f"scatter_add({argnames[0]}) -> shape {list(node.shape)}"
     if p.show:

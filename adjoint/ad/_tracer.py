@@ -803,15 +803,56 @@ class array_literals:
             np.array, np.asarray = _np_array, _np_asarray
 
 
-def trace_shapes(fn, shapes, names=None):
+def trace_shapes(fn, shapes, names=None, opaque=()):
+    """Trace ``fn`` on inputs of the given shapes. ``opaque``: names of inputs that are never
+    differentiated (``"t"`` of a field or cost); compiled functions of those alone are recorded as
+    opaque calls (see :mod:`adjoint.ad._tcall`)."""
     if names is None:
         names = _param_names(fn, len(shapes))
     b = Builder()
     tracers = [b.input(tuple(s), nm) for s, nm in zip(shapes, names)]
-    with array_literals():
+    with array_literals(), traced_calls(b, tracers, names, opaque):
         out = fn(*tracers)
         outs = list(out) if isinstance(out, tuple) else [out]
         return b.graph([as_value(o) for o in outs])
+
+
+class traced_calls:
+    """While tracing: a numba function called on traced values is recorded as an opaque call when
+    it depends on ``opaque`` inputs only, else traced into through its Python source."""
+
+    def __init__(self, builder, tracers, names, opaque):
+        from ._tcall import opaque_inputs
+        self.ctx = opaque_inputs(builder, tracers, names, allowed=tuple(opaque)) if opaque else None
+        self.patched = False
+
+    def __enter__(self):
+        if self.ctx is None:
+            return self
+        self.ctx.__enter__()
+        from numba.core.dispatcher import Dispatcher
+        if "__call__" not in Dispatcher.__dict__:
+
+            def call(self_, *args, **kwargs):
+                if not kwargs and any(isinstance(a, Tracer) for a in args):
+                    from ._api import _rebind
+                    from ._tcall import try_tcall
+                    got = try_tcall(self_, args)
+                    if got is not None:
+                        return got
+                    return _rebind(self_)(*args)
+                return super(Dispatcher, self_).__call__(*args, **kwargs)
+            Dispatcher.__call__ = call
+            self.patched = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.ctx is None:
+            return
+        if self.patched:
+            from numba.core.dispatcher import Dispatcher
+            del Dispatcher.__call__
+        self.ctx.__exit__(*exc)
 
 
 def _param_names(fn, n):

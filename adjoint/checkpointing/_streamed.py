@@ -27,6 +27,15 @@ Interval rules
   ``f - i`` slots (the slots of the pieces after it are free again by then).
   *Binomial* (Revolve) cuts once (``c = 2``) at Griewank and Walther's optimal point; *uniform*
   cuts into ``c`` equal pieces (see :func:`uniform_pieces`).
+
+Compound mode
+-------------
+Nearly every step of a long schedule sits at the bottom of the recursion, where the primitive
+actions come 3.5 to 4 per step (K = 10^7, s = 10 ... 50). The generated executor of
+:mod:`adjoint._fused` therefore plans with :func:`plan_compound`: the same planner, which then
+emits an interval reversed with one slot (``OP_ONESLOT``) or with a slot per step (``OP_SWEEP``,
+``OP_SWEEP_FULL``) as one action, executed in one tight loop. Each stands for a fixed run of
+primitive actions (:func:`expand_compound`); users see the primitive actions.
 """
 from __future__ import annotations
 
@@ -41,6 +50,13 @@ OP_RESTORE = 2
 OP_TERMINAL = 3
 OP_ADJOINT = 4
 OP_NAMES = ("advance", "store", "restore", "terminal", "adjoint")
+# compound actions (only in compound mode, see :func:`plan_compound`): ``ops = code + 8 * slot``,
+# ``arg0, arg1 = a, b``; each stands for a fixed run of the primitive actions above
+OP_SWEEP = 5     # ``2 <= b - a <= f``: store-all reversal of ``[a, b)`` in slots ``slot .. slot + b - a - 1``
+OP_ONESLOT = 6   # ``f == 1``: reverse ``[a, b)`` by recomputing from ``x_a`` (``slot``) to each ``x_k``
+OP_SWEEP_FULL = 7  # binomial, ``b - a == f + 1 >= 3``: as OP_SWEEP, but ``x_{b-1}`` is not stored
+OP_MASK = 7
+OP_SHIFT = 3
 
 RULE_BINOMIAL = 0
 RULE_UNIFORM = 1
@@ -52,7 +68,8 @@ _M_K = 2       # steps
 _M_FIRST = 3   # 1 until the initial ``store x_0 in slot 0`` was emitted
 _M_RULE = 4
 _M_ERR = 5     # 1 if the stack overflowed (a bug)
-_META_LEN = 6
+_M_COMPOUND = 6  # 1: emit the compound actions OP_SWEEP / OP_ONESLOT (executors only)
+_META_LEN = 7
 
 CHUNK = 4096
 
@@ -161,6 +178,7 @@ def plan_chunk(stack, meta, ops, arg0, arg1):  # pragma: no cover - compiled
     w = meta[_M_W]
     K = meta[_M_K]
     rule = meta[_M_RULE]
+    compound = meta[_M_COMPOUND] == 1
     n = 0
     if meta[_M_FIRST] == 1:
         ops[n] = OP_STORE
@@ -183,6 +201,21 @@ def plan_chunk(stack, meta, ops, arg0, arg1):  # pragma: no cover - compiled
             arg1[n] = slot
             n += 1
             w = a
+        if compound and l >= 2 and b < K and (f == 1 or l <= f or (rule == RULE_BINOMIAL and l == f + 1)):
+            # the primitive actions of this interval, folded into one (expanded by
+            # :func:`expand_compound`); b < K: never the first sweep, so no terminal step inside
+            if f == 1:
+                code = OP_ONESLOT
+            elif l <= f:
+                code = OP_SWEEP
+            else:
+                code = OP_SWEEP_FULL
+            ops[n] = code + (slot << OP_SHIFT)
+            arg0[n] = a
+            arg1[n] = b
+            n += 1
+            w = a  # both end with x_a restored in the working state
+            continue
         if l == 1 or f == 1:
             k = b - 1
             if k > a:
@@ -241,6 +274,54 @@ def plan_chunk(stack, meta, ops, arg0, arg1):  # pragma: no cover - compiled
     meta[_M_SP] = sp
     meta[_M_W] = w
     return n
+
+
+@njit(cache=True)
+def plan_compound(K, s, rule):  # pragma: no cover - compiled
+    """Planner state like :func:`plan_init`, in compound mode (for executors).
+
+    Two runs of primitive actions that make up most of a long schedule (nearly every step sits in
+    one of them) are emitted as one action each, ``(code + 8 * slot, a, b)``, with the working
+    state at ``x_a`` (``x_a`` also in ``slot``) before and after:
+
+    * ``OP_SWEEP``, an interval with ``2 <= l = b - a <= f`` slots: advance one step at a time,
+      storing ``x_{a+i}`` in ``slot + i`` (``i = 1 .. l - 1``); adjoint step ``b - 1``; then
+      restore ``x_k`` from ``slot + k - a`` and adjoint step ``k`` for ``k = b - 2 .. a``;
+    * ``OP_SWEEP_FULL``, binomial rule, an interval with ``l = f + 1 >= 3``: the same, except that
+      ``x_{b-1}`` is not stored (the binomial cuts at ``a + 1, a + 2, ...``: ``p(f + 1, f) = f``);
+    * ``OP_ONESLOT``, an interval with ``f = 1``: for ``k = b - 1 .. a``: restore ``x_a``
+      (not for ``k = b - 1``), advance ``x_a -> x_k`` (if ``k > a``), adjoint step ``k``.
+
+    Only for ``b < K`` (the terminal step is never inside one). :func:`expand_compound` turns them
+    back into the primitive actions, which the tests compare with the primitive stream.
+    """
+    stack, meta = plan_init(K, s, rule)
+    meta[_M_COMPOUND] = 1
+    return stack, meta
+
+
+def expand_compound(op, a, b):
+    """The primitive actions ``(op, arg0, arg1)`` a compound action stands for (Python, for tests)."""
+    code, slot = op & OP_MASK, op >> OP_SHIFT
+    out = []
+    if code == OP_SWEEP or code == OP_SWEEP_FULL:
+        for i in range(1, b - a):
+            out.append((OP_ADVANCE, a + i - 1, a + i))
+            if code == OP_SWEEP or i < b - a - 1:
+                out.append((OP_STORE, a + i, slot + i))
+        out.append((OP_ADJOINT, b - 1, -1))
+        for k in range(b - 2, a - 1, -1):
+            out += [(OP_RESTORE, k, slot + k - a), (OP_ADJOINT, k, -1)]
+    elif code == OP_ONESLOT:
+        for k in range(b - 1, a - 1, -1):
+            if k < b - 1:
+                out.append((OP_RESTORE, a, slot))
+            if k > a:
+                out.append((OP_ADVANCE, a, k))
+            out.append((OP_ADJOINT, k, -1))
+    else:
+        out.append((op, a, b))
+    return out
 
 
 @njit

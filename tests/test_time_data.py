@@ -1,0 +1,203 @@
+"""Costs and fields that read data of time (opaque calls of t) and combined value_and_grad costs."""
+import numpy as np
+import pytest
+from numba import njit
+
+import adjoint
+from adjoint.ad import TraceError
+from adjoint.ad._tcall import cse_tcalls
+from problems import lotka_volterra as lv
+
+P = lv.initial_guess()
+
+
+def misfit(x, c, p, t):
+    """The Lotka-Volterra running misfit as a plain function calling the njit data lookup."""
+    y0, y1 = lv.observation(t)
+    return 0.5 * ((x[0] - y0) ** 2 + (x[1] - y1) ** 2) / lv.T_END
+
+
+def forced(x, c, p, t):
+    """A linear field forced by the (interpolated) data."""
+    y0, y1 = lv.observation(t)
+    return np.array([-p[0] * x[0] + p[1] * y0, -p[2] * x[1] + p[3] * y1 * x[0]])
+
+
+def _central(fun, v, h=1e-6):
+    g = np.empty_like(v)
+    for i in range(v.size):
+        e = np.zeros_like(v)
+        e[i] = h
+        g[i] = (fun(v + e) - fun(v - e)) / (2 * h)
+    return g
+
+
+def test_plain_cost_reading_data_of_t_is_traced_as_an_opaque_call():
+    cst = adjoint.cost(misfit, state_dim=2, param_dim=4)
+    prims = [n.prim for n in cst.traced.graph.nodes]
+    assert "tcall" in prims
+    plain = adjoint.ControlProblem(lv.DYNAMICS, lv.Y_OBS[0], (0.0, lv.T_END), 400, terminal_cost=lv.TERMINAL,
+                                   running_cost=cst)
+    hand = lv.make_problem(400)
+    a = adjoint.solve_adjoint(plain, params=P)
+    b = adjoint.solve_adjoint(hand, params=P)
+    assert abs(a.value - b.value) <= 1e-14 * abs(b.value)
+    assert np.allclose(a.grad.params, b.grad.params, rtol=1e-13, atol=0)
+    fd = _central(lambda q: adjoint.evaluate(plain, params=q), P)
+    assert np.allclose(a.grad.params, fd, rtol=1e-6, atol=1e-9)
+
+
+def test_field_forced_by_data_of_t_fused_equals_generic_bitwise(monkeypatch):
+    """Stage times t + c_i tau reach the opaque call exactly as in the generic kernels."""
+    dyn = adjoint.vector_field(forced, state_dim=2, param_dim=4)
+    prob = adjoint.ControlProblem(dyn, [1.0, 0.5], (0.0, lv.T_END), 150, terminal_cost=lv.TERMINAL,
+                                  running_cost=adjoint.cost(misfit, state_dim=2, param_dim=4))
+    p = np.array([0.7, 0.3, 0.5, 0.2])
+    for method in (adjoint.Euler(), adjoint.Heun(), adjoint.RK4()):
+        a = adjoint.solve_adjoint(prob, params=p, method=method, checkpoint=adjoint.StoreAll())
+        monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
+        b = adjoint.solve_adjoint(prob, params=p, method=method, checkpoint=adjoint.StoreAll())
+        monkeypatch.delenv("ADJOINT_DISABLE_FUSED")
+        assert a.value == b.value
+        assert np.array_equal(a.grad.params, b.grad.params) and np.array_equal(a.grad.x0, b.grad.x0)
+
+
+def test_field_forced_by_data_of_t_gradient_matches_central_differences():
+    dyn = adjoint.vector_field(forced, state_dim=2, param_dim=4)
+    prob = adjoint.ControlProblem(dyn, [1.0, 0.5], (0.0, lv.T_END), 300, terminal_cost=lv.TERMINAL,
+                                  running_cost=adjoint.cost(misfit, state_dim=2, param_dim=4))
+    p = np.array([0.7, 0.3, 0.5, 0.2])
+    for method in (adjoint.Euler(), adjoint.RK4()):
+        res = adjoint.solve_adjoint(prob, params=p, method=method)
+        fd = _central(lambda q: adjoint.evaluate(prob, params=q, method=method), p)
+        assert np.allclose(res.grad.params, fd, rtol=1e-6, atol=1e-9)
+        fdx = _central(lambda x: adjoint.evaluate(prob, params=p, x0=x, method=method), np.array([1.0, 0.5]))
+        assert np.allclose(res.grad.x0, fdx, rtol=1e-6, atol=1e-9)
+        rev = adjoint.solve_adjoint(prob, params=p, method=method, checkpoint=adjoint.Revolve(snapshots=4))
+        assert np.array_equal(rev.grad.params, res.grad.params) and rev.value == res.value
+
+
+def test_data_lookup_of_the_state_is_not_opaque_and_fails_clearly():
+    def bad(x, c, p, t):
+        y0, y1 = lv.observation(x[0])   # depends on the state: must be differentiated, cannot be opaque
+        return y0 * x[1]
+
+    with pytest.raises(TraceError, match="int"):
+        adjoint.cost(bad, state_dim=2, param_dim=4)
+
+
+def test_cse_merges_repeated_calls_only_within_a_block_without_reassignment():
+    src = "\n".join([
+        "    for k in range(K):",
+        "        t = t0 + k * tau",
+        "        a = _adj_tc_m.obs(t)[0]",
+        "        b = _adj_tc_m.obs(t)[1]",
+        "        c = _adj_tc_m.obs(t)[0]",
+        "        t = t + 1.0",
+        "        d = _adj_tc_m.obs(t)[0]",
+        "    e = _adj_tc_m.obs(t)[0]",
+    ])
+    out = cse_tcalls(src).split("\n")
+    calls = [ln for ln in out if "_adj_tc_m.obs(" in ln]
+    assert len(calls) == 3       # first block, after `t` is reassigned, and the outer block
+    assert "        a = _tc0[0]" in out and "        b = _tc0[1]" in out and "        c = _tc0[0]" in out
+    assert "        d = _tc1[0]" in out and "    e = _tc2[0]" in out
+
+
+@njit
+def _vg_wrong_value(x, c, p, t, out_x, out_c, out_p):
+    lv.running_grad(x, c, p, t, out_x, out_c, out_p)
+    return 1.0 + lv.running_value(x, c, p, t)
+
+
+@njit
+def _vg_no_value(x, c, p, t, out_x, out_c, out_p):
+    lv.running_grad(x, c, p, t, out_x, out_c, out_p)
+
+
+def _lv_with_running(running):
+    return adjoint.ControlProblem(lv.DYNAMICS, lv.Y_OBS[0], (0.0, lv.T_END), 200, terminal_cost=lv.TERMINAL,
+                                  running_cost=running)
+
+
+def test_value_and_grad_cost_is_bitwise_equal_to_separate_value_and_grad(monkeypatch):
+    sep = _lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad))
+    comb = _lv_with_running(lv.RUNNING)
+    assert lv.RUNNING.value_and_grad is not None
+    for disable in ("", "1"):  # the fused kernels, then the generic kernels
+        if disable:
+            monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
+        for sched in (adjoint.StoreAll(), adjoint.Revolve(snapshots=5), adjoint.Uniform(snapshots=7)):
+            a = adjoint.solve_adjoint(sep, params=P, checkpoint=sched)
+            b = adjoint.solve_adjoint(comb, params=P, checkpoint=sched)
+            assert a.value == b.value
+            assert np.array_equal(a.grad.params, b.grad.params) and np.array_equal(a.grad.x0, b.grad.x0)
+
+
+def test_value_and_grad_that_disagrees_with_value_is_rejected():
+    prob = _lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad, value_and_grad=_vg_wrong_value))
+    with pytest.raises(ValueError, match=r"running_cost.value_and_grad.*same value"):
+        adjoint.solve_adjoint(prob, params=P)
+    prob = _lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad, value_and_grad=_vg_no_value))
+    with pytest.raises(TypeError, match=r"running_cost.value_and_grad.*return the cost value"):
+        adjoint.solve_adjoint(prob, params=P)
+
+
+@njit
+def _vg_nudged(x, c, p, t, out_x, out_c, out_p):
+    lv.running_grad(x, c, p, t, out_x, out_c, out_p)
+    return lv.running_value(x, c, p, t) * (1.0 + 1e-13)   # within the check's tolerance, but visible
+
+
+def test_generic_kernels_take_the_value_from_value_and_grad(monkeypatch):
+    """The sweeps really use value_and_grad's return value (not a second call of value)."""
+    monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
+    sep = adjoint.solve_adjoint(_lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad)), params=P)
+    nud = adjoint.solve_adjoint(_lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad,
+                                                              value_and_grad=_vg_nudged)), params=P)
+    assert nud.value != sep.value and abs(nud.value - sep.value) < 1e-11 * abs(sep.value)
+    assert np.array_equal(nud.grad.params, sep.grad.params)
+
+
+@njit
+def _loop_value(x, c, p, t):
+    s = 0.0
+    k = 0
+    while s < abs(x[0]) and k < 2:      # data-dependent loop: not traceable
+        s += 1.0
+        k += 1
+    return 0.5 * s * (x[0] * x[0] + x[1] * x[1]) / lv.T_END
+
+
+@njit
+def _loop_grad(x, c, p, t, out_x, out_c, out_p):
+    s = 0.0
+    k = 0
+    while s < abs(x[0]) and k < 2:
+        s += 1.0
+        k += 1
+    out_x[0] = s * x[0] / lv.T_END
+    out_x[1] = s * x[1] / lv.T_END
+    out_p[:] = 0.0
+
+
+@njit
+def _loop_vg(x, c, p, t, out_x, out_c, out_p):
+    _loop_grad(x, c, p, t, out_x, out_c, out_p)
+    return _loop_value(x, c, p, t) * (1.0 + 1e-13)
+
+
+def test_fused_kernel_calls_value_and_grad_of_an_untraceable_cost(monkeypatch):
+    from adjoint import _fused, _solve
+    cost = adjoint.Cost(_loop_value, _loop_grad, value_and_grad=_loop_vg)
+    prob = _lv_with_running(cost)
+    comp, p, C, _ = _solve._prepare(prob, P, None, None, adjoint.Euler())
+    assert adjoint.ad.trace_cost(cost, 2, 0, 4) is None              # really untraceable
+    assert _fused.fused_kernels(comp, adjoint.Euler(), 2, 0, 4) is not None
+    fused = adjoint.solve_adjoint(prob, params=P)
+    plain = adjoint.solve_adjoint(_lv_with_running(adjoint.Cost(_loop_value, _loop_grad)), params=P)
+    assert fused.value != plain.value                                 # the nudged value_and_grad was used
+    monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
+    generic = adjoint.solve_adjoint(prob, params=P)
+    assert fused.value == generic.value
+    assert np.array_equal(fused.grad.params, generic.grad.params) and np.array_equal(fused.grad.x0, generic.grad.x0)
