@@ -690,7 +690,7 @@ def solve_argmin(energy, loss, theta, x_init, *, mode="implicit", energy_grad=No
         if v is not None:
             raise ValueError(f"`{k}` applies to mode={'unrolled' if mode == 'implicit' else 'implicit'!r} only; "
                              f"it was given with mode={mode!r}")
-    n, npar = x_init.shape[0], theta.shape[0]
+    n = x_init.shape[0]
     fs = _make_funcs(energy, loss, dict(energy_grad=energy_grad, energy_hvp=energy_hvp,
                                         energy_mixed_vjp=energy_mixed_vjp, loss_grad=loss_grad))
     _check_funcs(fs, x_init, theta)

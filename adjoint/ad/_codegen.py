@@ -962,7 +962,7 @@ def fuse_loops(lines, scratch=None, max_trip=None, calls=True):
     out = []
     grp = None            # [for node, n, var, acc]
     pre, post = [], []    # statements moved before / after the group
-    post_acc, post_n = _Acc(), 0
+    post_acc = _Acc()
 
     def flush():
         nonlocal grp, pre, post, post_acc

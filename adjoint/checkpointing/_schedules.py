@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -83,10 +83,51 @@ class Plan:
         return "\n".join(lines)
 
 
+#: store-all trajectories up to this size are reused between calls when the caller does not keep
+#: them (an optimiser calls the gradient hundreds of times with the same shapes; a fresh array of
+#: more than ~128 kB comes from mmap and pays its page faults again at every call: measured 20-60 us
+#: on a 0.2 ms pendulum gradient). At most _POOL_SHAPES arrays are kept.
+_POOL_MAX_BYTES = 8 * 2 ** 20
+_POOL_SHAPES = 4
+_TRAJ_POOL: dict = {}
+
+
+def _take_traj(shape, keep: bool):
+    nbytes = 8 * shape[0] * shape[1]
+    if keep or nbytes > _POOL_MAX_BYTES or nbytes < 2 ** 16:
+        return np.empty(shape), False
+    lst = _TRAJ_POOL.get(shape)
+    if lst:
+        try:
+            return lst.pop(), True
+        except IndexError:  # another thread took it
+            pass
+    return np.empty(shape), True
+
+
+def _give_traj(shape, traj):
+    lst = _TRAJ_POOL.get(shape)
+    if lst is None:
+        if len(_TRAJ_POOL) >= _POOL_SHAPES:
+            return
+        lst = _TRAJ_POOL.setdefault(shape, [])
+    if not lst:
+        lst.append(traj)
+
+
 def run_store_all(sweep: Sweep, name: str = "StoreAll", snapshots: int | None = None) -> SweepOutcome:
     """Store every state, then sweep backwards (shared by schedules that degenerate to it)."""
     K, n = sweep.K, sweep.state_dim
-    traj = np.empty((K + 1, n))
+    traj, pooled = _take_traj((K + 1, n), sweep.want_trajectory)
+    try:
+        return _store_all(sweep, traj, name, snapshots, pooled)
+    finally:
+        if pooled:
+            _give_traj((K + 1, n), traj)
+
+
+def _store_all(sweep, traj, name, snapshots, pooled):
+    K = sweep.K
     if sweep.fused is not None:  # generated scalar kernel: same arithmetic, state in registers
         value, status = sweep.fused[0](sweep.x0, sweep.C, sweep.p, sweep.t0, sweep.tau, K, traj, sweep.grad_c,
                                        sweep.grad_p, sweep.grad_x0)
@@ -94,7 +135,7 @@ def run_store_all(sweep: Sweep, name: str = "StoreAll", snapshots: int | None = 
         value, status = sweep.run(kern.gradient_store_all, traj, sweep.grad_c, sweep.grad_p, sweep.grad_x0)
     return SweepOutcome(value=value, status=status, x_final=traj[K].copy(), forward_steps=K,
                         peak_stored_states=K, snapshots=K if snapshots is None else snapshots,
-                        schedule=name, trajectory=traj)
+                        schedule=name, trajectory=None if pooled else traj)
 
 
 def run_streamed(sweep: Sweep, rule: int, snapshots: int, name: str) -> SweepOutcome:
