@@ -278,28 +278,19 @@ class _Gen:
         return f"def advance(xa, C, p, t0, tau, k0, k1, {BUFFERS}):\n" + "\n".join("    " + ln for ln in body) + "\n"
 
     def adjoint_one_source(self):
-        n, m, q = self.n, self.m, self.q
-        X, C = _names("x_", n), _names("c_", m)
-        LAM, Z, GC, GP = _names("l_", n), _names("z_", n), _names("gc_", m), _names("gp_", q)
+        n, q = self.n, self.q
+        X, C = _names("x_", n), _names("c_", self.m)
+        LAM, Z, GP = _names("l_", n), _names("z_", n), _names("gp_", q)
         body = self.header(allocate=False) + [f"{X[i]} = xa[{i}]" for i in range(n)] + [f"{LAM[i]} = lam[{i}]" for i in range(n)]
-        body += [f"{GP[i]} = gpa[{i}]" for i in range(q)] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
-        body += ["t = t0 + k * tau", "_rv = 0.0"]
-        body += self.adjoint(X, C, "t", LAM, Z, GC, GP)
-        if self.run is not None:
-            RX, RC, RP = _names("_rx", n), _names("_rc", m), _names("_rp", q)
-            g_lines, v_lines = self.run_grad_and_value(X, C, "t", RX, RC, RP, "_rv")
-            body += g_lines
-            body += [f"{Z[i]} += tau * {RX[i]}" for i in range(n)] + [f"{GC[j]} += tau * {RC[j]}" for j in range(m)]
-            body += [f"{GP[j]} += tau * {RP[j]}" for j in range(q)]
-            body += v_lines
-        body += [f"grad_c[k, {j}] = {GC[j]}" for j in range(m)] + [f"lam[{i}] = {Z[i]}" for i in range(n)]
+        body += [f"{GP[i]} = gpa[{i}]" for i in range(q)] + self._adjoint_core(X, C, LAM, GP)
+        body += [f"lam[{i}] = {Z[i]}" for i in range(n)]
         body += [f"gpa[{i}] = {GP[i]}" for i in range(q)] + ["return _rv"]
         return (f"def adjoint_one(xa, C, p, t0, tau, k, lam, grad_c, gpa, {BUFFERS}):\n"
                 + "\n".join("    " + ln for ln in body) + "\n")
 
-    def _adjoint_body(self, X, C, LAM, GP):
-        """Lines of one adjoint step ``k`` (state X, adjoint LAM in registers), its running cost and
-        ``run += _rv``, in the order of :meth:`adjoint_one_source` followed by the executor's sum."""
+    def _adjoint_core(self, X, C, LAM, GP):
+        """Lines of one adjoint step ``k``: reads X, LAM; leaves the new adjoint in ``z_*``, the
+        running cost in ``_rv``; writes ``grad_c[k]`` and accumulates GP."""
         n, m, q = self.n, self.m, self.q
         Z, GC = _names("z_", n), _names("gc_", m)
         body = ["t = t0 + k * tau"] + [f"{C[j]} = C[k, {j}]" for j in range(m)] + ["_rv = 0.0"]
@@ -311,8 +302,13 @@ class _Gen:
             body += [f"{Z[i]} += tau * {RX[i]}" for i in range(n)] + [f"{GC[j]} += tau * {RC[j]}" for j in range(m)]
             body += [f"{GP[j]} += tau * {RP[j]}" for j in range(q)]
             body += v_lines
-        body += [f"grad_c[k, {j}] = {GC[j]}" for j in range(m)] + [f"{LAM[i]} = {Z[i]}" for i in range(n)]
-        return body + ["run += _rv"]
+        return body + [f"grad_c[k, {j}] = {GC[j]}" for j in range(m)]
+
+    def _adjoint_body(self, X, C, LAM, GP):
+        """Lines of one adjoint step ``k`` (state X, adjoint LAM in registers), its running cost and
+        ``run += _rv``, in the order of :meth:`adjoint_one_source` followed by the executor's sum."""
+        Z = _names("z_", self.n)
+        return self._adjoint_core(X, C, LAM, GP) + [f"{LAM[i]} = {Z[i]}" for i in range(self.n)] + ["run += _rv"]
 
     def _step_body(self, X, C):
         """Lines of one forward step ``k`` in registers, X <- step(X) (no finiteness check: compound
