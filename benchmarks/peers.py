@@ -258,10 +258,15 @@ def _ours_node(D, variant):
             W2 = p[H * d + H:H * d + H + d * H].reshape(d, H)
             b2 = p[H * d + H + d * H:]
             return W2 @ np.tanh(W1 @ x + b1) + b2
+
+        def final(x, c, p, t):
+            return 0.5 * ((x[0] - 0.5) ** 2 + (x[1] + 1.0) ** 2)
         dyn = ad.vector_field(node, d, 0, D["p"].size)
+        terminal = ad.cost(final, d, 0, D["p"].size)
     else:
         dyn = adjoint.Dynamics(f, vjp, d, 0, D["p"].size, name="neural_ode")
-    prob = adjoint.ControlProblem(dyn, D["x0"], (0.0, float(D["T"])), K, terminal_cost=adjoint.Cost(tv, tg))
+        terminal = adjoint.Cost(tv, tg)
+    prob = adjoint.ControlProblem(dyn, D["x0"], (0.0, float(D["T"])), K, terminal_cost=terminal)
     return lambda: adjoint.solve_adjoint(prob, params=D["p"], checkpoint=adjoint.StoreAll()).grad.params
 
 
