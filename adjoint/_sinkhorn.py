@@ -312,37 +312,8 @@ def _k_log_loop(C, loga, logb, b, eps_sched, f, g, max_iter, tol, work,
     store_g[store_at + k] (StoreAll).  Returns (iterations done, converged,
     last measured error).
     """
-    n = f.shape[0]
-    m = g.shape[0]
-    g_new = np.empty(m)
-    f_new = np.empty(n)
-    nsched = eps_sched.shape[0]
-    storing = store_f.shape[0] > 0
-    err = np.inf
-    k = 0
-    converged = False
-    while k < max_iter:
-        eps = eps_sched[min(k, nsched - 1)]
-        _k_col_update(C, f, loga, g, eps, g_new, work)
-        if tol > 0.0:
-            # error of the current iterate, tested only at the final eps
-            if k >= nsched - 1:
-                err = _k_col_error(g, g_new, b, eps)
-                if err <= tol:
-                    converged = True
-                    break
-        for j in range(m):
-            if not np.isfinite(g_new[j]):
-                return k, False, np.nan
-            g[j] = g_new[j]
-        _k_row_update(C, g, logb, f, eps, f_new, work)
-        for i in range(n):
-            f[i] = f_new[i]
-        k += 1
-        if storing:
-            store_f[store_at + k, :] = f
-            store_g[store_at + k, :] = g
-    return k, converged, err
+    return _k_log_iterate(C, loga, loga, logb, b, eps_sched, f, g, max_iter, tol, work,
+                          store_f, store_g, store_at, False)
 
 
 # Column sums carried over from a fused row pass are used only if every row's
@@ -439,13 +410,23 @@ def _k_log_loop_fused(C, a, loga, logb, b, eps_sched, f, g, max_iter, tol, work)
     gradients, which differentiate -- and recompute -- _k_log_loop's iterates).
     Returns (iterations done, converged, last measured error).
     """
+    e = np.empty((0, 0))
+    return _k_log_iterate(C, a, loga, logb, b, eps_sched, f, g, max_iter, tol, work, e, e, 0, True)
+
+
+@njit(inline="always")
+def _k_log_iterate(C, a, loga, logb, b, eps_sched, f, g, max_iter, tol, work,
+                   store_f, store_g, store_at, fuse):
+    """The loop of _k_log_loop (fuse=False: two exponentials per entry and
+    iteration, optional storing) and of _k_log_loop_fused (fuse=True)."""
     n = f.shape[0]
     m = g.shape[0]
     g_new = np.empty(m)
     f_new = np.empty(n)
-    W = np.empty(m)
-    wsum = np.empty(work.shape)
+    W = np.empty(m if fuse else 0)
+    wsum = np.empty((work.shape[0], work.shape[1]) if fuse else (0, 0))
     nsched = eps_sched.shape[0]
+    storing = store_f.shape[0] > 0
     err = np.inf
     k = 0
     converged = False
@@ -459,6 +440,7 @@ def _k_log_loop_fused(C, a, loga, logb, b, eps_sched, f, g, max_iter, tol, work)
         if not done:
             _k_col_update(C, f, loga, g, eps, g_new, work)
         if tol > 0.0:
+            # error of the current iterate, tested only at the final eps
             if k >= nsched - 1:
                 err = _k_col_error(g, g_new, b, eps)
                 if err <= tol:
@@ -468,11 +450,17 @@ def _k_log_loop_fused(C, a, loga, logb, b, eps_sched, f, g, max_iter, tol, work)
             if not np.isfinite(g_new[j]):
                 return k, False, np.nan
             g[j] = g_new[j]
-        have_w = _k_row_update_fused(C, g, logb, f, a, eps, f_new, work, wsum, W)
-        eps_w = eps
+        if fuse:
+            have_w = _k_row_update_fused(C, g, logb, f, a, eps, f_new, work, wsum, W)
+            eps_w = eps
+        else:
+            _k_row_update(C, g, logb, f, eps, f_new, work)
         for i in range(n):
             f[i] = f_new[i]
         k += 1
+        if storing:
+            store_f[store_at + k, :] = f
+            store_g[store_at + k, :] = g
     return k, converged, err
 
 
