@@ -95,13 +95,16 @@ class _Gen:
         cb = "_cb" if cs else "_c0"
         return self.fill("_xb", xs) + self.fill("_cb", cs) + [f"{out} = {self.ref(obj.value)}(_xb, {cb}, p, {t})"]
 
-    def cost_grad(self, cost, xs, cs, t, ox, oc, op):
+    def cost_grad(self, cost, xs, cs, t, ox, oc, op, fn=None, vout=None):
+        """Lines computing a cost's gradient into the names ``ox, oc, op``: spliced when traced, else
+        a call of ``fn`` (default the cost's ``grad``; its return value goes to ``vout`` if given)."""
         tr, obj = cost
-        if tr is not None:
+        if tr is not None and fn is None:
             return tr.grad_lines(xs, cs, self.P, t, ox, oc, op, prefix=self.pfx())
         cb = "_cb" if cs else "_c0"
         lines = self.fill("_xb", xs) + self.fill("_cb", cs)
-        lines.append(f"{self.ref(obj.grad)}(_xb, {cb}, p, {t}, _gxb, {'_gcb' if cs else '_c0'}, _gpb)")
+        call = f"{self.ref(fn or obj.grad)}(_xb, {cb}, p, {t}, _gxb, {'_gcb' if cs else '_c0'}, _gpb)"
+        lines.append(call if vout is None else f"{vout} = {call}")
         return (lines + [f"{o} = _gxb[{i}]" for i, o in enumerate(ox)] + [f"{o} = _gcb[{i}]" for i, o in enumerate(oc)]
                 + [f"{o} = _gpb[{i}]" for i, o in enumerate(op)])
 
@@ -112,12 +115,7 @@ class _Gen:
         tr, obj = self.run
         vg = getattr(obj, "value_and_grad", None)
         if tr is None and vg is not None:
-            cb = "_cb" if cs else "_c0"
-            lines = self.fill("_xb", xs) + self.fill("_cb", cs)
-            lines.append(f"{vout} = {self.ref(vg)}(_xb, {cb}, p, {t}, _gxb, {'_gcb' if cs else '_c0'}, _gpb)")
-            lines += ([f"{o} = _gxb[{i}]" for i, o in enumerate(ox)] + [f"{o} = _gcb[{i}]" for i, o in enumerate(oc)]
-                      + [f"{o} = _gpb[{i}]" for i, o in enumerate(op)])
-            return lines, []
+            return self.cost_grad(self.run, xs, cs, t, ox, oc, op, fn=vg, vout=vout), []
         return self.cost_grad(self.run, xs, cs, t, ox, oc, op), self.cost_value(self.run, xs, cs, t, vout)
 
     # -- one step and one adjoint step, mirroring adjoint._kernels -------------------------------

@@ -108,7 +108,7 @@ def is_dispatcher(v) -> bool:
 
 
 def _depends_only_on(builder, nid, allowed) -> bool:
-    memo = builder.__dict__.setdefault("_tcall_deps", {}) if hasattr(builder, "__dict__") else {}
+    memo = builder.__dict__.setdefault("_tcall_deps", {})
     if nid in memo:
         return memo[nid]
     stack, seen, ok = [nid], set(), True
