@@ -280,6 +280,7 @@ class ControlProblem:
         """The same problem on a grid with ``steps`` steps."""
         new = ControlProblem.__new__(ControlProblem)
         new.__dict__.update(self.__dict__)
+        new.__dict__.pop("_lanes", None)  # adjoint._solve's per-problem fast lanes hold steps and buffers
         new._compiled = self._compiled
         new._checked = self._checked
         if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 1:

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from . import _kernels as kern
 from ._problem import ControlProblem, Cost, Dynamics, as_float_vector, _arity
@@ -13,7 +14,8 @@ from ._separable import SeparableDynamics
 from ._fused import fused_kernels
 from ._tape import tape_kernels
 from ._sweep import Sweep
-from .checkpointing import Schedule, auto as _auto_schedule
+from .checkpointing import MemoryBudget, Schedule, StoreAll, auto as _auto_schedule
+from .checkpointing._schedules import _give_traj, _take_traj
 from .integrators import Euler, Method
 
 __all__ = ["solve_adjoint", "simulate", "evaluate", "AdjointResult", "Gradient", "Stats"]
@@ -379,6 +381,144 @@ def simulate(problem, *, params=None, controls=None, x0=None, method=None):
     return float(val), traj
 
 
+# ------------------------------------------------------------------------------------------------
+# The fast lane: repeated gradients of one problem (an optimiser's loop) skip the general path
+# ------------------------------------------------------------------------------------------------
+# After a first store-all run through a generated kernel (fused scalar sweep or tape kernel), the
+# problem keeps a _Lane per (method, checkpoint): the kernel and everything the result needs. A
+# later call whose arguments are float64 arrays of the right shapes (the common case in a loop)
+# goes straight to the kernel; anything else -- or anything non-finite -- takes the general path,
+# which validates and raises the usual errors. Measured on a 2-step pendulum: 17.6 us per call
+# through the general path (validation, the Sweep record, dataclass results).
+
+_F64 = np.dtype(np.float64)
+_STATS_FIELDS = ("forward_steps", "adjoint_steps", "peak_stored_states", "peak_stored_bytes", "snapshots",
+                 "recomputation_ratio", "schedule", "seconds", "compile_seconds", "reversal_drift", "fallback")
+
+
+def _frozen(cls, fields):
+    """An instance of the frozen dataclass ``cls`` from a complete dict of its fields (about 4x
+    cheaper than ``cls(**fields)``, whose generated __init__ sets each field by object.__setattr__)."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
+
+
+def _lane_vector(v, size):
+    """``v`` itself when it is a contiguous float64 vector of length ``size``, else None."""
+    if type(v) is np.ndarray and v.dtype is _F64 and v.shape == (size,) and (size < 2 or v.strides[0] == 8):
+        return v
+    return None
+
+
+@njit(cache=True, nogil=True)
+def _all_finite(a, B, c):
+    """Whether the vectors ``a``, ``c`` and the C-contiguous matrix ``B`` are all finite.
+
+    One compiled call (about 0.45 us plus 0.1 ns per entry: an OR-reduction that vectorises), and
+    unlike a numpy reduction it neither overflows nor warns on inf/NaN."""
+    bad = False
+    for i in range(a.shape[0]):
+        bad |= (a[i] - a[i]) != 0.0
+    b = B.reshape(-1)
+    for i in range(b.shape[0]):
+        bad |= (b[i] - b[i]) != 0.0
+    for i in range(c.shape[0]):
+        bad |= (c[i] - c[i]) != 0.0
+    return not bad
+
+
+class _Lane:
+    __slots__ = ("kernel", "K", "n", "m", "q", "t0", "tau", "t_span", "x0", "C0", "P0", "stats")
+
+    def __init__(self, problem, kernel, m, q, stats):
+        self.kernel = kernel
+        self.K, self.n, self.m, self.q = problem.steps, problem.state_dim, m, q
+        self.t_span, self.x0 = problem.t_span, problem.x0
+        self.t0, self.tau = problem.t_span[0], problem.tau
+        self.C0, self.P0 = np.zeros((self.K, 0)), np.zeros(0)
+        self.stats = stats  # the Stats fields of a store-all run, ``seconds`` updated per call
+
+    def run(self, problem, params, controls, x0):
+        """The result, or None when the call needs the general path."""
+        K, n, m, q = self.K, self.n, self.m, self.q
+        if problem.steps != K or problem.t_span is not self.t_span or problem.x0 is not self.x0:
+            return None  # the problem object was modified
+        if params is None:
+            if q:
+                return None
+            p = self.P0
+        else:
+            p = _lane_vector(params, q)
+            if p is None:
+                return None
+        if controls is None:
+            if m:
+                return None
+            C = self.C0
+        else:
+            C = controls
+            if not (type(C) is np.ndarray and C.dtype is _F64 and C.shape == (K, m) and C.flags.c_contiguous):
+                return None
+        if x0 is None:
+            x0a = self.x0
+        else:
+            x0a = _lane_vector(x0, n)
+            if x0a is None:
+                return None
+        if not _all_finite(p, C, x0a):
+            return None  # the general path names the argument
+        traj, pooled = _take_traj((K + 1, n), False)
+        gC, gp, gx = np.empty((K, m)), np.empty(q), np.empty(n)
+        t_start = time.perf_counter()
+        try:
+            value, status = self.kernel(x0a, C, p, self.t0, self.tau, K, traj, gC, gp, gx)
+            elapsed = time.perf_counter() - t_start
+            x_final = traj[K].copy()
+        finally:
+            if pooled:
+                _give_traj((K + 1, n), traj)
+        if status:
+            _raise_nonfinite(problem, status)
+        if not _all_finite(gp, gC, gx):
+            return None  # the general path names the non-finite block
+        st = dict(self.stats)
+        st["seconds"] = elapsed
+        return _frozen(AdjointResult, {"value": float(value), "grad": _frozen(Gradient, {"params": gp, "controls": gC,
+                                                                                         "x0": gx}),
+                                       "x_final": x_final, "stats": _frozen(Stats, st), "trajectory": None,
+                                       "times": None})
+
+
+def _lane_key(method, checkpoint):
+    return (_EULER.cache_key if method is None else method.cache_key,
+            "auto" if checkpoint is None or (type(checkpoint) is str and checkpoint == "auto") else checkpoint)
+
+
+def _install_lane(problem, method, checkpoint, sweep, out, stats):
+    """Keep a _Lane for this (method, checkpoint) when this run was a generated store-all kernel."""
+    if sweep.fused is None or out.extra or sweep.K != problem.steps:
+        return
+    if isinstance(checkpoint, StoreAll):
+        pass
+    elif isinstance(checkpoint, MemoryBudget) and type(checkpoint).resolve is MemoryBudget.resolve:
+        if not isinstance(checkpoint.resolve(sweep.K, sweep.state_dim), StoreAll):
+            return
+    else:
+        return
+    try:
+        key = _lane_key(method, checkpoint if checkpoint is not _auto_schedule() else "auto")
+        hash(key)
+    except (AttributeError, TypeError):
+        return
+    fields = {f: getattr(stats, f) for f in _STATS_FIELDS}
+    fields["compile_seconds"] = 0.0
+    lanes = problem.__dict__.setdefault("_lanes", {})
+    if len(lanes) >= 16:  # e.g. a fresh MemoryBudget(...) instance per call: keys that never repeat
+        lanes.clear()
+    lanes[key] = _Lane(problem, sweep.fused[0], sweep.C.shape[1], sweep.p.shape[0], fields)
+
+
 def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, checkpoint="auto",
                   return_trajectory=False) -> AdjointResult:
     """Value and exact gradient of a control problem's discrete objective.
@@ -422,6 +562,16 @@ def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, 
     >>> res.grad.params.shape, res.stats.forward_steps
     ((4,), 1000)
     """
+    lanes = problem.__dict__.get("_lanes") if not return_trajectory and type(problem) is ControlProblem else None
+    if lanes:
+        try:
+            lane = lanes.get(_lane_key(method, checkpoint))
+        except (AttributeError, TypeError):  # not a method / an unhashable checkpoint: the general path says so
+            lane = None
+        if lane is not None:
+            res = lane.run(problem, params, controls, x0)
+            if res is not None:
+                return res
     method = _EULER if method is None else method
     if checkpoint is None or (isinstance(checkpoint, str) and checkpoint == "auto"):
         checkpoint = _auto_schedule()
@@ -464,6 +614,8 @@ def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, 
                   peak_stored_bytes=int(out.peak_stored_states) * n * 8, snapshots=int(out.snapshots),
                   recomputation_ratio=out.forward_steps / K, schedule=out.schedule, seconds=elapsed,
                   compile_seconds=elapsed if compiled_now else 0.0, **extra)
+    if not return_trajectory:
+        _install_lane(problem, method, checkpoint, sweep, out, stats)
     return AdjointResult(value=float(out.value), grad=Gradient(params=gp, controls=gC, x0=gx0),
                          x_final=np.asarray(out.x_final, dtype=np.float64).copy(), stats=stats,
                          trajectory=traj if return_trajectory else None,

@@ -28,6 +28,23 @@ def median_time(fn, *args, repeat=15, warmup=2, min_time=0.0):
     return float(np.median(ts))
 
 
+def block_medians(fns, rounds=11, block=10, warmup=3):
+    """Median wall time of each callable, measured in turns: every round calls each function
+    ``block`` times back to back (each call timed), so slow drift of the shared machine's load
+    hits all of them alike while each still runs with warm caches, as in an optimiser's loop."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    ts = [[] for _ in fns]
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            for _ in range(block):
+                t = time.perf_counter()
+                fn()
+                ts[i].append(time.perf_counter() - t)
+    return [float(np.median(t)) for t in ts]
+
+
 def run_child(code: str, env_extra=None, timeout=900) -> dict:
     """Run ``code`` in a fresh Python process; it must print one JSON line last."""
     env = dict(os.environ)

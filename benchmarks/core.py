@@ -18,7 +18,7 @@ from numba import njit
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import adjoint  # noqa: E402
-from benchmarks._util import fmt_ms, fresh_cache_env, median_time, run_child  # noqa: E402
+from benchmarks._util import block_medians, fmt_ms, fresh_cache_env, run_child  # noqa: E402
 from problems import lotka_volterra as lv  # noqa: E402
 from problems import pendulum as pd  # noqa: E402
 
@@ -83,9 +83,9 @@ def pendulum_tuned(x0, u, tau):
 def bench_lv(K=100_000):
     prob = lv.make_problem(K)
     p = lv.initial_guess()
-    fwd = median_time(lambda: adjoint.evaluate(prob, params=p))
-    grad = median_time(lambda: adjoint.solve_adjoint(prob, params=p))
-    tuned = median_time(lambda: lv_tuned(prob.x0, p, prob.tau, K))
+    fwd, grad, tuned = block_medians([lambda: adjoint.evaluate(prob, params=p),
+                                      lambda: adjoint.solve_adjoint(prob, params=p),
+                                      lambda: lv_tuned(prob.x0, p, prob.tau, K)])
     res = adjoint.solve_adjoint(prob, params=p)
     tv, tg, tz = lv_tuned(prob.x0, p, prob.tau, K)
     agree = max(np.max(np.abs(tg - res.grad.params) / np.abs(tg)), np.max(np.abs(tz - res.grad.x0) / np.abs(tz)))
@@ -97,9 +97,9 @@ def bench_lv(K=100_000):
 def bench_pendulum(K=10_000):
     prob = pd.make_problem(K)
     u = pd.initial_guess(K)
-    fwd = median_time(lambda: adjoint.evaluate(prob, controls=u))
-    grad = median_time(lambda: adjoint.solve_adjoint(prob, controls=u))
-    tuned = median_time(lambda: pendulum_tuned(prob.x0, u, prob.tau))
+    fwd, grad, tuned = block_medians([lambda: adjoint.evaluate(prob, controls=u),
+                                      lambda: adjoint.solve_adjoint(prob, controls=u),
+                                      lambda: pendulum_tuned(prob.x0, u, prob.tau)])
     res = adjoint.solve_adjoint(prob, controls=u)
     tv, tg = pendulum_tuned(prob.x0, u, prob.tau)
     agree = float(np.max(np.abs(tg - res.grad.controls[:, 0])) / np.max(np.abs(tg)))
@@ -123,7 +123,8 @@ print(json.dumps({"import": t1 - t0, "first_gradient": t2 - t1}))
 
 def main():
     rows = [bench_lv(), bench_pendulum()]
-    print("Core benchmark (medians after warm-up; one process; 2-core shared machine)\n")
+    print("Core benchmark (medians of 110 calls each after warm-up, taken in turns of 10 calls;\n"
+          "one process; 2-core shared machine)\n")
     for r in rows:
         print(r["name"])
         print(f"  forward (adjoint.evaluate)        {fmt_ms(r['forward'])}")
