@@ -45,10 +45,20 @@ def block_medians(fns, rounds=11, block=10, warmup=3):
     return [float(np.median(t)) for t in ts]
 
 
+def child_env():
+    """The environment of a measured child process: ours, with the repository on the path and
+    Python's default bytecode caching (this machine's shells set PYTHONDONTWRITEBYTECODE, which
+    would make every fresh process recompile our sources: ~0.1 s that no installed package --
+    pip compiles their bytecode at install -- pays)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 def run_child(code: str, env_extra=None, timeout=900) -> dict:
     """Run ``code`` in a fresh Python process; it must print one JSON line last."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env()
     if env_extra:
         env.update(env_extra)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout,

@@ -633,9 +633,9 @@ def make_data(kind, size):
 
 
 def run_config(problem, peer, variant, data_file, grad_file, budget, timeout):
-    env = dict(os.environ)
+    from benchmarks._util import child_env
+    env = child_env()  # the repository on the path; default bytecode caching
     env.update(ONE_THREAD)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     if peer == "adjoint":  # cold numba caches: the first call includes compilation
         d = tempfile.mkdtemp(prefix="adjoint-peers-")
         env["NUMBA_CACHE_DIR"] = os.path.join(d, "numba")
