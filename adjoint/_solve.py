@@ -177,8 +177,10 @@ def _numba_error_summary(exc: BaseException) -> str:
     return " | ".join(msg[:6])[:800]
 
 
-def _call_user(label, fn, args, fix):
+def _call_user(label, fn, args, fix, interpreted=frozenset()):
     fn = getattr(fn, "_adjoint_reference", fn)  # generated kernels: their numpy reference (no compile)
+    if fn in interpreted:
+        fn = fn.py_func  # see _interpretable
     try:
         return fn(*args)
     except Exception as exc:  # numba typing errors, wrong signatures, user exceptions
@@ -188,11 +190,43 @@ def _call_user(label, fn, args, fix):
                         f"{type(exc).__name__}: {_numba_error_summary(exc)}. {fix}") from None
 
 
-def _check_user_functions(problem, comp: _Compiled, method, x0, c0, p):
+def _interpretable(comp: _Compiled, method, n, m, q) -> frozenset:
+    """The user's numba functions that no kernel of this method will call compiled.
+
+    A fused kernel runs the traced code of the dynamics (and of every traceable cost) instead of
+    calling the user's functions, so compiling those functions just to check them costs a fresh
+    process about 0.1-0.3 s each for nothing. They are checked through their ``py_func`` (the same
+    code run by Python); when that raises, the check is redone with the compiled functions, whose
+    verdict stands.
+    """
+    if fused_kernels(comp, method, n, m, q) is None:
+        return frozenset()
+    from . import ad
+    dyn = comp.dynamics
+    out = []
+    if not isinstance(dyn, SeparableDynamics) and ad.trace_dynamics(dyn) is not None:
+        out += [dyn.f, dyn.vjp]
+    for cst, cdim in ((comp.terminal, 0), (comp.running, m)):
+        if cst is not None and ad.trace_cost(cst, n, cdim, q) is not None:
+            out += [cst.value, cst.grad, getattr(cst, "value_and_grad", None)]
+    return frozenset(f for f in out if f is not None and callable(getattr(f, "py_func", None)))
+
+
+def _check_user_functions(problem, comp: _Compiled, method, x0, c0, p, interpreted=frozenset()):
     """Call each user function once, outside the kernels, so errors name the function."""
     key = (comp.dynamics.f, c0.shape[0], p.shape[0], method.kind)
     if key in problem._checked:
         return
+    try:
+        _check_calls(problem, comp, method, x0, c0, p, interpreted)
+    except (TypeError, ValueError):
+        if not interpreted:
+            raise
+        _check_calls(problem, comp, method, x0, c0, p, frozenset())  # the compiled functions decide
+    problem._checked.add(key)
+
+
+def _check_calls(problem, comp: _Compiled, method, x0, c0, p, interpreted):
     n = x0.shape[0]
     m = c0.shape[0]
     npar = p.shape[0]
@@ -206,14 +240,16 @@ def _check_user_functions(problem, comp: _Compiled, method, x0, c0, p):
     what = "the map f(x, c, p, t, out)" if method.kind == kern.KIND_MAP else "the vector field f(x, c, p, t, out)"
     out = np.full(n, np.nan)
     _call_user(f"`dynamics.f` ({what})", comp.f, (x0, c0, p, t0, out),
-               f"It must write u(x, c, p, t) into `out` of shape ({n},) using operations numba supports.")
+               f"It must write u(x, c, p, t) into `out` of shape ({n},) using operations numba supports.",
+               interpreted)
     if not np.all(np.isfinite(out)):
         raise ValueError(f"`dynamics.f` left entries of `out` unset or non-finite at x0 (got {out}); "
                          f"it must write all {n} entries")
     z = np.ones(n)
     ox, oc, op = np.full(n, np.nan), np.full(m, np.nan), np.full(npar, np.nan)
     _call_user("`dynamics.vjp` (vjp(x, c, p, t, z, out_x, out_c, out_p))", comp.vjp, (x0, c0, p, t0, z, ox, oc, op),
-               f"It must write [d_x u]^T z, [d_c u]^T z, [d_p u]^T z into out_x ({n},), out_c ({m},), out_p ({npar},).")
+               f"It must write [d_x u]^T z, [d_c u]^T z, [d_p u]^T z into out_x ({n},), out_c ({m},), out_p ({npar},).",
+               interpreted)
     for nm, arr in (("out_x", ox), ("out_c", oc), ("out_p", op)):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"`dynamics.vjp` left entries of `{nm}` unset or non-finite at x0 (got {arr}); "
@@ -224,30 +260,32 @@ def _check_user_functions(problem, comp: _Compiled, method, x0, c0, p):
                                 ("running_cost", comp.has_run, comp.rv, run_grad, c0)):
         if not has:
             continue
-        val = _call_user(f"`{label}.value` (value(x, c, p, t) -> float)", v, (x0, c, p, t0), "It must return a float.")
+        val = _call_user(f"`{label}.value` (value(x, c, p, t) -> float)", v, (x0, c, p, t0), "It must return a float.",
+                         interpreted)
         try:
             float(val)
         except (TypeError, ValueError):
             raise TypeError(f"`{label}.value` must return a float; got {type(val).__name__}") from None
         gx, gc, gp = np.full(n, np.nan), np.full(c.shape[0], np.nan), np.full(npar, np.nan)
         _call_user(f"`{label}.grad` (grad(x, c, p, t, out_x, out_c, out_p))", g, (x0, c, p, t0, gx, gc, gp),
-                   f"It must write the partial gradients into out_x ({n},), out_c ({c.shape[0]},), out_p ({npar},).")
+                   f"It must write the partial gradients into out_x ({n},), out_c ({c.shape[0]},), out_p ({npar},).",
+                   interpreted)
         for nm, arr in (("out_x", gx), ("out_c", gc), ("out_p", gp)):
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"`{label}.grad` left entries of `{nm}` unset or non-finite (got {arr}); "
                                  "it must overwrite every entry")
         vg = getattr(comp.running if label == "running_cost" else comp.terminal, "value_and_grad", None)
         if vg is not None:
-            _check_value_and_grad(label, vg, (x0, c, p, t0), float(val), (gx, gc, gp))
-    problem._checked.add(key)
+            _check_value_and_grad(label, vg, (x0, c, p, t0), float(val), (gx, gc, gp), interpreted)
 
 
-def _check_value_and_grad(label, vg, args, val, grads):
+def _check_value_and_grad(label, vg, args, val, grads, interpreted=frozenset()):
     """``value_and_grad`` must agree with ``value`` and ``grad`` (it replaces both in the sweeps)."""
     n_out = [a.shape[0] for a in grads]
     outs = tuple(np.full(k, np.nan) for k in n_out)
     what = f"`{label}.value_and_grad` (value_and_grad(x, c, p, t, out_x, out_c, out_p) -> float)"
-    got = _call_user(what, vg, args + outs, "It must write the gradients like `grad` and return the value.")
+    got = _call_user(what, vg, args + outs, "It must write the gradients like `grad` and return the value.",
+                     interpreted)
     try:
         got = float(got)
     except (TypeError, ValueError):
@@ -316,7 +354,8 @@ def _prepare(problem, params, controls, x0, method):
     x0c = np.array(x0a)
     if (comp.dynamics.f, cdim, p.shape[0], method.kind) not in problem._checked:
         c0 = np.ascontiguousarray(C[0]) if K > 0 else np.zeros(cdim)
-        _check_user_functions(problem, comp, method, x0c, c0, p)
+        _check_user_functions(problem, comp, method, x0c, c0, p,
+                              _interpretable(comp, method, problem.state_dim, cdim, p.shape[0]))
     return comp, p, C, x0c
 
 

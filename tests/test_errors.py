@@ -98,12 +98,50 @@ def test_vjp_with_wrong_signature():
 def test_function_numba_cannot_compile():
     def f_bad(x, c, p, t, out):
         out[0] = {"a": x}["a"][0] + len(object.__name__)   # objects numba cannot type
+        if x[0] > 0.5:  # a data-dependent branch: not traceable, so the compiled f is needed
+            out[0] += 1.0
         out[1] = 0.0
     dyn = adjoint.Dynamics(f_bad, lv.vjp, 2, param_dim=4)
     prob = adjoint.ControlProblem(dyn, [1.0, 1.0], (0, 1), 10, terminal_cost=lv.TERMINAL)
     with pytest.raises(TypeError, match=r"`dynamics.f` \(the vector field f\(x, c, p, t, out\)\) could not be "
                                         r"compiled by numba"):
         adjoint.solve_adjoint(prob, params=lv.TRUE_PARAMS)
+
+
+def test_function_numba_cannot_compile_on_the_generic_path(monkeypatch):
+    """A traceable function runs as traced code in the fused kernels, which never compile it; the
+    generic kernels (here forced) do, and the check names it."""
+    monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
+
+    def f_bad(x, c, p, t, out):
+        out[0] = {"a": x}["a"][0] + len(object.__name__)   # objects numba cannot type
+        out[1] = 0.0
+    dyn = adjoint.Dynamics(f_bad, lv.vjp, 2, param_dim=4)
+    prob = adjoint.ControlProblem(dyn, [1.0, 1.0], (0, 1), 10, terminal_cost=lv.TERMINAL)
+    with pytest.raises(TypeError, match=r"`dynamics.f` \(the vector field f\(x, c, p, t, out\)\) could not be "
+                                        r"compiled by numba"):
+        adjoint.solve_adjoint(prob, params=lv.TRUE_PARAMS)
+
+
+def test_interpreted_check_defers_to_the_compiled_functions():
+    """Traceable functions are checked through py_func on the fused path; a py_func failure is
+    re-judged by the compiled function (numba semantics: math.sqrt(-1) is NaN, not ValueError)."""
+    import math
+
+    @njit
+    def f(x, c, p, t, out):
+        out[0] = -x[1]
+        out[1] = x[0] + 0.0 * math.sqrt(x[0] - 2.0)   # Python raises ValueError at x0; numba gives NaN
+
+    @njit
+    def vjp(x, c, p, t, z, ox, oc, op):
+        ox[0] = z[1]
+        ox[1] = -z[0]
+
+    dyn = adjoint.Dynamics(f, vjp, 2)
+    prob = adjoint.ControlProblem(dyn, [1.0, 0.0], (0, 1), 10, terminal_cost=lambda x, p: x[0] ** 2)
+    with pytest.raises(ValueError, match=r"`dynamics.f` left entries of `out` unset or non-finite at x0"):
+        adjoint.solve_adjoint(prob)
 
 
 def test_vjp_that_does_not_write_everything():
