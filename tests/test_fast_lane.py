@@ -63,6 +63,9 @@ def test_pendulum_controls_bitwise(lane_calls, checkpoint):
     assert again.grad.controls is not got.grad.controls
     assert not np.shares_memory(again.grad.controls, got.grad.controls)
     assert first.stats.schedule == got.stats.schedule
+    # one compiled specialisation serves both paths (problem.x0 is read-only: the lane must not pass it)
+    for lane in prob.__dict__["_lanes"].values():
+        assert len(lane.kernel.signatures) == 1
 
 
 def test_lotka_volterra_params_and_x0_bitwise(lane_calls):
