@@ -32,11 +32,8 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from llvmlite import ir as _llir
 import numba
 from numba import njit, prange
-from numba.core import types as _nbtypes
-from numba.extending import intrinsic
 
 from .checkpointing._streamed import (
     CHUNK as _PLAN_CHUNK,
@@ -49,6 +46,9 @@ from .checkpointing._streamed import (
     plan_chunk as _plan_chunk,
     plan_init as _plan_init,
 )
+# vectorisable exp and fma (numba here has no SVML: np.exp is a scalar libm call);
+# _k_exp_array is imported by the tests
+from ._vecmath import _exp, _fma, _k_exp_array  # noqa: F401
 
 __all__ = [
     "SinkhornResult",
@@ -56,109 +56,6 @@ __all__ = [
     "solve_sinkhorn",
     "sinkhorn_value_and_grad",
 ]
-
-# ----------------------------------------------------------------------------------
-# Vectorisable exp (numba here has no SVML: np.exp is a scalar libm call)
-# ----------------------------------------------------------------------------------
-
-
-@intrinsic
-def _bits_to_float(typingctx, x):
-    """Reinterpret the bits of an int64 as a float64 (free, vectorisable)."""
-    sig = _nbtypes.float64(_nbtypes.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], _llir.DoubleType())
-
-    return sig, codegen
-
-
-@intrinsic
-def _float_to_bits(typingctx, x):
-    """Reinterpret the bits of a float64 as an int64 (free, vectorisable)."""
-    sig = _nbtypes.int64(_nbtypes.float64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], _llir.IntType(64))
-
-    return sig, codegen
-
-
-@intrinsic
-def _fma(typingctx, x, y, z):
-    """x * y + z with a single rounding (``llvm.fma``: one instruction here,
-    exactly rounded everywhere, hence deterministic; vectorises)."""
-    sig = _nbtypes.float64(_nbtypes.float64, _nbtypes.float64, _nbtypes.float64)
-
-    def codegen(context, builder, signature, args):
-        d = _llir.DoubleType()
-        fn = builder.module.declare_intrinsic("llvm.fma", [d],
-                                              _llir.FunctionType(d, [d, d, d]))
-        return builder.call(fn, args)
-
-    return sig, codegen
-
-
-_LOG2E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01  # fdlibm split of log(2)
-_LN2_LO = 1.90821492927058770002e-10
-_ROUND = 6755399441055744.0  # 1.5 * 2**52: x + _ROUND - _ROUND rounds x to an integer
-_EXP_LO = -708.0  # below: result 0 (true value < 3.3e-308, negligible in every sum)
-_EXP_HI = 709.0  # above: clamped (callers treat such values as overflow)
-
-# Near-minimax polynomial for exp(r) on [-log(2)/2, log(2)/2], degree 11
-# (Chebyshev fit in 40-digit arithmetic, mpmath.chebyfit; approximation error
-# 3.2e-18, far below the rounding error of the evaluation).
-_E11 = 2.5110037605963777e-08
-_E10 = 2.763263963904103e-07
-_E9 = 2.755724091857897e-06
-_E8 = 2.4801485482328494e-05
-_E7 = 0.00019841269890047113
-_E6 = 0.0013888888952314775
-_E5 = 0.008333333333319601
-_E4 = 0.0416666666664881
-_E3 = 0.1666666666666668
-_E2 = 0.5000000000000019
-
-
-@njit(cache=True, inline="always")
-def _exp(x):
-    """exp(x) to < 3e-16 relative: Cody-Waite reduction + degree-11 polynomial.
-
-    Branch free and built from fused multiply-adds so that loops calling it
-    vectorise (numba here has no SVML: ``np.exp`` is a scalar libm call).  The
-    integer k = round(x / log 2) is read from the bits of x / log 2 + 1.5 2^52,
-    so no float -> int conversion is needed.  Returns 0 for x < -708 (including
-    -inf and NaN) and exp(709) for x > 709.
-    """
-    xc = min(max(x, _EXP_LO), _EXP_HI)
-    t = _fma(xc, _LOG2E, _ROUND)
-    kd = t - _ROUND
-    r = _fma(-kd, _LN2_HI, xc)
-    r = _fma(-kd, _LN2_LO, r)
-    p = _fma(_E11, r, _E10)
-    p = _fma(p, r, _E9)
-    p = _fma(p, r, _E8)
-    p = _fma(p, r, _E7)
-    p = _fma(p, r, _E6)
-    p = _fma(p, r, _E5)
-    p = _fma(p, r, _E4)
-    p = _fma(p, r, _E3)
-    p = _fma(p, r, _E2)
-    p = _fma(p, r, 1.0)
-    p = _fma(p, r, 1.0)
-    # low mantissa bits of t hold k (two's complement): 2^k = ((k + 1023) << 52)
-    scale = _bits_to_float((_float_to_bits(t) + 1023) << 52)
-    res = p * scale
-    return res if x >= _EXP_LO else 0.0
-
-
-@njit(cache=True)
-def _k_exp_array(x, out):
-    """out[:] = _exp(x[:]) (used to test the polynomial against np.exp)."""
-    for i in range(x.shape[0]):
-        out[i] = _exp(x[i])
-
 
 # ----------------------------------------------------------------------------------
 # Log-domain half steps

@@ -48,7 +48,7 @@ from . import _kernels as kern
 
 __all__ = ["tape_kernels", "tape_plan", "TapePlan"]
 
-_GEN_VERSION = "2"
+_GEN_VERSION = "3"
 #: primitives whose outputs are stored on the tape (when the backward sweep needs them) rather
 #: than recomputed: transcendental functions, divisions and powers, contractions and reductions
 EXPENSIVE = frozenset(("sin", "cos", "tan", "exp", "log", "log1p", "expm1", "sqrt", "tanh", "sinh",

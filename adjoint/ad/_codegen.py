@@ -34,7 +34,7 @@ from ._tcall import cse_tcalls, import_lines, tcall_fmt
 __all__ = ["Emitter", "emit_lines", "kernel_source", "load_module", "cache_dir",
            "CODEGEN_VERSION", "FULL_SCALAR_LIMIT", "SMALL"]
 
-CODEGEN_VERSION = "2"
+CODEGEN_VERSION = "3"
 #: A graph with at most this many scalar operations is emitted fully scalarised.
 FULL_SCALAR_LIMIT = 400
 #: Otherwise, nodes with at most this many elements are scalarised, larger ones use loops.
@@ -577,7 +577,9 @@ def emit_lines(graph: Graph, inputs, outputs, prefix="_t"):
 
     ``inputs``: per graph input, a list of expression strings (one per element, C order).
     ``outputs``: per graph output, a list of local names to assign. Temporaries start with
-    ``prefix``. No loops, no indentation, no allocation.
+    ``prefix``. No loops, no indentation, no allocation. The lines refer to ``math`` and to module
+    aliases (``_adj_vm`` for :mod:`adjoint._vecmath`, opaque calls of t): the module they are
+    spliced into imports ``math`` and the lines of :func:`adjoint.ad._tcall.import_lines`.
     """
     for k, (nid, ex) in enumerate(zip(graph.inputs, inputs)):
         if len(ex) != graph.nodes[nid].size:

@@ -90,18 +90,20 @@ def _pow_const(a, k):
     return np.power(a, k)
 
 
-# name, impl, scalar template, display template
+# name, impl, scalar template, display template. exp and tanh: the branch-free FMA versions of
+# adjoint._vecmath (IEEE edge cases, < 2 ulp; loops calling them vectorise, unlike the libm calls),
+# imported as _adj_vm by ._tcall.import_lines
 _UNARY = [
     ("neg", np.negative, "(-{0})", "-{0}"),
     ("sin", np.sin, "math.sin({0})", "sin {0}"),
     ("cos", np.cos, "math.cos({0})", "cos {0}"),
     ("tan", np.tan, "math.tan({0})", "tan {0}"),
-    ("exp", np.exp, "math.exp({0})", "exp {0}"),
+    ("exp", np.exp, "_adj_vm.exp({0})", "exp {0}"),
     ("log", np.log, "math.log({0})", "log {0}"),
     ("log1p", np.log1p, "math.log1p({0})", "log1p {0}"),
     ("expm1", np.expm1, "math.expm1({0})", "expm1 {0}"),
     ("sqrt", np.sqrt, "math.sqrt({0})", "sqrt {0}"),
-    ("tanh", np.tanh, "math.tanh({0})", "tanh {0}"),
+    ("tanh", np.tanh, "_adj_vm.tanh({0})", "tanh {0}"),
     ("sinh", np.sinh, "math.sinh({0})", "sinh {0}"),
     ("cosh", np.cosh, "math.cosh({0})", "cosh {0}"),
     ("arctan", np.arctan, "math.atan({0})", "arctan {0}"),

@@ -73,11 +73,24 @@ def tcall_show(attrs, argnames) -> str:
     return tcall_fmt(attrs).split(".", 1)[1].format(*argnames)
 
 
+# vectorisable elementary functions called by generated code (primitive templates such as
+# ``_adj_vm.tanh({0})``, see ._primitives)
+VECMATH_ALIAS = "_adj_vm"
+_VECMATH_USE = re.compile(r"\b" + VECMATH_ALIAS + r"\.")
+
+
 def import_lines(source: str) -> list[str]:
-    """``import module as alias`` lines for the tcall aliases used in ``source`` (with the user's
-    file digest in a comment, so an edited file gives a new generated module)."""
+    """Import lines for the modules generated ``source`` refers to by alias: ``import module as
+    alias`` for the tcall aliases (with the user's file digest in a comment, so an edited file gives
+    a new generated module), and ``from adjoint import _vecmath as _adj_vm`` when it calls the
+    vectorisable functions of :mod:`adjoint._vecmath` (with that file's digest: numba's cache of
+    the generated module does not see changes of inlined callees in other files, a new digest gives
+    a new module)."""
     from .._bind import _file_digest
     lines = []
+    if _VECMATH_USE.search(source):
+        from .. import _vecmath
+        lines.append(f"from adjoint import _vecmath as {VECMATH_ALIAS}  # {_file_digest(_vecmath.__file__)}")
     for alias in sorted(set(re.findall(re.escape(_ALIAS_PREFIX) + r"\w+", source))):
         mod = _ALIASES[alias]
         path = getattr(importlib.import_module(mod), "__file__", "") or ""
