@@ -35,7 +35,7 @@ fastest: store every step); torchdiffeq ``odeint`` (backpropagation through the 
 CasADi SX step function folded with ``mapaccum`` and reverse-mode ``gradient``.
 
 Writes ``docs/peers.md`` (the table) and ``docs/img/peers.png`` (bar chart, log scale) unless
-``--no-write``; raw results go to ``docs/img/peers_results.json``.
+``--no-write``; raw results go to ``docs/img/peers_results.json`` (not with ``--no-write``).
 """
 from __future__ import annotations
 
@@ -783,9 +783,9 @@ def main(argv=None):
     load = max(load, os.getloadavg()[0])
     header = (f"Machine: {os.cpu_count()} cores, load average up to {load:.1f} during the run; "
               f"{'quick sizes; ' if args.quick else ''}{time.strftime('%Y-%m-%d')}.")
-    with open(os.path.join(ROOT, "docs", "img", "peers_results.json"), "w") as fh:
-        json.dump({"header": header, "rows": rows}, fh, indent=1)
     if not args.no_write:
+        with open(os.path.join(ROOT, "docs", "img", "peers_results.json"), "w") as fh:
+            json.dump({"header": header, "rows": rows}, fh, indent=1)
         write_outputs(rows, header, os.path.join(ROOT, "docs", "peers.md"), os.path.join(ROOT, "docs", "img", "peers.png"))
         print("wrote docs/peers.md and docs/img/peers.png")
 
