@@ -123,27 +123,10 @@ def lv_tuned(x0, p, tau, K, target):
 
 
 @numba.njit(cache=True)
-def node_tuned(x0, p, H, tau, K, target):
-    """Neural ODE (N = 2) Euler + discrete adjoint; activations stored in the forward sweep."""
+def _node_backward(X, A, p, H, tau, K, target, x0_, x1_):
+    """The backward sweep of both tuned neural-ODE adjoints (stored states X, activations A)."""
     ob1, ow2, ob2 = 2 * H, 3 * H, 5 * H
-    X = np.empty((K + 1, 2))
-    A = np.empty((K, H))
     gp = np.zeros(5 * H + 2)
-    x0_, x1_ = x0[0], x0[1]
-    X[0, 0] = x0_
-    X[0, 1] = x1_
-    for k in range(K):
-        u0 = 0.0
-        u1 = 0.0
-        for j in range(H):
-            aj = math.tanh(p[2 * j] * x0_ + p[2 * j + 1] * x1_ + p[ob1 + j])
-            A[k, j] = aj
-            u0 += p[ow2 + j] * aj
-            u1 += p[ow2 + H + j] * aj
-        x0_ = x0_ + tau * (u0 + p[ob2])
-        x1_ = x1_ + tau * (u1 + p[ob2 + 1])
-        X[k + 1, 0] = x0_
-        X[k + 1, 1] = x1_
     z0, z1 = x0_ - target[0], x1_ - target[1]
     value = 0.5 * (z0 * z0 + z1 * z1)
     for k in range(K - 1, -1, -1):
@@ -171,6 +154,30 @@ def node_tuned(x0, p, H, tau, K, target):
 
 
 @numba.njit(cache=True)
+def node_tuned(x0, p, H, tau, K, target):
+    """Neural ODE (N = 2) Euler + discrete adjoint; activations stored in the forward sweep."""
+    ob1, ow2, ob2 = 2 * H, 3 * H, 5 * H
+    X = np.empty((K + 1, 2))
+    A = np.empty((K, H))
+    x0_, x1_ = x0[0], x0[1]
+    X[0, 0] = x0_
+    X[0, 1] = x1_
+    for k in range(K):
+        u0 = 0.0
+        u1 = 0.0
+        for j in range(H):
+            aj = math.tanh(p[2 * j] * x0_ + p[2 * j + 1] * x1_ + p[ob1 + j])
+            A[k, j] = aj
+            u0 += p[ow2 + j] * aj
+            u1 += p[ow2 + H + j] * aj
+        x0_ = x0_ + tau * (u0 + p[ob2])
+        x1_ = x1_ + tau * (u1 + p[ob2 + 1])
+        X[k + 1, 0] = x0_
+        X[k + 1, 1] = x1_
+    return _node_backward(X, A, p, H, tau, K, target, x0_, x1_)
+
+
+@numba.njit(cache=True)
 def node_tuned_fast(x0, p, H, tau, K, target):
     """``node_tuned`` with ``adjoint._vecmath.tanh`` (the tanh of the generated code) instead of
     ``math.tanh``, the activations computed in a loop of their own so that it vectorises (the sums
@@ -178,7 +185,6 @@ def node_tuned_fast(x0, p, H, tau, K, target):
     ob1, ow2, ob2 = 2 * H, 3 * H, 5 * H
     X = np.empty((K + 1, 2))
     A = np.empty((K, H))
-    gp = np.zeros(5 * H + 2)
     x0_, x1_ = x0[0], x0[1]
     X[0, 0] = x0_
     X[0, 1] = x1_
@@ -196,30 +202,7 @@ def node_tuned_fast(x0, p, H, tau, K, target):
         x1_ = x1_ + tau * (u1 + p[ob2 + 1])
         X[k + 1, 0] = x0_
         X[k + 1, 1] = x1_
-    z0, z1 = x0_ - target[0], x1_ - target[1]
-    value = 0.5 * (z0 * z0 + z1 * z1)
-    for k in range(K - 1, -1, -1):
-        x0_, x1_ = X[k, 0], X[k, 1]
-        t0, t1 = tau * z0, tau * z1
-        d0 = 0.0
-        d1 = 0.0
-        for j in range(H):
-            aj = A[k, j]
-            gp[ow2 + j] += t0 * aj
-            gp[ow2 + H + j] += t1 * aj
-            dh = (p[ow2 + j] * t0 + p[ow2 + H + j] * t1) * (1.0 - aj * aj)
-            gp[ob1 + j] += dh
-            gp[2 * j] += dh * x0_
-            gp[2 * j + 1] += dh * x1_
-            d0 += p[2 * j] * dh
-            d1 += p[2 * j + 1] * dh
-        gp[ob2] += t0
-        gp[ob2 + 1] += t1
-        z0 += d0
-        z1 += d1
-    gx = np.empty(2)
-    gx[0], gx[1] = z0, z1
-    return value, gp, gx
+    return _node_backward(X, A, p, H, tau, K, target, x0_, x1_)
 
 
 # -- the colleague's generic sweep (extra column) --------------------------------------------------

@@ -95,28 +95,23 @@ def test_vjp_with_wrong_signature():
         adjoint.Dynamics(lv.f, vjp_short, 2, param_dim=4)
 
 
-def test_function_numba_cannot_compile():
+def _uncompilable_f(branch):
     def f_bad(x, c, p, t, out):
         out[0] = {"a": x}["a"][0] + len(object.__name__)   # objects numba cannot type
-        if x[0] > 0.5:  # a data-dependent branch: not traceable, so the compiled f is needed
+        if branch and x[0] > 0.5:  # a data-dependent branch: not traceable, the compiled f is needed
             out[0] += 1.0
         out[1] = 0.0
-    dyn = adjoint.Dynamics(f_bad, lv.vjp, 2, param_dim=4)
-    prob = adjoint.ControlProblem(dyn, [1.0, 1.0], (0, 1), 10, terminal_cost=lv.TERMINAL)
-    with pytest.raises(TypeError, match=r"`dynamics.f` \(the vector field f\(x, c, p, t, out\)\) could not be "
-                                        r"compiled by numba"):
-        adjoint.solve_adjoint(prob, params=lv.TRUE_PARAMS)
+    return f_bad
 
 
-def test_function_numba_cannot_compile_on_the_generic_path(monkeypatch):
-    """A traceable function runs as traced code in the fused kernels, which never compile it; the
-    generic kernels (here forced) do, and the check names it."""
-    monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
-
-    def f_bad(x, c, p, t, out):
-        out[0] = {"a": x}["a"][0] + len(object.__name__)   # objects numba cannot type
-        out[1] = 0.0
-    dyn = adjoint.Dynamics(f_bad, lv.vjp, 2, param_dim=4)
+@pytest.mark.parametrize("branch, fused", [(True, True), (False, False)])
+def test_function_numba_cannot_compile(branch, fused, monkeypatch):
+    """An untraceable function needs its compiled version; a traceable one runs as traced code in
+    the fused kernels, which never compile it, but the generic kernels (forced here) do. Either way
+    the check names it."""
+    if not fused:
+        monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
+    dyn = adjoint.Dynamics(_uncompilable_f(branch), lv.vjp, 2, param_dim=4)
     prob = adjoint.ControlProblem(dyn, [1.0, 1.0], (0, 1), 10, terminal_cost=lv.TERMINAL)
     with pytest.raises(TypeError, match=r"`dynamics.f` \(the vector field f\(x, c, p, t, out\)\) could not be "
                                         r"compiled by numba"):
