@@ -16,15 +16,23 @@ This module generates, from the traced graph, one store-all kernel for such fiel
   reductions) into a tape of shape ``(K, width)``; cheap intermediates (sums, products, slices)
   are recomputed in the backward loop from the stored ones;
 * the backward loop evaluates the cotangent nodes with those intermediates read from the tape;
-* the emitter writes one loop per buffer node; :func:`adjoint.ad._codegen.fuse_loops` then merges
-  consecutive loops of equal trip count (at most ``FUSE_MAX_TRIP``; loops calling a function, such
-  as ``tanh``, stay alone) when no array element or scalar would be read before the write it read
-  originally, and turns workspace buffers that live inside one fused loop into scalar locals; the
-  parameter cotangent is added straight into ``grad_p`` (``grad_p[i] += tau * <value>``, the same two
-  operations as filling a work array and accumulating it) by
-  :func:`adjoint.ad._codegen.accumulate_into` when each of its elements is written exactly once.
-  For the neural ODE with 32 hidden units the backward step becomes one loop over the hidden units.
-  Longer loops are left apart: separately LLVM vectorizes them, and measured faster (hidden 64/128).
+* the emitter writes one loop per buffer node; :func:`adjoint.ad._codegen.fuse_loops` (``split``)
+  then fuses loops of equal trip count by kind, so that what LLVM can vectorise stays vectorisable:
+  the elementwise loops together, the loops calling the vectorisable ``_adj_vm`` functions
+  (``tanh``, ``exp``) together, and the reductions (dot products: sequential sums, never
+  vectorised without reassociation) together, a loop moving up to the loop it joins past what it
+  commutes with; stores with a stride (``grad_p[2 * j] += ...``) move from an elementwise loop into
+  the following reduction, where they run in the shadow of its additions; buffers that live inside
+  one fused loop become scalar locals. The parameter cotangent is added straight into ``grad_p``
+  (``grad_p[i] += tau * <value>``, the same two operations as filling a work array and
+  accumulating it) by :func:`adjoint.ad._codegen.accumulate_into` when each of its elements is
+  written exactly once. For the neural ODE a forward step is one loop for ``W1 x + b1``, one for
+  the ``tanh`` (both vectorised) and the dot products with ``W2``; a backward step one vectorised
+  loop (the gradients of ``W2`` and ``b1`` and the cotangent of the hidden layer) and the dot
+  products with ``W1`` (with the gradient of ``W1``);
+* the tape row of step ``k`` is indexed through :func:`_row_index`, ``k`` hidden from LLVM: with a
+  row index it can follow, LLVM leaves every backward loop that reads the tape and touches
+  ``p`` or ``grad_p`` scalar (see there).
 
 Every value is computed by the same operations in the same order as the generated ``f`` and
 ``vjp`` (a stored intermediate is bit for bit the value the ``vjp`` would have recomputed), and
@@ -44,20 +52,50 @@ import os
 import re
 import types
 
+from llvmlite import ir as _llir
+from numba.core import types as _nbtypes
+from numba.extending import intrinsic
+
 from . import _kernels as kern
 
 __all__ = ["tape_kernels", "tape_plan", "TapePlan"]
 
-_GEN_VERSION = "3"
+_GEN_VERSION = "4"
 #: primitives whose outputs are stored on the tape (when the backward sweep needs them) rather
 #: than recomputed: transcendental functions, divisions and powers, contractions and reductions
 EXPENSIVE = frozenset(("sin", "cos", "tan", "exp", "log", "log1p", "expm1", "sqrt", "tanh", "sinh",
                        "cosh", "arctan", "arctan2", "pow", "pow_const", "div", "dot", "reduce_sum",
                        "reduce_max", "reduce_min", "logsumexp", "scatter_add", "tcall"))
-#: loops of at most this many iterations are fused (see gradient_source)
-FUSE_MAX_TRIP = 32
+#: loops of more than this many iterations are never fused (None: no limit; see gradient_source)
+FUSE_MAX_TRIP = None
 MAX_STATE = 64
 MAX_CONTROLS = 64
+
+
+#: the tape row of step k, as the generated kernels compute it (see :func:`_row_index`)
+_ROW = "_adj_tp._row_index"
+
+
+@intrinsic
+def _row_index(typingctx, k):
+    """``k``, opaque to the optimiser (an empty inline asm: no instruction).
+
+    The generated kernels index the tape rows with it. Indexed by ``k`` itself, a row is an
+    induction variable of the step loop, and LLVM hoists the runtime alias checks of an inner loop
+    that reads or writes the row and touches an argument array (``p``, ``grad_p``) out of the step
+    loop; in the backward sweep the row moves down (``k = K-1, ..., 0``), the hoisted check folds to
+    "always overlaps" and the loop vectoriser silently gives up (LLVM 22; before this, none of the
+    backward loops of the neural ODE that read the tape vectorised). With the index opaque, each
+    inner loop checks its own row, once per step. Changing this function needs a new
+    ``_GEN_VERSION`` (numba's cache of a generated module does not see it).
+    """
+    sig = _nbtypes.int64(_nbtypes.int64)
+
+    def codegen(context, builder, signature, args):
+        i64 = _llir.IntType(64)
+        return builder.asm(_llir.FunctionType(i64, [i64]), "", "=r,0", [args[0]], side_effect=False)
+
+    return sig, codegen
 
 
 class TapePlan:
@@ -222,7 +260,7 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
         if stored_out:
             for v, off, sz in stored_out:
                 if not E.is_small(nodes[v]):
-                    E.preassigned[v] = f"tape[k, {off}:{off + sz}]"
+                    E.preassigned[v] = f"tape[_row, {off}:{off + sz}]"
         for v in ids:
             if v not in E.rep:
                 _emit_node(E, nodes[v])
@@ -233,11 +271,11 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
                     continue
                 if kind_ == "s":
                     for i in range(sz):
-                        E.emit(f"tape[k, {off + i}] = {E.get(v, i)}")
+                        E.emit(f"tape[_row, {off + i}] = {E.get(v, i)}")
                 else:
                     iv = E.loopvar("i")
                     E.emit(f"for {iv} in range({sz}):")
-                    E.emit(f"tape[k, {off} + {iv}] = {val}[{iv}]", 1)
+                    E.emit(f"tape[_row, {off} + {iv}] = {val}[{iv}]", 1)
         _write_outputs(E, outs, targets)
         return E.lines
 
@@ -251,10 +289,10 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     for v, off, sz in plan.stored:
         if E.is_small(nodes[v]):
             nm = [f"_r{v}_{i}" for i in range(sz)]
-            loads += [f"{a} = tape[k, {off + i}]" for i, a in enumerate(nm)]
+            loads += [f"{a} = tape[_row, {off + i}]" for i, a in enumerate(nm)]
             reps[v] = ("s", nm)
         else:
-            loads.append(f"_r{v} = tape[k, {off}:{off + sz}]")
+            loads.append(f"_r{v} = tape[_row, {off}:{off + sz}]")
             reps[v] = ("b", f"_r{v}")
     # the parameter cotangent goes to a work array (directly into its slices where possible), then is
     # accumulated, like the generic kernel does with the vjp's out_p
@@ -267,8 +305,8 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     bwd_lines = loads + bwd_lines
     # one loop per node -> fused loops over the same index range, intermediates in scalars
     if fuse:
-        fwd_lines = fuse_loops(fwd_lines, scratch=f"{P}ws", max_trip=FUSE_MAX_TRIP, calls=False)
-        bwd_lines = fuse_loops(bwd_lines, scratch=f"{P}ws", max_trip=FUSE_MAX_TRIP, calls=False)
+        fwd_lines = fuse_loops(fwd_lines, scratch=f"{P}ws", max_trip=FUSE_MAX_TRIP, split=True)
+        bwd_lines = fuse_loops(bwd_lines, scratch=f"{P}ws", max_trip=FUSE_MAX_TRIP, split=True)
     # the parameter cotangent straight into grad_p (grad_p[i] += tau * <value of _gp[i]>, the same
     # operations as filling _gp and then accumulating it), when each element is written once
     direct = None
@@ -290,7 +328,8 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     body += [f"_xb = np.empty({n})", "_c0 = np.empty(0)", f"_lb = np.empty({n})", f"_gxb = np.empty({n})",
              f"_gcb = np.empty({m})", f"_gpb = np.empty({q})"]
     body += [f"{X[i]} = x0[{i}]" for i in range(n)] + [f"traj[0, {i}] = {X[i]}" for i in range(n)]
-    loop = ["t = t0 + k * tau"] + [f"{Cn[j]} = C[k, {j}]" for j in range(m)] + fwd_lines
+    row = [f"_row = {_ROW}(k)"] if plan.stored else []
+    loop = ["t = t0 + k * tau"] + row + [f"{Cn[j]} = C[k, {j}]" for j in range(m)] + fwd_lines
     if kind == kern.KIND_EULER:
         loop += [f"{XN[i]} = {X[i]} + tau * {U[i]}" for i in range(n)]
     else:
@@ -308,7 +347,7 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     else:
         body += ["value = 0.0"] + [f"{LAM[i]} = 0.0" for i in range(n)]
     body.append("run = 0.0")
-    loop = ["t = t0 + k * tau"] + [f"{X[i]} = traj[k, {i}]" for i in range(n)]
+    loop = ["t = t0 + k * tau"] + row + [f"{X[i]} = traj[k, {i}]" for i in range(n)]
     loop += [f"{Cn[j]} = C[k, {j}]" for j in range(m)] + bwd_lines
     if kind == kern.KIND_EULER:
         loop += [f"{Z[i]} = {LAM[i]} + tau * {VX[i]}" for i in range(n)]
@@ -414,6 +453,8 @@ def _build(comp, td, kind, n, m, q):
     src, consts = gradient_source(plan, n, m, q, kind, costs)
     kernel = "\n\n@njit(cache=True, error_model='numpy', nogil=True)\n" + src
     head = [f"import {mod} as {alias}" for mod, alias in imports.items()] + import_lines(kernel)
+    if _ROW in kernel:
+        head.append(f"from adjoint import _tape as {_ROW.split('.')[0]}")
     src = module_source([], consts) + "\n".join(head) + "\n" + kernel
     stamp = "".join(f"{mm}:{_file_digest(f)};" for mm, f in sorted(files.items()))
     digest = hashlib.sha256((_GEN_VERSION + stamp + src).encode()).hexdigest()[:20]

@@ -2,6 +2,8 @@
 vector fields too large for the fused scalar kernel: bitwise equal to the generic kernels and to
 checkpointing, exact against an independent hand-written adjoint and central differences, and
 only used when the schedule stores everything and the tape fits the memory budget."""
+import re
+
 import numpy as np
 import pytest
 
@@ -160,15 +162,15 @@ def test_disabled_by_environment(monkeypatch):
 from adjoint.ad._codegen import accumulate_into, fuse_loops  # noqa: E402
 
 
-def _run(lines, n=8):
+def _run(lines, n=8, extra=None):
     """Execute straight ``lines`` on fixed inputs; returns every array and scalar they leave."""
     import math
     rng = np.random.default_rng(0)
     env = {"math": math, "ws": np.zeros(4 * n), "a": rng.normal(size=2 * n), "out": np.zeros(2 * n),
-           "gp": np.zeros(2 * n), "tau": 0.1, "x": 0.7}
+           "gp": np.zeros(2 * n), "tau": 0.1, "x": 0.7, **(extra or {})}
     exec("\n".join(lines), env)
     return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in env.items()
-            if k != "__builtins__" and not callable(v) and k != "math"}
+            if k != "__builtins__" and not callable(v) and k not in ("math", *(extra or {}))}
 
 
 def _same_env(a, b):
@@ -179,6 +181,22 @@ def _same_env(a, b):
             assert np.array_equal(v, b[k]), k
         else:
             assert v == b[k] or (v != v and b[k] != b[k]), k
+
+
+def _loop_bodies(src):
+    """The statements (stripped) of each loop of the generated ``src`` one level below its first indent."""
+    lines = src.splitlines()
+    out = []
+    for i, ln in enumerate(lines):
+        if ln.lstrip().startswith("for "):
+            ind = len(ln) - len(ln.lstrip())
+            body = []
+            for b in lines[i + 1:]:
+                if b.strip() and len(b) - len(b.lstrip()) <= ind:
+                    break
+                body.append(b.strip())
+            out.append(body)
+    return out
 
 
 def _loops(lines):
@@ -255,11 +273,145 @@ def test_fused_tape_kernel_bitwise_equal_to_generic(monkeypatch, hidden):
     _same(res, adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.StoreAll()))
 
 
-def test_node_backward_is_one_loop_accumulating_into_grad_p():
+def test_node_backward_is_one_elementwise_loop_and_one_reduction_accumulating_into_grad_p():
     prob, p = node_problem()
     comp = _materialize(prob, 0, p.shape[0])
     src, _ = _tape.gradient_source(_tape.tape_plan(prob.dynamics.traced), 2, 0, p.shape[0], adjoint.Euler().kind,
                                    _tape._cost_refs(comp, {}, {}))
-    bwd = src.split("for k in range(K - 1, -1, -1):")[1]
-    assert sum(1 for ln in bwd.splitlines() if ln.strip().startswith("for ")) == 1
+    fwd, bwd = src.split("for k in range(K - 1, -1, -1):")
+    loops = _loop_bodies(bwd)
+    assert len(loops) == 2
+    # the elementwise loop (the grad_p updates with unit stride: vectorised) first, then the two dot
+    # products with the updates of W1's gradient (stride 2) in the shadow of their additions
+    assert any(ln.startswith("grad_p[") for ln in loops[0]) and not any("_jacc" in ln for ln in loops[0])
+    assert not any(re.match(r"grad_p\[\w+ \* 2", ln) for ln in loops[0])
+    assert len(loops[1]) == 4 and sum(ln.startswith("_jacc") and " += " in ln for ln in loops[1]) == 2
+    assert sum(bool(re.match(r"grad_p\[\w+ \* 2( \+ 1)?\] \+= ", ln)) for ln in loops[1]) == 2
     assert "_gp[" not in src and "_gp = " not in src and "grad_p[" in bwd
+    # the tape rows are indexed through the opaque step index, in both sweeps
+    assert "tape[k" not in src and fwd.count("_row = _adj_tp._row_index(k)") == 1
+    assert bwd.count("_row = _adj_tp._row_index(k)") == 1
+
+
+def test_fuse_split_keeps_elementwise_loops_and_reductions_apart():
+    lines = ["b0 = ws[0:8]", "b1 = ws[8:16]",
+             "for i1 in range(8):", "    b0[i1] = a[i1] * x",
+             "for i2 in range(8):", "    b1[i2] = _adj_vm.tanh(b0[i2]) + a[i2 + 8]",
+             "acc = 0.0", "for j in range(8):", "    acc += a[2 * j] * b1[j]",
+             "s = acc", "out[0] = s",
+             "for i3 in range(8):", "    out[i3 + 1] = b1[i3] * 2.0",
+             "acc2 = 0.0", "for j2 in range(8):", "    acc2 += b1[j2]",
+             "out[10] = acc2",
+             "for i4 in range(8):", "    gp[i4] = math.sin(b1[i4])"]
+    fused = fuse_loops(lines, scratch="ws", split=True)
+    loops = _loop_bodies("\n".join(fused))
+    # i1 alone (elementwise), the tanh of i2, the two sums, i3 (elementwise: it cannot move above the
+    # tanh it reads), the libm call alone
+    assert [len(b) for b in loops] == [1, 1, 2, 1, 1], fused
+    assert "tanh" in loops[1][0] and all(ln.startswith("acc") for ln in loops[2]) and "math.sin" in loops[4][0]
+    env = {"_adj_vm": __import__("adjoint._vecmath", fromlist=["tanh"])}
+    ref, got = _run(lines, extra=env), _run(fused, extra=env)
+    ref.pop("ws"), got.pop("ws")
+    _same_env(ref, got)
+    # the dependence cases keep their loops in split mode too
+    for case in (["s = 0.0", "for i in range(8):", "    s += a[i]", "for j in range(8):", "    out[j] = a[j] / s"],
+                 ["for i in range(8):", "    out[i] = a[7 - i] * a[i]", "for j in range(8):", "    a[j] = 0.5 * j"]):
+        fused = fuse_loops(case, scratch="ws", split=True)
+        _same_env(_run(case), _run(fused))
+        assert _loops(fused) == _loops(case), case
+    # a reduction reading the sum of an earlier one stays apart; the elementwise loops join
+    case = ["s = 0.0", "for i in range(8):", "    s += a[i]", "for j in range(8):", "    ws[j] = a[j] * 2.0",
+            "t = 0.0", "for i2 in range(8):", "    t += ws[i2] * s", "for j2 in range(8):", "    out[j2] = ws[j2]"]
+    fused = fuse_loops(case, scratch="ws", split=True)
+    _same_env(_run(case), _run(fused))
+    assert [len(b) for b in _loop_bodies("\n".join(fused))] == [1, 2, 1]
+
+
+def test_fuse_moves_a_loop_above_the_statements_it_needs_only_when_allowed():
+    # the second reduction joins the first: its initialisation moves above the fused loop
+    lines = ["s = 0.0", "for i in range(8):", "    s += a[i]", "y = out[3]", "t = 0.0",
+             "for j in range(8):", "    t += a[j] * a[j]", "out[0] = s + t + y"]
+    fused = fuse_loops(lines, split=True)
+    assert _loops(fused) == 1
+    _same_env(_run(lines), _run(fused))
+    # ... but not when the initialisation reads what the first loop writes
+    lines = ["for i in range(8):", "    ws[i] = a[i] * x", "t = ws[2]",
+             "for j in range(8):", "    out[j] = ws[j] + t"]
+    fused = fuse_loops(lines, split=True)
+    assert _loops(fused) == 2
+    _same_env(_run(lines), _run(fused))
+
+
+def test_fuse_sinks_strided_stores_into_a_later_reduction():
+    lines = ["b = ws[0:8]", "for i in range(8):", "    b[i] = a[i] * x", "    gp[2 * i] = b[i] * tau",
+             "    out[i] = b[i] + 1.0", "s = 0.0", "for j in range(8):", "    s += a[j + 8] * b[j]", "out[9] = s"]
+    fused = fuse_loops(lines, scratch="ws", split=True)
+    assert [len(b) for b in _loop_bodies("\n".join(fused))] == [2, 2] and "gp[2 * j] = b[j] * tau" in fused[-2]
+    _same_env(_run(lines), _run(fused))
+    # not past a statement that reads what it writes, nor into a reduction that reads it or has
+    # another length
+    for case in (lines[:5] + ["y = gp[4]"] + lines[5:] + ["out[10] = y"],
+                 lines[:6] + ["for j in range(8):", "    s += a[j + 8] * gp[2 * j]", "out[9] = s"],
+                 lines[:6] + ["for j in range(7):", "    s += a[j + 8] * b[j]", "out[9] = s"]):
+        fused = fuse_loops(case, scratch="ws", split=True)
+        assert [len(b) for b in _loop_bodies("\n".join(fused))] == [3, 1], fused
+        ref, got = _run(case), _run(fused)
+        ref.pop("ws"), got.pop("ws")   # b may live in a scalar
+        _same_env(ref, got)
+
+
+def test_fuse_does_not_sink_a_store_an_earlier_statement_reads_in_a_later_iteration():
+    # gp[2 * i + 2], written in iteration i, is read by the first statement of iteration i + 1
+    lines = ["for i in range(7):", "    out[i] = gp[2 * i] * x", "    gp[2 * i + 2] = a[i] * tau",
+             "s = 0.0", "for j in range(7):", "    s += a[j] * out[j]", "out[9] = s"]
+    fused = fuse_loops(lines, split=True)
+    assert [len(b) for b in _loop_bodies("\n".join(fused))] == [2, 1], fused
+    _same_env(_run(lines), _run(fused))
+    # without that dependence it moves
+    lines[1] = "    out[i] = gp[2 * i + 1] * x"
+    fused = fuse_loops(lines, split=True)
+    assert [len(b) for b in _loop_bodies("\n".join(fused))] == [1, 2], fused
+    _same_env(_run(lines), _run(fused))
+
+
+def _random_lines(rnd, n=6):
+    """Random straight code of the emitted shape: loops (elementwise, with tanh, or accumulating
+    into a scalar) over affine subscripts of a few arrays and workspace views, statements between."""
+    arrays, scal = ["a", "out", "gp", "w0", "w1"], ["x", "y"]
+
+    def sub(v):
+        c, s = rnd.randint(0, 3), rnd.choice([1, 1, 1, 2, -1, 0])
+        return f"{n - 1 + c} - {v}" if s == -1 else (f"{c}" if s == 0 else f"{s} * {v} + {c}")
+    lines = ["w0 = ws[0:16]", "w1 = ws[16:32]"]
+    for L in range(rnd.randint(2, 6)):
+        v = f"i{L}"
+        for _ in range(rnd.randint(0, 2)):
+            if rnd.random() < 0.5:
+                lines.append(f"{rnd.choice(['x', 'y', 'z'])} = {rnd.choice(arrays)}[{rnd.randint(0, 2 * n)}] * 0.5 "
+                             f"+ {rnd.choice(scal)}")
+            else:
+                lines.append(f"{rnd.choice(arrays)}[{rnd.randint(0, 2 * n)}] = {rnd.choice(scal)} + 1.0")
+        head = f"for {v} in range({rnd.choice([n, n, n - 1])}):"
+        if rnd.random() < 0.3:
+            lines += [f"s{L} = 0.0", head, f"    s{L} += {rnd.choice(arrays)}[{sub(v)}] * {rnd.choice(arrays)}[{sub(v)}]"]
+            scal.append(f"s{L}")
+            continue
+        lines.append(head)
+        for _ in range(rnd.randint(1, 3)):
+            e = f"{rnd.choice(arrays)}[{sub(v)}] * {rnd.choice(scal)}"
+            e = f"_adj_vm.tanh({e})" if rnd.random() < 0.3 else e
+            lines.append(f"    {rnd.choice(arrays)}[{sub(v)}] {rnd.choice(['=', '+='])} {e}")
+    return lines + ["out[0] = " + " + ".join(scal)]
+
+
+def test_fuse_random_programs_unchanged():
+    import random
+    env = {"_adj_vm": __import__("adjoint._vecmath", fromlist=["tanh"]), "y": -0.7, "z": 0.1}
+    for seed in range(300):
+        lines = _random_lines(random.Random(seed))
+        ref = _run(lines, extra=env)
+        ref.pop("ws")
+        for split in (False, True):
+            got = _run(fuse_loops(lines, scratch="ws", split=split), extra=env)
+            got.pop("ws")
+            _same_env(ref, got)

@@ -706,14 +706,15 @@ def load_module(source: str):
 # The emitter writes one loop per buffer node. A chain of elementwise nodes, the contractions that
 # read them and the writes of an output then run as several passes over the same index range, each
 # storing its result in the workspace and the next one loading it back. :func:`fuse_loops` merges
-# consecutive top-level loops of equal trip count when that cannot change any value: every array
-# element is read after exactly the writes that preceded the read in the original order (checked
-# element by element over the iteration space), and scalars computed by a loop (the accumulators of
-# a contraction) are read only after it. Statements in between that do not depend on the fused loop
-# move before it, the others after it. The operations, their operands and the order of every
-# accumulation are unchanged, so the results are bitwise identical. Workspace buffers then used
-# only inside one fused loop, one element per iteration, written before being read, become scalar
-# locals (no store / load at all).
+# top-level loops of equal trip count when that cannot change any value: every array element is
+# read after exactly the writes that preceded the read in the original order (checked element by
+# element over the iteration space), and scalars computed by a loop (the accumulators of a
+# contraction) are read only after it. A loop moves up to the loop it joins only past statements
+# and loops it commutes with (statements it depends on move above that loop when they commute with
+# what they pass). The operations, their operands and the order of every accumulation are
+# unchanged, so the results are bitwise identical. Workspace buffers then used only inside one
+# fused loop, one element per iteration, written before being read, become scalar locals (no
+# store / load at all).
 
 import ast as _ast
 
@@ -952,64 +953,157 @@ def _rename(stmts, old, new):
     return [R().visit(s) for s in stmts]
 
 
-def fuse_loops(lines, scratch=None, max_trip=None, calls=True):
-    """Fuse consecutive loops of equal trip count in straight emitted ``lines`` (see above) and
-    turn the buffers of the workspace ``scratch`` (a name, e.g. ``'_tws'``) that live inside one
-    fused loop into scalars. Returns the new lines (bitwise-identical results)."""
+def _call_names(st):
+    """Dotted names of the functions called in ``st`` (``'?'`` for anything but a (dotted) name)."""
+    out = []
+    for nd in _ast.walk(st):
+        if isinstance(nd, _ast.Call):
+            f, parts = nd.func, []
+            while isinstance(f, _ast.Attribute):
+                parts.append(f.attr)
+                f = f.value
+            out.append(".".join([f.id] + parts[::-1]) if isinstance(f, _ast.Name) else "?")
+    return out
+
+
+class _Item:
+    """A top-level statement of :func:`fuse_loops`: a loop (``n`` iterations of ``var``, fusion class
+    ``cls``, None when it stays alone) or a statement (``n == 1``); ``acc`` None for anything the
+    fuser does not analyse (nothing moves across it)."""
+    __slots__ = ("st", "acc", "n", "var", "cls", "loop")
+
+    def __init__(self, st, acc, n=1, var=None, cls=None, loop=False):
+        self.st, self.acc, self.n, self.var, self.cls, self.loop = st, acc, n, var, cls, loop
+
+
+def fuse_loops(lines, scratch=None, max_trip=None, calls=True, split=False, vector_calls=("_adj_vm.",)):
+    """Fuse loops of equal trip count in straight emitted ``lines`` (see above) and turn the buffers
+    of the workspace ``scratch`` (a name, e.g. ``'_tws'``) that live inside one fused loop into
+    scalars. Returns the new lines (bitwise-identical results).
+
+    A loop joins the closest earlier loop it may be fused with, moving up past the statements and
+    loops in between when it does not depend on them (the statements it depends on move above that
+    loop when they can). Loops of more than ``max_trip`` iterations stay alone, and so do loops
+    calling a function when ``calls`` is false.
+
+    With ``split``, only loops of the same kind are fused, so that what LLVM can vectorise stays
+    vectorisable: *elementwise* loops (nothing carried from one iteration to the next) with each
+    other, elementwise loops calling the vectorisable functions whose names start with one of
+    ``vector_calls`` (the branch-free ``_adj_vm.tanh``, ...) with each other, and *reductions*
+    (loops accumulating into scalars: they run in order, without reassociation they cannot
+    vectorise) with each other; loops calling anything else (libm) stay alone. The statements of an
+    elementwise loop that store with a stride then move into a later reduction of the same length
+    when they commute with everything in between (:func:`_sink_strided`)."""
     if not lines:
         return lines
     tree = _ast.parse("\n".join(lines))
     stmts = tree.body
     F = _Fuser(stmts)
-    out = []
-    grp = None            # [for node, n, var, acc]
-    pre, post = [], []    # statements moved before / after the group
-    post_acc = _Acc()
+    assigned = set()
+    for st in stmts:
+        if F.view_def(st) is None:
+            for nd in _ast.walk(st):
+                if isinstance(nd, _ast.Name) and isinstance(nd.ctx, _ast.Store):
+                    assigned.add(nd.id)
+    views, items = [], []
 
-    def flush():
-        nonlocal grp, pre, post, post_acc
-        out.extend(pre)
-        if grp is not None:
-            out.append(grp[0])
-        out.extend(post)
-        grp, pre, post, post_acc = None, [], [], _Acc()
+    def kind(st, n, acc):
+        if max_trip is not None and n > max_trip:
+            return None
+        names = [c for b in st.body for c in _call_names(b)]
+        if not split:
+            return "loop" if calls or not names else None
+        if not all(any(c.startswith(v) for v in vector_calls) for c in names):
+            return None
+        return "reduction" if acc.sw else ("calls" if names else "elementwise")
+
+    def join(it):
+        """Fuse loop item ``it`` into an earlier loop; True when done."""
+        for gi in range(len(items) - 1, -1, -1):
+            g = items[gi]
+            if g.acc is None:
+                return False
+            if not (g.loop and g.cls == it.cls and g.n == it.n and F.ordered(g.acc, it.acc, it.n)):
+                continue
+            between, hoist = items[gi + 1:], []
+            for j, b in enumerate(between):
+                if F.independent(b.acc, b.n, it.acc, it.n):
+                    continue
+                # ``it`` depends on b: b moves above g, if it is a statement that commutes with g and
+                # with what stays in between before it
+                if (b.loop or not F.independent(g.acc, g.n, b.acc, 1)
+                        or any(not F.independent(x.acc, x.n, b.acc, 1) for x in between[:j] if x not in hoist)):
+                    break
+                hoist.append(b)
+            else:
+                g.st.body.extend(_rename(it.st.body, it.var, g.var))
+                g.acc.add(it.acc)
+                items[gi:] = hoist + [g] + [x for x in between if x not in hoist]
+                return True
+        return False
 
     for st in stmts:
         vd = F.view_def(st)
         if vd is not None:
             name, root, off, step = vd
             F.views[name] = (root, off, step)
-            (pre if grp is not None else out).append(st)
+            if st.value.value.id not in assigned:
+                views.append(st)       # a view of an input or of the workspace: defined up front
+            else:
+                items.append(_Item(st, None))
             continue
         lp = F.loop(st)
         if lp is not None:
             n, var, acc = lp
-            alone = ((max_trip is not None and n > max_trip)
-                     or (not calls and any(isinstance(nd, _ast.Call) for b in st.body for nd in _ast.walk(b))))
-            if (grp is not None and grp[1] == n and not alone and not grp[4] and F.ordered(grp[3], acc, n)
-                    and F.independent(post_acc, 1, acc, n)):
-                grp[0].body.extend(_rename(st.body, var, grp[2]))
-                grp[3].add(acc)
-                continue
-            flush()
-            grp = [st, n, var, acc, alone]
+            it = _Item(st, acc, n, var, kind(st, n, acc), True)
+            if it.cls is None or not join(it):
+                items.append(it)
             continue
-        acc = F.simple(st, None)
-        if grp is None:
-            out.append(st)
-            continue
-        if acc is not None and F.independent(grp[3], grp[1], acc, 1) and F.independent(post_acc, 1, acc, 1):
-            pre.append(st)
-        elif acc is not None:
-            post.append(st)
-            post_acc.add(acc)
-        else:
-            flush()
-            out.append(st)
-    flush()
+        items.append(_Item(st, F.simple(st, None)))
+    if split:
+        _sink_strided(F, items)
+    out = views + [it.st for it in items]
     if scratch:
         out = _scalarise(F, out, scratch)
     return _ast.unparse(_ast.Module(body=out, type_ignores=[])).split("\n")
+
+
+def _sink_strided(F, items):
+    """Move the statements of an elementwise loop that store with a stride (``g[2 * j] += ...``:
+    vectorised, a shuffle per store) into a later reduction loop of the same trip count, when they
+    commute with everything in between: the reduction runs at the latency of its additions, and
+    these statements then cost next to nothing in its shadow."""
+    for ri, r in enumerate(items):
+        if not (r.loop and r.cls == "reduction"):
+            continue
+        for gi in range(ri - 1, -1, -1):
+            g = items[gi]
+            if g.acc is None:
+                break
+            if not (g.loop and g.cls in ("elementwise", "calls") and g.n == r.n):
+                continue
+            between = items[gi + 1:ri]
+            accs = [F.simple(b, g.var) for b in g.st.body]
+            moved = []
+            for i in range(len(g.st.body) - 1, -1, -1):
+                a = accs[i]
+                if (not any(w and sp is not None and abs(sp[2]) > 1 for lst in a.arr.values() for w, sp in lst)
+                        or _call_names(g.st.body[i])):
+                    continue
+                # it now runs after all of g (the statements before it in g's body: as when fusing
+                # two loops; those after it must commute with it), after everything in between, and
+                # interleaved with r, after r's body (must commute)
+                if (all(F.ordered(accs[j], a, g.n) for j in range(i))
+                        and all(F.independent(accs[j], g.n, a, g.n) for j in range(i + 1, len(accs)))
+                        and all(b.acc is not None and F.independent(b.acc, b.n, a, g.n) for b in between)
+                        and F.independent(r.acc, r.n, a, g.n)):
+                    moved.insert(0, i)
+            if moved and len(moved) < len(g.st.body):
+                r.st.body.extend(_rename([g.st.body[i] for i in moved], g.var, r.var))
+                for i in moved:
+                    r.acc.add(accs[i])
+                g.st.body = [b for i, b in enumerate(g.st.body) if i not in moved]
+            break
 
 
 def _scalarise(F, stmts, scratch):
