@@ -192,3 +192,18 @@ def test_revolve_and_trajectory_requests_are_not_laned(lane_calls):
     assert lane_calls["hit"] == 0
     assert rev.stats.forward_steps > 300 and tr.trajectory.shape == (301, 2)
     np.testing.assert_array_equal(rev.grad.params, tr.grad.params)
+
+
+def test_x0_modified_in_place_is_seen(lane_calls):
+    """problem.x0 is read-only; a user who unlocks and edits it still gets the new initial state."""
+    prob = lv.make_problem(200)
+    p = lv.initial_guess()
+    adjoint.solve_adjoint(prob, params=p)
+    before = adjoint.solve_adjoint(prob, params=p)
+    prob.x0.setflags(write=True)
+    prob.x0[0] *= 1.1
+    prob.x0.setflags(write=False)
+    after = adjoint.solve_adjoint(prob, params=p)
+    assert lane_calls["hit"] == 2
+    assert after.value != before.value
+    assert_same(after, general(prob, params=p))
