@@ -230,7 +230,8 @@ class ControlProblem:
             raise TypeError("`dynamics` must be an adjoint.Dynamics (or SeparableDynamics) or a plain "
                             f"function fn(x, c, p, t); got {type(dynamics).__name__}")
         self.dynamics = dynamics
-        self.x0 = as_float_vector("x0", x0, state_dim)
+        # a private copy, then read-only: never lock (or alias) the caller's array
+        self.x0 = np.array(as_float_vector("x0", x0, state_dim))
         self.x0.setflags(write=False)
         self.state_dim = self.x0.shape[0]
         try:

@@ -207,3 +207,13 @@ def test_x0_modified_in_place_is_seen(lane_calls):
     assert lane_calls["hit"] == 2
     assert after.value != before.value
     assert_same(after, general(prob, params=p))
+
+
+def test_problem_keeps_a_private_copy_of_x0():
+    """ControlProblem copies x0: the caller's array stays writable and unaliased."""
+    x0 = np.array([1.0, 0.5])
+    prob = adjoint.ControlProblem(lv.DYNAMICS, x0, (0.0, 1.0), 10, terminal_cost=lv.TERMINAL)
+    assert x0.flags.writeable and not prob.x0.flags.writeable
+    assert not np.shares_memory(x0, prob.x0)
+    x0[0] = 7.0
+    assert prob.x0[0] == 1.0
