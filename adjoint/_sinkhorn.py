@@ -86,6 +86,27 @@ def _sum(buf, m):
     return acc
 
 
+@njit(cache=True, inline="always")
+def _row_shifted_sum(Ci, beta, ie, s, buf, m):
+    """buf_j = exp(beta_j - C_ij/eps - s) and acc = sum_j buf_j for one row i, with the shift s
+    replaced by the row's maximum when acc leaves [_SUM_LO, _SUM_HI] (then recomputed).
+    Returns (s, acc, the sum with the first shift)."""
+    for j in range(m):
+        buf[j] = _exp(beta[j] - Ci[j] * ie - s)
+    acc = _sum(buf, m)
+    first = acc
+    if not (acc >= _SUM_LO and acc <= _SUM_HI):
+        s = -np.inf
+        for j in range(m):
+            v = beta[j] - Ci[j] * ie
+            if v > s:
+                s = v
+        for j in range(m):
+            buf[j] = _exp(beta[j] - Ci[j] * ie - s)
+        acc = _sum(buf, m)
+    return s, acc, first
+
+
 @njit(cache=True, parallel=True)
 def _k_row_update(C, g, logb, f_old, eps, f_new, work):
     """f_new_i = -eps log sum_j b_j exp((g_j - C_ij)/eps); shift from f_old.
@@ -107,20 +128,7 @@ def _k_row_update(C, g, logb, f_old, eps, f_new, work):
         i1 = ((t + 1) * n) // nb
         buf = work[t]
         for i in range(i0, i1):
-            Ci = C[i]
-            s = -f_old[i] * ie
-            for j in range(m):
-                buf[j] = _exp(beta[j] - Ci[j] * ie - s)
-            acc = _sum(buf, m)
-            if not (acc >= _SUM_LO and acc <= _SUM_HI):
-                s = -np.inf
-                for j in range(m):
-                    v = beta[j] - Ci[j] * ie
-                    if v > s:
-                        s = v
-                for j in range(m):
-                    buf[j] = _exp(beta[j] - Ci[j] * ie - s)
-                acc = _sum(buf, m)
+            s, acc, _ = _row_shifted_sum(C[i], beta, ie, -f_old[i] * ie, buf, m)
             f_new[i] = -eps * (s + math.log(acc))
 
 
@@ -248,22 +256,9 @@ def _k_row_update_fused(C, g, logb, f_old, a, eps, f_new, work, wsum, W):
         for j in range(m):
             w[j] = 0.0
         for i in range(i0, i1):
-            Ci = C[i]
-            s = -f_old[i] * ie
-            for j in range(m):
-                buf[j] = _exp(beta[j] - Ci[j] * ie - s)
-            acc = _sum(buf, m)
-            if not (acc >= _FUSE_LO and acc <= _FUSE_HI):
+            s, acc, first = _row_shifted_sum(C[i], beta, ie, -f_old[i] * ie, buf, m)
+            if not (first >= _FUSE_LO and first <= _FUSE_HI):
                 ok[t] = False
-            if not (acc >= _SUM_LO and acc <= _SUM_HI):
-                s = -np.inf
-                for j in range(m):
-                    v = beta[j] - Ci[j] * ie
-                    if v > s:
-                        s = v
-                for j in range(m):
-                    buf[j] = _exp(beta[j] - Ci[j] * ie - s)
-                acc = _sum(buf, m)
             f_new[i] = -eps * (s + math.log(acc))
             sc = a[i] / acc
             for j in range(m):
