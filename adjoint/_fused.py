@@ -641,6 +641,20 @@ def _traced_or_none(obj, tracer, *args):
     return tracer(obj, *args)
 
 
+def traced_parts(comp, n, m, q):
+    """``(dynamics, terminal cost, running cost)`` of a compiled bundle as traced by adjoint.ad,
+    each None when absent or not traceable; traced once per bundle and dimensions."""
+    memo = comp.__dict__.setdefault("_traced_parts", {})
+    key = (n, m, q)
+    if key not in memo:
+        from . import ad
+        td = _traced_or_none(comp.dynamics, ad.trace_dynamics)
+        term = _traced_or_none(comp.terminal, ad.trace_cost, n, 0, q) if comp.has_term else None
+        run = _traced_or_none(comp.running, ad.trace_cost, n, m, q) if comp.has_run else None
+        memo[key] = (td, term, run)
+    return memo[key]
+
+
 def fused_kernels(comp, method, n, m, q):
     """``(gradient, forward, checkpointed)`` fused kernels for this problem and method, or None.
 
@@ -661,14 +675,11 @@ def fused_kernels(comp, method, n, m, q):
     result = None
     try:
         from . import ad
-        td = _traced_or_none(comp.dynamics, ad.trace_dynamics)
+        td, term_tr, run_tr = traced_parts(comp, n, m, q)
         if td is None or td.scalar_ops > MAX_SCALAR_OPS:
             raise _Unfusable("dynamics not traced or too large")
-        term = run = None
-        if comp.has_term:
-            term = (_traced_or_none(comp.terminal, ad.trace_cost, n, 0, q), comp.terminal)
-        if comp.has_run:
-            run = (_traced_or_none(comp.running, ad.trace_cost, n, m, q), comp.running)
+        term = (term_tr, comp.terminal) if comp.has_term else None
+        run = (run_tr, comp.running) if comp.has_run else None
         gen = _Gen(td, comp.dynamics, term, run, n, m, q, method.kind, A, b, cn)
         src_g = gen.gradient_source()
         src_f = gen.forward_source()

@@ -11,7 +11,7 @@ from numba import njit
 from . import _kernels as kern
 from ._problem import ControlProblem, Cost, Dynamics, as_float_vector, _arity
 from ._separable import SeparableDynamics
-from ._fused import fused_kernels
+from ._fused import fused_kernels, traced_parts
 from ._tape import tape_kernels
 from ._sweep import Sweep
 from .checkpointing import MemoryBudget, Schedule, StoreAll, auto as _auto_schedule
@@ -201,13 +201,13 @@ def _interpretable(comp: _Compiled, method, n, m, q) -> frozenset:
     """
     if fused_kernels(comp, method, n, m, q) is None:
         return frozenset()
-    from . import ad
     dyn = comp.dynamics
+    td, term, run = traced_parts(comp, n, m, q)  # as the fused kernels traced them
     out = []
-    if not isinstance(dyn, SeparableDynamics) and ad.trace_dynamics(dyn) is not None:
+    if not isinstance(dyn, SeparableDynamics) and td is not None:
         out += [dyn.f, dyn.vjp]
-    for cst, cdim in ((comp.terminal, 0), (comp.running, m)):
-        if cst is not None and ad.trace_cost(cst, n, cdim, q) is not None:
+    for cst, tr in ((comp.terminal, term), (comp.running, run)):
+        if tr is not None:
             out += [cst.value, cst.grad, getattr(cst, "value_and_grad", None)]
     return frozenset(f for f in out if f is not None and callable(getattr(f, "py_func", None)))
 
