@@ -76,3 +76,20 @@ def test_cost_gradient_vs_central_differences(name, dyn, cost):
     ad = ux @ gx + uc @ gc + up @ gp
     assert np.all(np.isfinite(gx)) and np.all(np.isfinite(gc)) and np.all(np.isfinite(gp))
     assert abs(fd - ad) <= 1e-7 * (1.0 + abs(fd)), (name, fd, ad)
+
+
+def test_lotka_volterra_observation_is_the_division_form_bit_for_bit():
+    """observation() multiplies by the reciprocal grid spacing; on this grid (spacing 0.5) that must
+    equal the textbook interpolation with divisions exactly, and match numpy's interp inside."""
+    lv = lotka_volterra
+    rng = np.random.default_rng(3)
+    ts = np.concatenate([lv.T_OBS, rng.uniform(-1.0, lv.T_END + 1.0, 2000), np.linspace(0, lv.T_END, 1001)])
+    for t in ts:
+        j = min(max(int((t - lv.T_OBS[0]) / (lv.T_OBS[1] - lv.T_OBS[0])), 0), lv.T_OBS.shape[0] - 2)
+        w = (t - lv.T_OBS[j]) / (lv.T_OBS[j + 1] - lv.T_OBS[j])
+        ref = ((1.0 - w) * lv.Y_OBS[j, 0] + w * lv.Y_OBS[j + 1, 0], (1.0 - w) * lv.Y_OBS[j, 1] + w * lv.Y_OBS[j + 1, 1])
+        got = lv.observation(t)
+        assert got == ref, t
+        if 0.0 <= t <= lv.T_END:
+            for i in range(2):
+                assert got[i] == pytest.approx(np.interp(t, lv.T_OBS, lv.Y_OBS[:, i]), rel=1e-14, abs=1e-14)
