@@ -451,20 +451,24 @@ def _lane_vector(v, size):
 
 
 @njit(cache=True, nogil=True)
-def _all_finite(a, B, c):
-    """Whether the vectors ``a``, ``c`` and the C-contiguous matrix ``B`` are all finite.
+def _all_finite(a, b, c):
+    """Whether the contiguous vectors ``a``, ``b`` and ``c`` are all finite.
 
     One compiled call (about 0.45 us plus 0.1 ns per entry: an OR-reduction that vectorises), and
-    unlike a numpy reduction it neither overflows nor warns on inf/NaN."""
+    unlike a numpy reduction it neither overflows nor warns on inf/NaN. Matrices are passed as
+    ``M.reshape(-1)`` views: a reshape inside compiled code tripled the cold compile time (0.36 s
+    against 0.12 s here)."""
     bad = False
     for i in range(a.shape[0]):
         bad |= (a[i] - a[i]) != 0.0
-    b = B.reshape(-1)
     for i in range(b.shape[0]):
         bad |= (b[i] - b[i]) != 0.0
     for i in range(c.shape[0]):
         bad |= (c[i] - c[i]) != 0.0
     return not bad
+
+
+_LANE_EMPTY = np.zeros(0)
 
 
 class _Lane:
@@ -508,7 +512,7 @@ class _Lane:
             x0a = _lane_vector(x0, n)
             if x0a is None:
                 return None
-        if not _all_finite(p, C, x0a):
+        if not _all_finite(p, C.reshape(-1), x0a):
             return None  # the general path names the argument
         traj, pooled = _take_traj((K + 1, n), False)
         gC, gp, gx = np.empty((K, m)), np.empty(q), np.empty(n)
@@ -522,7 +526,7 @@ class _Lane:
                 _give_traj((K + 1, n), traj)
         if status:
             _raise_nonfinite(problem, status)
-        if not _all_finite(gp, gC, gx):
+        if not _all_finite(gp, gC.reshape(-1), gx):
             return None  # the general path names the non-finite block
         st = dict(self.stats)
         st["seconds"] = elapsed
@@ -559,6 +563,7 @@ def _install_lane(problem, method, checkpoint, sweep, out, stats):
     if len(lanes) >= 16:  # e.g. a fresh MemoryBudget(...) instance per call: keys that never repeat
         lanes.clear()
     lanes[key] = _Lane(problem, sweep.fused[0], sweep.C.shape[1], sweep.p.shape[0], fields)
+    _all_finite(_LANE_EMPTY, _LANE_EMPTY, _LANE_EMPTY)  # compiled (or loaded) in this first call, not the next
 
 
 def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, checkpoint="auto",

@@ -50,6 +50,8 @@ def test_pendulum_controls_bitwise(lane_calls, checkpoint):
     u = rng.normal(size=(300, 1))
     first = adjoint.solve_adjoint(prob, controls=u, checkpoint=checkpoint)
     assert lane_calls["hit"] == 0
+    # compiled by the first call: a fresh process would otherwise pay it at the second call
+    assert len(_solve._all_finite.signatures) == 1
     for _ in range(3):
         u = rng.normal(size=(300, 1))
         got = adjoint.solve_adjoint(prob, controls=u, checkpoint=checkpoint)
@@ -66,6 +68,8 @@ def test_pendulum_controls_bitwise(lane_calls, checkpoint):
     # one compiled specialisation serves both paths (problem.x0 is read-only: the lane must not pass it)
     for lane in prob.__dict__["_lanes"].values():
         assert len(lane.kernel.signatures) == 1
+    # the lane's finiteness check has one specialisation whatever the array shapes
+    assert len(_solve._all_finite.signatures) == 1
 
 
 def test_lotka_volterra_params_and_x0_bitwise(lane_calls):
