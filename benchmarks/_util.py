@@ -45,6 +45,19 @@ def block_medians(fns, rounds=11, block=10, warmup=3):
     return [float(np.median(t)) for t in ts]
 
 
+def pin_to_one_cpu():
+    """Pin this process to one CPU (the last it may run on); returns it, or None where unsupported.
+
+    On this 2-core machine an unpinned single-threaded child measured bimodally from process to
+    process (Lotka-Volterra 10^5 gradient: 1.05-1.18 ms or 1.36-1.40 ms); pinned to either core,
+    1.05-1.08 ms every time. Every peer's child is pinned alike (one core each, one thread)."""
+    if os.environ.get("ADJOINT_BENCH_PIN", "1") == "0" or not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[-1]})
+    return cpus[-1]
+
+
 def child_env():
     """The environment of a measured child process: ours, with the repository on the path and
     Python's default bytecode caching (this machine's shells set PYTHONDONTWRITEBYTECODE, which
