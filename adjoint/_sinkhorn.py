@@ -86,6 +86,15 @@ def _sum(buf, m):
     return acc
 
 
+@njit(cache=True)
+def _copy(dst, src):
+    """dst[:] = src for two vectors of equal length. Kernels copy through this loop: numba's slice
+    assignment from an array compiles its shape-mismatch message (string formatting), about 2 s
+    of the first compile of the Sinkhorn kernels."""
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
+
+
 @njit(cache=True, inline="always")
 def _row_shifted_sum(Ci, beta, ie, s, buf, m):
     """buf_j = exp(beta_j - C_ij/eps - s) and acc = sum_j buf_j for one row i, with the shift s
@@ -351,8 +360,8 @@ def _k_log_iterate(C, a, loga, logb, b, eps_sched, f, g, max_iter, tol, work,
             f[i] = f_new[i]
         k += 1
         if storing:
-            store_f[store_at + k, :] = f
-            store_g[store_at + k, :] = g
+            _copy(store_f[store_at + k], f)
+            _copy(store_g[store_at + k], g)
     return k, converged, err
 
 
@@ -509,11 +518,11 @@ def _k_scaling_loop(C, a, b, loga, logb, eps, f, g, Kt, max_iter, tol, tau, work
             # absorb u, then redo the column update in the log domain
             _k_absorb(f, g, u, v, eps)
             _k_col_update(C, f, loga, g, eps, g_new, work)
-            g[:] = g_new
+            _copy(g, g_new)
             _k_gibbs(C, f, g, eps, Kt)
             n_absorb += 1
         else:
-            v[:] = vn
+            _copy(v, vn)
         # row update u = 1 / (Kt (b v)) and, in the same pass, Kt^T (a u)
         for j in range(m):
             bv[j] = b[j] * v[j]
@@ -521,15 +530,15 @@ def _k_scaling_loop(C, a, b, loga, logb, eps, f, g, Kt, max_iter, tol, tau, work
         if _k_bad_scaling(un, tau):
             _k_absorb(f, g, u, v, eps)
             _k_row_update(C, g, logb, f, eps, f_new, work)
-            f[:] = f_new
+            _copy(f, f_new)
             _k_gibbs(C, f, g, eps, Kt)
             n_absorb += 1
             for i in range(n):
                 au[i] = a[i] * u[i]
             _k_kt_matvec(Kt, au, work, kv)
         else:
-            u[:] = un
-            kv[:] = kv_next
+            _copy(u, un)
+            _copy(kv, kv_next)
         k += 1
     _k_absorb(f, g, u, v, eps)
     return k, converged, err, n_absorb
@@ -720,17 +729,17 @@ def _k_run_reverse(actions, C, a, b, loga, logb, eps_sched, slots_f, slots_g,
         if kind == _ACT_ADVANCE:
             eps = eps_sched[min(cur_k, nsched - 1)]
             _k_col_update(C, cur_f, loga, cur_g, eps, g_tmp, work)
-            cur_g[:] = g_tmp
+            _copy(cur_g, g_tmp)
             _k_row_update(C, cur_g, logb, cur_f, eps, f_tmp, work)
-            cur_f[:] = f_tmp
+            _copy(cur_f, f_tmp)
             cur_k += 1
         elif kind == _ACT_STORE:
-            slots_f[arg, :] = cur_f
-            slots_g[arg, :] = cur_g
+            _copy(slots_f[arg], cur_f)
+            _copy(slots_g[arg], cur_g)
             slot_iter[arg] = cur_k
         elif kind == _ACT_RESTORE:
-            cur_f[:] = slots_f[arg, :]
-            cur_g[:] = slots_g[arg, :]
+            _copy(cur_f, slots_f[arg])
+            _copy(cur_g, slots_g[arg])
             cur_k = slot_iter[arg]
         else:  # ADJOINT of iteration arg
             k = arg
@@ -747,7 +756,7 @@ def _k_run_reverse(actions, C, a, b, loga, logb, eps_sched, slots_f, slots_g,
             _k_adjoint_row_step(C, fk, gk, b, eps, fbar, gbar, bbar, Cbar, work)
             _k_adjoint_col_step(C, slots_f[sp], gk, a, eps, gbar, fbar_prev, abar,
                                 Cbar, work)
-            fbar[:] = fbar_prev
+            _copy(fbar, fbar_prev)
             gbar[:] = 0.0
     return 0
 
@@ -810,24 +819,24 @@ def _k_run_schedule(K, s, rule, C, a, b, loga, logb, eps_sched, fK, gK, fbar, gb
                 for it in range(arg0[r], arg1[r]):
                     eps = eps_sched[min(it, nsched - 1)]
                     _k_col_update(C, cur_f, loga, cur_g, eps, g_tmp, work)
-                    cur_g[:] = g_tmp
+                    _copy(cur_g, g_tmp)
                     _k_row_update(C, cur_g, logb, cur_f, eps, f_tmp, work)
-                    cur_f[:] = f_tmp
+                    _copy(cur_f, f_tmp)
                 advanced += arg1[r] - arg0[r]
             elif op == _OP_STORE:
                 sl = arg1[r]
-                slots_f[sl, :] = cur_f
-                slots_g[sl, :] = cur_g
+                _copy(slots_f[sl], cur_f)
+                _copy(slots_g[sl], cur_g)
                 if sl + 1 > peak:
                     peak = sl + 1
             elif op == _OP_RESTORE:
                 sl = arg1[r]
-                cur_f[:] = slots_f[sl, :]
-                cur_g[:] = slots_g[sl, :]
+                _copy(cur_f, slots_f[sl])
+                _copy(cur_g, slots_g[sl])
             elif op == _OP_TERMINAL:
                 # x_K is known from the forward solve, seed already in the bars
-                nxt_f[:] = fK
-                nxt_g[:] = gK
+                _copy(nxt_f, fK)
+                _copy(nxt_g, gK)
                 nxt_k = arg0[r]
             else:  # adjoint of step k = iteration k + 1; working state x_k
                 k = arg0[r]
@@ -840,7 +849,7 @@ def _k_run_schedule(K, s, rule, C, a, b, loga, logb, eps_sched, fK, gK, fbar, gb
                                     work)
                 _k_adjoint_col_step(C, cur_f, nxt_g, a, eps, gbar, fbar_prev, abar,
                                     Cbar, work)
-                fbar[:] = fbar_prev
+                _copy(fbar, fbar_prev)
                 gbar[:] = 0.0
                 nxt_k = -1
     counters[0] = advanced
@@ -1212,10 +1221,17 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn,
                                             len(sched) - 1, 0.0, work)
         if init is None and iters == 0:
             # one log-domain iteration: potentials of the right magnitude, so the
-            # absorbed kernel is O(1) whatever the cost scale and sign
-            k1, converged, err = _k_log_loop_fused(C, a, loga, logb, b, sched[-1:],
-                                                   f, g, 1, 0.0, work)
-            iters += k1
+            # absorbed kernel is O(1) whatever the cost scale and sign. The two
+            # half steps of _k_log_loop_fused, bit for bit, called directly: that
+            # loop's compilation (about 3.5 s cold) is not needed on this path
+            g_new = np.empty(m)
+            _k_col_update(C, f, loga, g, eps, g_new, work)
+            if np.all(np.isfinite(g_new)):
+                g[:] = g_new
+                f_new = np.empty(n)
+                _k_row_update(C, g, logb, f, eps, f_new, work)
+                f[:] = f_new
+                iters += 1
         Kt = np.empty((n, m))
         k2, converged, err, absorptions = _k_scaling_loop(
             C, a, b, loga, logb, eps, f, g, Kt, max(max_iter - iters, 0), tol,
