@@ -1713,8 +1713,19 @@ def _value_and_grad(a, b, x, y, eps, mode, loss, tol, max_iter, method,
         LC = None
     else:
         value, Lf, Lg, La, Lb, LC = _loss_terms(loss, P, f, g, a, b, C, eps)
-    lf, lg, sigma, solver, its, resid = _implicit_adjoint(
-        P, a, b, Lf, Lg, eps, linear_solver, cg_tol, cg_maxiter)
+    try:
+        lf, lg, sigma, solver, its, resid = _implicit_adjoint(
+            P, a, b, Lf, Lg, eps, linear_solver, cg_tol, cg_maxiter)
+    except np.linalg.LinAlgError as exc:  # what scipy.linalg.solve raises
+        state = ("converged" if sol.converged else
+                 f"did NOT converge: marginal error {sol.marginal_error:.3g} > tol={tol:g} after "
+                 f"{sol.iterations} iterations")
+        raise FloatingPointError(
+            f"sinkhorn_value_and_grad(mode='implicit'): the linear system of the implicit adjoint "
+            f"is singular at eps={eps:g} ({exc}); the Sinkhorn solve {state}. The implicit "
+            f"function theorem differentiates the optimum: converge first (`eps_scaling=0.9`, a "
+            f"larger `max_iter` or `eps`), or use mode='unrolled' to differentiate the iterations "
+            f"actually run.") from exc
     Lam = P * (lf[:, None] + lg[None, :])
     # sum_j b_j E_ij (lf_i + lg_j) = (Lam 1)_i / a_i where a_i > 0
     ra = Lam.sum(axis=1)

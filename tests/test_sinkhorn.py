@@ -175,6 +175,26 @@ def test_nonconvergence_is_reported_and_warned(compiled):
     assert fixed.iterations == 5 and not fixed.converged
 
 
+def test_implicit_gradient_of_a_singular_unconverged_solve_is_a_clear_error(compiled):
+    """A tiny eps that does not converge leaves underflowed plan rows: the implicit adjoint's
+    system is singular. The error names the cause and the fixes, not scipy's LinAlgError."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2))
+    y = rng.normal(size=(30, 2)) + 0.3
+    a = rng.uniform(0.5, 1.5, 40)
+    a /= a.sum()
+    b = rng.uniform(0.5, 1.5, 30)
+    b /= b.sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(FloatingPointError, match=r"singular at eps=0.002.*did NOT converge.*eps_scaling"):
+            adjoint.sinkhorn_value_and_grad(a, b, x, y, 0.002, mode="implicit")
+        # the fix it names works: converged with eps scaling, the implicit gradient exists
+        out = adjoint.sinkhorn_value_and_grad(a, b, x, y, 0.002, mode="implicit", eps_scaling=0.9,
+                                              max_iter=100_000)
+    assert out.solution.converged and np.all(np.isfinite(out.grad_x))
+
+
 # ---------------------------------------------------------------- gradients
 
 
