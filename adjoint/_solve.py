@@ -349,6 +349,12 @@ def _prepare(problem, params, controls, x0, method):
             k = int(np.argwhere(~np.isfinite(C))[0][0])
             raise ValueError(f"`controls` must be finite; row {k} is {C[k]}")
         C = np.ascontiguousarray(C)
+    # numba compiles a kernel per array mutability: read-only inputs are copied (x0 always is, below),
+    # so one compiled specialisation serves every call
+    if not p.flags.writeable:
+        p = p.copy()
+    if not C.flags.writeable:
+        C = C.copy()
     x0a = problem.x0 if x0 is None else as_float_vector("x0", x0, problem.state_dim)
     comp = _materialize(problem, cdim, pdim)
     x0c = np.array(x0a)
@@ -444,9 +450,11 @@ def _frozen(cls, fields):
 
 
 def _lane_vector(v, size):
-    """``v`` itself when it is a contiguous float64 vector of length ``size``, else None."""
+    """``v`` (or a writable copy) when it is a contiguous float64 vector of length ``size``, else None."""
     if type(v) is np.ndarray and v.dtype is _F64 and v.shape == (size,) and (size < 2 or v.strides[0] == 8):
-        return v
+        # a read-only array (e.g. problem.x0 passed back by an Objective) is copied: numba would
+        # compile a second specialisation of the kernel for it (0.45 s in a fresh process)
+        return v if v.flags.writeable else v.copy()
     return None
 
 
@@ -503,6 +511,8 @@ class _Lane:
             C = controls
             if not (type(C) is np.ndarray and C.dtype is _F64 and C.shape == (K, m) and C.flags.c_contiguous):
                 return None
+            if not C.flags.writeable:
+                C = C.copy()
         if x0 is None:
             # a fresh writable copy (~0.1 us): problem.x0 is read-only, for which numba would compile
             # a second specialisation of the kernel, and a copy kept from an earlier call would not

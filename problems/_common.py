@@ -69,28 +69,39 @@ def separable_method_from_name(name, problem="separable problem"):
     raise ValueError(f"unknown method {name!r} for the {problem}; choose one of {sorted(SEPARABLE_METHODS)}")
 
 
-def lbfgs(fun, v0, *, bounds=None, maxiter=200, verbose=True, gtol=1e-9, ftol=1e-13):
-    """Minimise an :class:`adjoint.Objective` with L-BFGS-B, one progress line per iteration.
+def _shown(i):
+    """Progress lines of long runs: iterations 0-9, every 10th up to 100, then every 100th."""
+    return i < 10 or (i < 100 and i % 10 == 0) or i % 100 == 0
 
-    Returns ``(scipy_result, history)`` where history is a list of dicts with the iteration,
-    objective, gradient norm and elapsed seconds.
+
+def lbfgs(fun, v0, *, bounds=None, maxiter=200, verbose=True, gtol=1e-9, ftol=1e-13):
+    """Minimise an :class:`adjoint.Objective` with L-BFGS-B and print its progress.
+
+    Progress lines (``verbose``): iterations 0-9, every 10th up to 100, then every 100th, and the
+    last one. Returns ``(scipy_result, history)`` where history is a list of dicts with the
+    iteration, objective, gradient norm and elapsed seconds (every iteration).
     """
     t0 = time.perf_counter()
     history = []
+
+    def line(row):
+        print(f"  iter {row['iteration']:4d}   objective {row['objective']:.10e}   "
+              f"|grad| {row['grad_norm']:.3e}   {row['elapsed']:7.3f} s", flush=True)
 
     def record(v):
         val, g = fun(v)
         row = {"iteration": len(history), "objective": float(val), "grad_norm": float(np.linalg.norm(g)),
                "elapsed": time.perf_counter() - t0}
         history.append(row)
-        if verbose:
-            print(f"  iter {row['iteration']:4d}   objective {row['objective']:.10e}   "
-                  f"|grad| {row['grad_norm']:.3e}   {row['elapsed']:7.3f} s", flush=True)
+        if verbose and _shown(row["iteration"]):
+            line(row)
 
     record(v0)
     res = minimize(fun, v0, jac=True, method="L-BFGS-B", bounds=bounds, callback=lambda xk: record(np.asarray(xk)),
                    options={"maxiter": maxiter, "gtol": gtol, "ftol": ftol, "maxcor": 20})
     if verbose:
+        if not _shown(history[-1]["iteration"]):
+            line(history[-1])
         print(f"  {res.message}  ({res.nit} iterations, {fun.nfev} gradient evaluations, "
               f"{time.perf_counter() - t0:.2f} s)")
     return res, history
