@@ -67,14 +67,14 @@ def _as_summary(result) -> dict:
     return {}
 
 
-def _newest(folder, ext, since):
-    best = None
-    for fn in os.listdir(folder):
-        path = os.path.join(folder, fn)
-        if fn.endswith(ext) and os.path.getmtime(path) >= since - 1:
-            if best is None or os.path.getmtime(path) > os.path.getmtime(best):
-                best = path
-    return best
+def _written(folder, name, ext, since):
+    """``folder/name.ext`` when this run wrote it (mtime from ``since`` on, with 1 s of slack for
+    coarse file-system clocks), else None. Only the problem's own file name counts: another
+    problem's file written a moment earlier must never be reported as this run's output."""
+    path = os.path.join(folder, name + ext)
+    if os.path.exists(path) and os.path.getmtime(path) >= since - 1:
+        return path
+    return None
 
 
 def main(argv=None) -> int:
@@ -122,8 +122,8 @@ def main(argv=None) -> int:
         return 2
     summary = _as_summary(result)
     os.makedirs(args.out, exist_ok=True)
-    png = summary.get("png") or _newest(args.out, ".png", t_wall)
-    js = summary.get("json") or _newest(args.out, ".json", t_wall)
+    png = summary.get("png") or summary.get("figure") or _written(args.out, args.name, ".png", t_wall)
+    js = summary.get("json") or _written(args.out, args.name, ".json", t_wall)
     if js is None:  # the problem wrote no summary: write what it returned
         js = os.path.join(args.out, f"{args.name}.json")
         with open(js, "w") as fh:
@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     if isinstance(summary.get("objective"), (int, float)):
         line += f"; objective {summary['objective']:.6e}"
     print(line)
-    print(f"  plot:    {png}")
+    print(f"  plot:    {png or '(none)'}")
     print(f"  summary: {js}")
     return 0
 

@@ -33,3 +33,28 @@ def test_unknown_problem_is_an_error():
     out = run("solve", "nope")
     assert out.returncode == 2
     assert "unknown problem 'nope'" in out.stderr
+
+
+def test_solve_reports_only_its_own_outputs(tmp_path, monkeypatch, capsys):
+    """A problem that writes no JSON gets one written by the CLI; another problem's JSON written a
+    moment earlier in the same folder is never reported as this run's summary (a newcomer running
+    every problem into one folder saw point_cloud_flow report logistic.json)."""
+    import types
+
+    from adjoint import cli
+    fake = types.ModuleType("fake_problem")
+    fake.__doc__ = "A fake problem."
+
+    def solve(output_dir="."):
+        return {"objective": 1.5}
+    fake.solve = solve
+    monkeypatch.setitem(sys.modules, "fake_problem", fake)
+    monkeypatch.setattr(cli, "PROBLEMS", {"fake": "fake_problem"})
+    monkeypatch.setattr(cli, "_available", lambda: {"fake": "fake_problem"})
+    (tmp_path / "other.json").write_text("{}")
+    (tmp_path / "other.png").write_bytes(b"png")
+    assert cli.main(["solve", "fake", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"summary: {tmp_path / 'fake.json'}" in out
+    assert "other" not in out and "plot:    (none)" in out
+    assert json.loads((tmp_path / "fake.json").read_text()) == {"problem": "fake", "objective": 1.5}
