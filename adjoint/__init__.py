@@ -2,21 +2,20 @@
 
 The public API is re-exported here; implementation modules are private.
 """
+
 from typing import TYPE_CHECKING
 
-from ._problem import Cost, ControlProblem, Dynamics
-from ._separable import SeparableDynamics
 from ._check import GradientCheck, check_gradient
 from ._optimize import Objective, control_bounds, objective
+from ._problem import ControlProblem, Cost, Dynamics
+from ._separable import SeparableDynamics
 from ._solve import AdjointResult, Gradient, Stats, evaluate, simulate, solve_adjoint
+from .ad import cost, grad, hessian_vector_product, hvp, jvp, value_and_grad, vector_field, vjp
 from .checkpointing import DEFAULT_MEMORY_BUDGET, MemoryBudget, Reversible, Revolve, StoreAll, Uniform
 from .integrators import RK4, DiscreteMap, Euler, Heun, Leapfrog, RungeKutta, VelocityVerlet
 
-from .ad import cost, grad, hessian_vector_product, hvp, jvp, value_and_grad, vector_field, vjp
-
 if TYPE_CHECKING:  # static view (type checkers, the API reference); loaded lazily at run time below
-    from ._argmin import (ArgminConvergenceError, ArgminConvergenceWarning, ArgminResult, ArgminStats,
-                          solve_argmin)
+    from ._argmin import ArgminConvergenceError, ArgminConvergenceWarning, ArgminResult, ArgminStats, solve_argmin
     from ._sinkhorn import SinkhornGradResult, SinkhornResult, sinkhorn_value_and_grad, solve_sinkhorn
 
 __version__ = "0.1.0"
@@ -24,9 +23,14 @@ __version__ = "0.1.0"
 # Implicit differentiation and Sinkhorn load on first use (PEP 562): their module-level numba
 # declarations cost ~60 ms of import that a user of solve_adjoint alone need not pay.
 _LAZY = {
-    "solve_argmin": "_argmin", "ArgminResult": "_argmin", "ArgminStats": "_argmin",
-    "ArgminConvergenceError": "_argmin", "ArgminConvergenceWarning": "_argmin",
-    "solve_sinkhorn": "_sinkhorn", "sinkhorn_value_and_grad": "_sinkhorn", "SinkhornResult": "_sinkhorn",
+    "solve_argmin": "_argmin",
+    "ArgminResult": "_argmin",
+    "ArgminStats": "_argmin",
+    "ArgminConvergenceError": "_argmin",
+    "ArgminConvergenceWarning": "_argmin",
+    "solve_sinkhorn": "_sinkhorn",
+    "sinkhorn_value_and_grad": "_sinkhorn",
+    "SinkhornResult": "_sinkhorn",
     "SinkhornGradResult": "_sinkhorn",
 }
 
@@ -36,6 +40,7 @@ def __getattr__(name):
     if mod is None:
         raise AttributeError(f"module 'adjoint' has no attribute {name!r}")
     import importlib
+
     value = getattr(importlib.import_module(f".{mod}", __name__), name)
     globals()[name] = value
     return value
@@ -44,13 +49,51 @@ def __getattr__(name):
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
+
 __all__ = [
-    "Dynamics", "SeparableDynamics", "Cost", "ControlProblem",
-    "solve_adjoint", "simulate", "evaluate", "AdjointResult", "Gradient", "Stats",
-    "Euler", "Heun", "RK4", "RungeKutta", "DiscreteMap", "Leapfrog", "VelocityVerlet",
-    "StoreAll", "Revolve", "Uniform", "MemoryBudget", "Reversible", "DEFAULT_MEMORY_BUDGET",
-    "vector_field", "cost", "grad", "value_and_grad", "jvp", "vjp", "hvp", "hessian_vector_product",
-    "solve_argmin", "ArgminResult", "ArgminStats", "ArgminConvergenceError", "ArgminConvergenceWarning",
-    "solve_sinkhorn", "sinkhorn_value_and_grad", "SinkhornResult", "SinkhornGradResult",
-    "objective", "Objective", "control_bounds", "check_gradient", "GradientCheck",
+    "Dynamics",
+    "SeparableDynamics",
+    "Cost",
+    "ControlProblem",
+    "solve_adjoint",
+    "simulate",
+    "evaluate",
+    "AdjointResult",
+    "Gradient",
+    "Stats",
+    "Euler",
+    "Heun",
+    "RK4",
+    "RungeKutta",
+    "DiscreteMap",
+    "Leapfrog",
+    "VelocityVerlet",
+    "StoreAll",
+    "Revolve",
+    "Uniform",
+    "MemoryBudget",
+    "Reversible",
+    "DEFAULT_MEMORY_BUDGET",
+    "vector_field",
+    "cost",
+    "grad",
+    "value_and_grad",
+    "jvp",
+    "vjp",
+    "hvp",
+    "hessian_vector_product",
+    "solve_argmin",
+    "ArgminResult",
+    "ArgminStats",
+    "ArgminConvergenceError",
+    "ArgminConvergenceWarning",
+    "solve_sinkhorn",
+    "sinkhorn_value_and_grad",
+    "SinkhornResult",
+    "SinkhornGradResult",
+    "objective",
+    "Objective",
+    "control_bounds",
+    "check_gradient",
+    "GradientCheck",
 ]

@@ -12,6 +12,7 @@ The problem is ``f(theta) = L(x(theta), theta)`` with ``x(theta) = argmin_x E(x,
 Derivatives come from the tracing AD (``adjoint.ad``) for plain functions, or are hand-written
 (keyword arguments ``energy_grad``, ``energy_hvp``, ``energy_mixed_vjp``, ``loss_grad``).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -27,8 +28,7 @@ from ._solve import Stats, solve_adjoint
 from .checkpointing import Schedule, StoreAll
 from .integrators import DiscreteMap
 
-__all__ = ["solve_argmin", "ArgminResult", "ArgminStats", "ArgminConvergenceError",
-           "ArgminConvergenceWarning"]
+__all__ = ["solve_argmin", "ArgminResult", "ArgminStats", "ArgminConvergenceError", "ArgminConvergenceWarning"]
 
 
 class ArgminConvergenceError(RuntimeError):
@@ -111,22 +111,25 @@ class ArgminResult:
 # The derivative bundle
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, eq=False)
 class _Funcs:
-    energy: Callable        # energy(x, theta) -> float
-    loss: Callable          # loss(x, theta) -> float
-    egrad: Callable         # egrad(x, theta, out)
-    hvp: Callable           # hvp(x, theta, v, out)
-    mixed: Callable         # mixed(x, theta, w, out_theta)
-    lgrad: Callable         # lgrad(x, theta, out_x, out_theta)
-    traced_energy: bool     # egrad, hvp, mixed come from adjoint.ad (not numba-callable)
-    traced_loss: bool       # lgrad comes from adjoint.ad
+    energy: Callable  # energy(x, theta) -> float
+    loss: Callable  # loss(x, theta) -> float
+    egrad: Callable  # egrad(x, theta, out)
+    hvp: Callable  # hvp(x, theta, v, out)
+    mixed: Callable  # mixed(x, theta, w, out_theta)
+    lgrad: Callable  # lgrad(x, theta, out_x, out_theta)
+    traced_energy: bool  # egrad, hvp, mixed come from adjoint.ad (not numba-callable)
+    traced_loss: bool  # lgrad comes from adjoint.ad
 
 
-_HAND = (("energy_grad", "energy_grad(x, theta, out)", 3),
-         ("energy_hvp", "energy_hvp(x, theta, v, out)", 4),
-         ("energy_mixed_vjp", "energy_mixed_vjp(x, theta, w, out)", 4),
-         ("loss_grad", "loss_grad(x, theta, out_x, out_theta)", 4))
+_HAND = (
+    ("energy_grad", "energy_grad(x, theta, out)", 3),
+    ("energy_hvp", "energy_hvp(x, theta, v, out)", 4),
+    ("energy_mixed_vjp", "energy_mixed_vjp(x, theta, w, out)", 4),
+    ("loss_grad", "loss_grad(x, theta, out_x, out_theta)", 4),
+)
 _ENERGY_DERIVS = ("energy_grad", "energy_hvp", "energy_mixed_vjp")
 
 
@@ -152,12 +155,14 @@ def _check_callable(name, fn, nargs, form):
 def _tracer(missing):
     try:
         from . import ad
+
         ad.grad, ad.hvp, ad.vector_field, ad.cost  # noqa: B018 - the API this module needs
     except (ImportError, AttributeError) as exc:
         raise TypeError(
             f"{', '.join(f'`{m}`' for m in missing)} not given and the tracing AD (adjoint.ad) is not "
             f"available ({exc}); pass energy_grad=, energy_hvp=, energy_mixed_vjp= and loss_grad= "
-            "(see adjoint.solve_argmin's docstring)") from None
+            "(see adjoint.solve_argmin's docstring)"
+        ) from None
     return ad
 
 
@@ -217,11 +222,14 @@ def _make_funcs(energy, loss, hand) -> _Funcs:
     given_e = [hand[k] is not None for k in _ENERGY_DERIVS]
     if any(given_e) and not all(given_e):
         missing = [k for k, g in zip(_ENERGY_DERIVS, given_e) if not g]
-        raise TypeError(f"give all of energy_grad=, energy_hvp=, energy_mixed_vjp= or none of them (to trace "
-                        f"them from `energy`); missing {', '.join(f'`{m}`' for m in missing)}")
+        raise TypeError(
+            f"give all of energy_grad=, energy_hvp=, energy_mixed_vjp= or none of them (to trace "
+            f"them from `energy`); missing {', '.join(f'`{m}`' for m in missing)}"
+        )
     traced_e = not any(given_e)
-    eg, eh, em = _traced_energy(energy) if traced_e else (hand["energy_grad"], hand["energy_hvp"],
-                                                         hand["energy_mixed_vjp"])
+    eg, eh, em = (
+        _traced_energy(energy) if traced_e else (hand["energy_grad"], hand["energy_hvp"], hand["energy_mixed_vjp"])
+    )
     traced_l = hand["loss_grad"] is None
     lg = _traced_loss(loss) if traced_l else hand["loss_grad"]
     return _Funcs(energy, loss, eg, eh, em, lg, traced_e, traced_l)
@@ -232,10 +240,13 @@ def _call(label, fn, args, fix):
         return fn(*args)
     except Exception as exc:
         from numba.core.errors import NumbaError
+
         kind = "could not be compiled by numba" if isinstance(exc, NumbaError) else "raised an error"
         msg = " | ".join([m for m in str(exc).strip().splitlines() if m.strip()][:6])[:600]
-        raise TypeError(f"{label} {kind} when called with float64 arrays of shapes x {args[0].shape}, "
-                        f"theta {args[1].shape}: {type(exc).__name__}: {msg}. {fix}") from None
+        raise TypeError(
+            f"{label} {kind} when called with float64 arrays of shapes x {args[0].shape}, "
+            f"theta {args[1].shape}: {type(exc).__name__}: {msg}. {fix}"
+        ) from None
 
 
 def _check_funcs(fs: _Funcs, x, theta):
@@ -248,27 +259,43 @@ def _check_funcs(fs: _Funcs, x, theta):
         except (TypeError, ValueError):
             raise TypeError(f"`{name}` must return a float; got {type(v).__name__}") from None
         if not np.isfinite(v):
-            raise ValueError(f"`{name}` is not finite at x_init, theta (got {v}); start from a point where "
-                             "it is defined")
+            raise ValueError(
+                f"`{name}` is not finite at x_init, theta (got {v}); start from a point where it is defined"
+            )
     v1 = np.linspace(0.5, 1.5, n)
-    checks = (("energy_grad", fs.egrad, lambda: (x, theta, np.full(n, np.nan)), ((n, "out"),)),
-              ("energy_hvp", fs.hvp, lambda: (x, theta, v1, np.full(n, np.nan)), ((n, "out"),)),
-              ("energy_mixed_vjp", fs.mixed, lambda: (x, theta, v1, np.full(npar, np.nan)), ((npar, "out"),)),
-              ("loss_grad", fs.lgrad, lambda: (x, theta, np.full(n, np.nan), np.full(npar, np.nan)),
-               ((n, "out_x"), (npar, "out_theta"))))
+    checks = (
+        ("energy_grad", fs.egrad, lambda: (x, theta, np.full(n, np.nan)), ((n, "out"),)),
+        ("energy_hvp", fs.hvp, lambda: (x, theta, v1, np.full(n, np.nan)), ((n, "out"),)),
+        ("energy_mixed_vjp", fs.mixed, lambda: (x, theta, v1, np.full(npar, np.nan)), ((npar, "out"),)),
+        (
+            "loss_grad",
+            fs.lgrad,
+            lambda: (x, theta, np.full(n, np.nan), np.full(npar, np.nan)),
+            ((n, "out_x"), (npar, "out_theta")),
+        ),
+    )
     for name, fn, mk, outs in checks:
         args = mk()
-        _call(f"`{name}`", fn, args, "It must write its result into the output array(s) "
-              + ", ".join(f"`{o}` of shape ({k},)" for k, o in outs) + ".")
-        for (k, o), arr in zip(outs, args[len(args) - len(outs):]):
+        _call(
+            f"`{name}`",
+            fn,
+            args,
+            "It must write its result into the output array(s) "
+            + ", ".join(f"`{o}` of shape ({k},)" for k, o in outs)
+            + ".",
+        )
+        for (k, o), arr in zip(outs, args[len(args) - len(outs) :]):
             if not np.all(np.isfinite(arr)):
-                raise ValueError(f"`{name}` left entries of `{o}` unset or non-finite at x_init (got {arr}); it must "
-                                 "overwrite every entry (write 0.0 where the derivative is zero)")
+                raise ValueError(
+                    f"`{name}` left entries of `{o}` unset or non-finite at x_init (got {arr}); it must "
+                    "overwrite every entry (write 0.0 where the derivative is zero)"
+                )
 
 
 # --------------------------------------------------------------------------------------------
 # Implicit mode
 # --------------------------------------------------------------------------------------------
+
 
 def _inner_solve(fs: _Funcs, theta, x0, method, tol, maxiter, polish):
     """scipy's solver, then (``polish``) Newton steps until ``||grad_x E|| <= tol``.
@@ -276,6 +303,7 @@ def _inner_solve(fs: _Funcs, theta, x0, method, tol, maxiter, polish):
     Returns ``(x, iterations, residual, hvp_evaluations)``.
     """
     from scipy.optimize import minimize
+
     n = x0.shape[0]
     g = np.empty(n)
 
@@ -285,8 +313,13 @@ def _inner_solve(fs: _Funcs, theta, x0, method, tol, maxiter, polish):
 
     if method == "lbfgs":
         # gtol bounds the max-norm; dividing by sqrt(n) makes it a bound on the 2-norm
-        res = minimize(fun, x0, jac=True, method="L-BFGS-B",
-                       options=dict(maxiter=maxiter, gtol=tol / np.sqrt(n), ftol=0.0, maxfun=10 * maxiter + 100))
+        res = minimize(
+            fun,
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+            options=dict(maxiter=maxiter, gtol=tol / np.sqrt(n), ftol=0.0, maxfun=10 * maxiter + 100),
+        )
     else:
         hv = np.empty(n)
 
@@ -294,8 +327,9 @@ def _inner_solve(fs: _Funcs, theta, x0, method, tol, maxiter, polish):
             fs.hvp(x, theta, np.ascontiguousarray(v, dtype=np.float64), hv)
             return hv.copy()
 
-        res = minimize(fun, x0, jac=True, hessp=hessp, method="Newton-CG",
-                       options=dict(maxiter=maxiter, xtol=1e-3 * tol))
+        res = minimize(
+            fun, x0, jac=True, hessp=hessp, method="Newton-CG", options=dict(maxiter=maxiter, xtol=1e-3 * tol)
+        )
     x = np.ascontiguousarray(res.x, dtype=np.float64)
     nit = int(res.nit)
     fs.egrad(x, theta, g)
@@ -350,8 +384,20 @@ def _cg(hvp, b, tol, maxiter):
     return w, it, it, False
 
 
-def _implicit(fs, theta, x_init, inner, inner_tol, inner_maxiter, polish, linear_solver, linear_tol,
-              linear_maxiter, on_failure, t_start):
+def _implicit(
+    fs,
+    theta,
+    x_init,
+    inner,
+    inner_tol,
+    inner_maxiter,
+    polish,
+    linear_solver,
+    linear_tol,
+    linear_maxiter,
+    on_failure,
+    t_start,
+):
     n, npar = x_init.shape[0], theta.shape[0]
     x, nit, inner_res, nh_inner = _inner_solve(fs, theta, x_init, inner, inner_tol, inner_maxiter, polish)
     value = float(fs.loss(x, theta))
@@ -364,9 +410,11 @@ def _implicit(fs, theta, x_init, inner, inner_tol, inner_maxiter, polish, linear
 
     problems = []
     if not inner_res <= inner_tol:
-        problems.append(f"the inner solve ({inner}) stopped after {nit} iterations with residual "
-                        f"||grad_x E|| = {inner_res:.3e} > inner_tol = {inner_tol:.1e} (raise inner_maxiter, "
-                        "loosen inner_tol, or try inner='newton-cg')")
+        problems.append(
+            f"the inner solve ({inner}) stopped after {nit} iterations with residual "
+            f"||grad_x E|| = {inner_res:.3e} > inner_tol = {inner_tol:.1e} (raise inner_maxiter, "
+            "loosen inner_tol, or try inner='newton-cg')"
+        )
     gnorm = float(np.linalg.norm(gx))
     nonpd = False
     if gnorm == 0.0:
@@ -392,19 +440,32 @@ def _implicit(fs, theta, x_init, inner, inner_tol, inner_maxiter, polish, linear
         nh += 1
         lin_res = float(np.linalg.norm(Hv - gx) / gnorm)
     if nonpd:
-        problems.append("the Hessian d2E/dx2 is not positive definite at x (nonpositive curvature or "
-                        "singular): the implicit function theorem does not give the gradient there")
+        problems.append(
+            "the Hessian d2E/dx2 is not positive definite at x (nonpositive curvature or "
+            "singular): the implicit function theorem does not give the gradient there"
+        )
     if not lin_res <= linear_tol:
-        problems.append(f"the linear solve ({linear_solver}) of d2E/dx2 w = grad_x L stopped after {lit} "
-                        f"iterations with relative residual {lin_res:.3e} > linear_tol = {linear_tol:.1e} "
-                        "(raise linear_maxiter, loosen linear_tol, or use linear_solver='dense')")
+        problems.append(
+            f"the linear solve ({linear_solver}) of d2E/dx2 w = grad_x L stopped after {lit} "
+            f"iterations with relative residual {lin_res:.3e} > linear_tol = {linear_tol:.1e} "
+            "(raise linear_maxiter, loosen linear_tol, or use linear_solver='dense')"
+        )
     mixed = np.empty(npar)
     fs.mixed(x, theta, w, mixed)
     grad = gth - mixed
-    stats = ArgminStats(mode="implicit", inner_iterations=nit, inner_residual=inner_res, inner_tol=inner_tol,
-                        linear_iterations=int(lit), linear_residual=lin_res, linear_tol=linear_tol,
-                        hvp_evaluations=int(nh + nh_inner), converged=not problems,
-                        seconds=time.perf_counter() - t_start, adjoint=None)
+    stats = ArgminStats(
+        mode="implicit",
+        inner_iterations=nit,
+        inner_residual=inner_res,
+        inner_tol=inner_tol,
+        linear_iterations=int(lit),
+        linear_residual=lin_res,
+        linear_tol=linear_tol,
+        hvp_evaluations=int(nh + nh_inner),
+        converged=not problems,
+        seconds=time.perf_counter() - t_start,
+        adjoint=None,
+    )
     if problems:
         msg = "solve_argmin: the implicit gradient is not reliable: " + "; ".join(problems)
         if on_failure == "raise":
@@ -430,6 +491,7 @@ def _jit(fn):
     got = _JIT_CACHE.get(fn)
     if got is None:
         import numba
+
         got = numba.njit(fn)
         if len(_JIT_CACHE) > 256:
             _JIT_CACHE.clear()
@@ -439,6 +501,7 @@ def _jit(fn):
 
 def _descent_dynamics_handwritten(fs: _Funcs, n, npar) -> Dynamics:
     import numba
+
     eg, hv, mx = _jit(fs.egrad), _jit(fs.hvp), _jit(fs.mixed)
 
     @numba.njit
@@ -453,13 +516,13 @@ def _descent_dynamics_handwritten(fs: _Funcs, n, npar) -> Dynamics:
     def descent_vjp(x, c, p, t, z, out_x, out_c, out_p):
         th = p[:npar]
         s = p[npar]
-        hv(x, th, z, out_x)          # H is symmetric: [d_x grad_x E]^T z = H z
+        hv(x, th, z, out_x)  # H is symmetric: [d_x grad_x E]^T z = H z
         for i in range(x.shape[0]):
             out_x[i] = z[i] - s * out_x[i]
         mx(x, th, z, out_p[:npar])
         for j in range(npar):
             out_p[j] = -s * out_p[j]
-        out_p[npar] = 0.0            # d/ds is not needed
+        out_p[npar] = 0.0  # d/ds is not needed
 
     return Dynamics(descent, descent_vjp, state_dim=n, param_dim=npar + 1, name="gradient_descent")
 
@@ -484,6 +547,7 @@ def _loss_cost(fs: _Funcs, n, npar) -> Cost:
 
         return ad.cost(terminal, n, 0, npar + 1)
     import numba
+
     lv, lg = _jit(fs.loss), _jit(fs.lgrad)
 
     @numba.njit
@@ -507,8 +571,11 @@ def _unrolled_problem(fs: _Funcs, n, npar, x_init, steps) -> ControlProblem:
     key = (fs.energy, fs.loss, fs.egrad, fs.hvp, fs.mixed, fs.lgrad, n, npar)
     prob = _UNROLLED_CACHE.get(key)
     if prob is None:
-        dyn = (_descent_dynamics_traced(fs.energy, n, npar) if fs.traced_energy
-               else _descent_dynamics_handwritten(fs, n, npar))
+        dyn = (
+            _descent_dynamics_traced(fs.energy, n, npar)
+            if fs.traced_energy
+            else _descent_dynamics_handwritten(fs, n, npar)
+        )
         cost = _loss_cost(fs, n, npar)
         prob = ControlProblem(dyn, x_init, (0.0, 1.0), 1, terminal_cost=cost, name="unrolled_argmin")
         if len(_UNROLLED_CACHE) > 64:
@@ -521,24 +588,40 @@ def _unrolled(fs, theta, x_init, steps, step_size, checkpoint, t_start):
     n, npar = x_init.shape[0], theta.shape[0]
     if not (fs.traced_energy and fs.traced_loss):
         # compile the hand-written functions now, so that numba errors name the argument
-        jitted = _Funcs(fs.energy, fs.loss if fs.traced_loss else _jit(fs.loss),
-                        *((fs.egrad, fs.hvp, fs.mixed) if fs.traced_energy else (_jit(fs.egrad), _jit(fs.hvp), _jit(fs.mixed))),
-                        fs.lgrad if fs.traced_loss else _jit(fs.lgrad), fs.traced_energy, fs.traced_loss)
+        jitted = _Funcs(
+            fs.energy,
+            fs.loss if fs.traced_loss else _jit(fs.loss),
+            *((fs.egrad, fs.hvp, fs.mixed) if fs.traced_energy else (_jit(fs.egrad), _jit(fs.hvp), _jit(fs.mixed))),
+            fs.lgrad if fs.traced_loss else _jit(fs.lgrad),
+            fs.traced_energy,
+            fs.traced_loss,
+        )
         _check_funcs(jitted, x_init, theta)
     prob = _unrolled_problem(fs, n, npar, x_init, steps)
     p = np.concatenate([theta, [step_size]])
     try:
         res = solve_adjoint(prob, params=p, x0=x_init, method=DiscreteMap(), checkpoint=checkpoint)
     except FloatingPointError as exc:
-        raise FloatingPointError(f"gradient descent diverged: {exc}; `step_size` = {step_size:g} is probably "
-                                 "too large (it must be below 2 / (largest Hessian eigenvalue))") from None
+        raise FloatingPointError(
+            f"gradient descent diverged: {exc}; `step_size` = {step_size:g} is probably "
+            "too large (it must be below 2 / (largest Hessian eigenvalue))"
+        ) from None
     x = res.x_final
     g = np.empty(n)
     fs.egrad(x, theta, g)
-    stats = ArgminStats(mode="unrolled", inner_iterations=steps, inner_residual=float(np.linalg.norm(g)),
-                        inner_tol=float("nan"), linear_iterations=0, linear_residual=float("nan"),
-                        linear_tol=float("nan"), hvp_evaluations=steps, converged=True,
-                        seconds=time.perf_counter() - t_start, adjoint=res.stats)
+    stats = ArgminStats(
+        mode="unrolled",
+        inner_iterations=steps,
+        inner_residual=float(np.linalg.norm(g)),
+        inner_tol=float("nan"),
+        linear_iterations=0,
+        linear_residual=float("nan"),
+        linear_tol=float("nan"),
+        hvp_evaluations=steps,
+        converged=True,
+        seconds=time.perf_counter() - t_start,
+        adjoint=res.stats,
+    )
     return ArgminResult(x=x, value=res.value, grad=res.grad.params[:npar].copy(), stats=stats)
 
 
@@ -563,10 +646,29 @@ def _positive(name, v, kind=float):
     return fv
 
 
-def solve_argmin(energy, loss, theta, x_init, *, mode="implicit", energy_grad=None, energy_hvp=None,
-                 energy_mixed_vjp=None, loss_grad=None, inner=None, inner_tol=None, inner_maxiter=None,
-                 inner_polish=None, linear_solver=None, linear_tol=None, linear_maxiter=None, on_failure="raise", steps=None,
-                 step_size=None, checkpoint=None) -> ArgminResult:
+def solve_argmin(
+    energy,
+    loss,
+    theta,
+    x_init,
+    *,
+    mode="implicit",
+    energy_grad=None,
+    energy_hvp=None,
+    energy_mixed_vjp=None,
+    loss_grad=None,
+    inner=None,
+    inner_tol=None,
+    inner_maxiter=None,
+    inner_polish=None,
+    linear_solver=None,
+    linear_tol=None,
+    linear_maxiter=None,
+    on_failure="raise",
+    steps=None,
+    step_size=None,
+    checkpoint=None,
+) -> ArgminResult:
     """Value and gradient of ``f(theta) = L(x(theta), theta)``, ``x(theta) = argmin_x E(x, theta)``.
 
     Parameters
@@ -681,18 +783,29 @@ def solve_argmin(energy, loss, theta, x_init, *, mode="implicit", energy_grad=No
         raise ValueError("`x_init` must have at least one entry; got shape (0,)")
     if on_failure not in ("raise", "warn"):
         raise ValueError(f"`on_failure` must be 'raise' or 'warn'; got {on_failure!r}")
-    implicit_opts = dict(inner=inner, inner_tol=inner_tol, inner_maxiter=inner_maxiter, inner_polish=inner_polish,
-                         linear_solver=linear_solver,
-                         linear_tol=linear_tol, linear_maxiter=linear_maxiter)
+    implicit_opts = dict(
+        inner=inner,
+        inner_tol=inner_tol,
+        inner_maxiter=inner_maxiter,
+        inner_polish=inner_polish,
+        linear_solver=linear_solver,
+        linear_tol=linear_tol,
+        linear_maxiter=linear_maxiter,
+    )
     unrolled_opts = dict(steps=steps, step_size=step_size, checkpoint=checkpoint)
     other = unrolled_opts if mode == "implicit" else implicit_opts
     for k, v in other.items():
         if v is not None:
-            raise ValueError(f"`{k}` applies to mode={'unrolled' if mode == 'implicit' else 'implicit'!r} only; "
-                             f"it was given with mode={mode!r}")
+            raise ValueError(
+                f"`{k}` applies to mode={'unrolled' if mode == 'implicit' else 'implicit'!r} only; "
+                f"it was given with mode={mode!r}"
+            )
     n = x_init.shape[0]
-    fs = _make_funcs(energy, loss, dict(energy_grad=energy_grad, energy_hvp=energy_hvp,
-                                        energy_mixed_vjp=energy_mixed_vjp, loss_grad=loss_grad))
+    fs = _make_funcs(
+        energy,
+        loss,
+        dict(energy_grad=energy_grad, energy_hvp=energy_hvp, energy_mixed_vjp=energy_mixed_vjp, loss_grad=loss_grad),
+    )
     _check_funcs(fs, x_init, theta)
     if mode == "implicit":
         inner = "lbfgs" if inner is None else inner
@@ -706,14 +819,31 @@ def solve_argmin(energy, loss, theta, x_init, *, mode="implicit", energy_grad=No
         inner_maxiter = 1000 if inner_maxiter is None else _positive("inner_maxiter", inner_maxiter, int)
         linear_maxiter = 10 * n if linear_maxiter is None else _positive("linear_maxiter", linear_maxiter, int)
         inner_polish = 5 if inner_polish is None else inner_polish
-        if isinstance(inner_polish, (bool, np.bool_)) or not isinstance(inner_polish, (int, np.integer)) \
-                or inner_polish < 0:
+        if (
+            isinstance(inner_polish, (bool, np.bool_))
+            or not isinstance(inner_polish, (int, np.integer))
+            or inner_polish < 0
+        ):
             raise ValueError(f"`inner_polish` must be an integer >= 0; got {inner_polish!r}")
-        return _implicit(fs, theta, x_init, inner, inner_tol, inner_maxiter, int(inner_polish), linear_solver, linear_tol,
-                         linear_maxiter, on_failure, t_start)
+        return _implicit(
+            fs,
+            theta,
+            x_init,
+            inner,
+            inner_tol,
+            inner_maxiter,
+            int(inner_polish),
+            linear_solver,
+            linear_tol,
+            linear_maxiter,
+            on_failure,
+            t_start,
+        )
     if steps is None or step_size is None:
-        raise ValueError("mode='unrolled' requires `steps` (iterations of gradient descent) and `step_size`; "
-                         f"got steps={steps!r}, step_size={step_size!r}")
+        raise ValueError(
+            "mode='unrolled' requires `steps` (iterations of gradient descent) and `step_size`; "
+            f"got steps={steps!r}, step_size={step_size!r}"
+        )
     steps = _positive("steps", steps, int)
     step_size = _positive("step_size", step_size)
     checkpoint = StoreAll() if checkpoint is None else checkpoint

@@ -19,6 +19,7 @@ module (stale machine code is never reused). Functions that are not importable (
 
 The folder is ``$ADJOINT_CACHE_DIR`` or ``~/.cache/adjoint``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -110,6 +111,7 @@ def bound_kernel(kernel, funcs: dict, literals: dict | None = None):
         _BOUND[key] = fn
         return fn
     import numba
+
     h = hashlib.sha256()
     h.update(numba.__version__.encode())
     for name in sorted(targets):
@@ -167,6 +169,7 @@ def load_generated(modname: str, src: str, folder: str):
 def _in_memory(kernel, funcs, literals, params, rest):
     """The same specialised kernel compiled from source held in memory (no disk cache)."""
     import numba
+
     ns = dict(kernel.py_func.__globals__)
     ref = {}
     for i, (name, fn) in enumerate(sorted(funcs.items())):
@@ -181,6 +184,7 @@ def _in_memory(kernel, funcs, literals, params, rest):
 def _function_ast(kernel):
     import ast
     import textwrap
+
     src = textwrap.dedent(inspect.getsource(kernel.py_func))
     tree = ast.parse(src)
     fdef = tree.body[0]
@@ -197,6 +201,7 @@ def _specialised_source(kernel, ref: dict) -> str:
     the small step functions; the other parameters stay parameters, in order.
     """
     import ast
+
     fdef = _function_ast(kernel)
     if fdef.args.vararg or fdef.args.kwarg or fdef.args.kwonlyargs or fdef.args.defaults:
         raise TypeError(f"cannot specialise {fdef.name}: only plain positional parameters are supported")

@@ -1,4 +1,5 @@
 """Gradient checks against central differences and the complex step."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,10 +42,15 @@ class GradientCheck:
     complex_step_error: str | None
 
     def __str__(self):
-        cs = ("n/a (" + (self.complex_step_error or "") + ")") if self.complex_rel_error is None \
+        cs = (
+            ("n/a (" + (self.complex_step_error or "") + ")")
+            if self.complex_rel_error is None
             else f"{self.complex_rel_error:.2e}"
-        return (f"GradientCheck(max_rel_error={self.max_rel_error:.2e}, central={self.central_rel_error:.2e}, "
-                f"complex_step={cs})")
+        )
+        return (
+            f"GradientCheck(max_rel_error={self.max_rel_error:.2e}, central={self.central_rel_error:.2e}, "
+            f"complex_step={cs})"
+        )
 
 
 _EULER = Euler()  # the default method (one instance: its cache_key is computed once)
@@ -55,8 +61,19 @@ def _rel(a, b):
     return float(np.max(np.abs(a - b) / scale))
 
 
-def check_gradient(problem, *, wrt=("params", "controls", "x0"), params=None, controls=None, x0=None,
-                   method=None, directions=4, h=None, seed=0, complex_step=True) -> GradientCheck:
+def check_gradient(
+    problem,
+    *,
+    wrt=("params", "controls", "x0"),
+    params=None,
+    controls=None,
+    x0=None,
+    method=None,
+    directions=4,
+    h=None,
+    seed=0,
+    complex_step=True,
+) -> GradientCheck:
     """Compare the adjoint gradient with finite differences in random directions.
 
     A tool for users with hand-written derivatives: a relative error near 1e-8 (central
@@ -113,19 +130,26 @@ def check_gradient(problem, *, wrt=("params", "controls", "x0"), params=None, co
         except Exception as exc:  # user functions written for float64 only
             cs, cs_err = None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     cen_rel = _rel(adj, central)
-    return GradientCheck(max_rel_error=cs_rel if cs_rel is not None else cen_rel, adjoint=adj, central=central,
-                         complex_step=cs, central_rel_error=cen_rel, complex_rel_error=cs_rel,
-                         complex_step_error=cs_err)
+    return GradientCheck(
+        max_rel_error=cs_rel if cs_rel is not None else cen_rel,
+        adjoint=adj,
+        central=central,
+        complex_step=cs,
+        central_rel_error=cen_rel,
+        complex_rel_error=cs_rel,
+        complex_step_error=cs_err,
+    )
 
 
 def _complex_value(fun: Objective, v: np.ndarray) -> complex:
     """The objective at a complex point, by the forward kernel compiled for complex arrays."""
     from ._solve import _materialize
+
     prob = fun.problem
     sizes, cdim = fun._sizes()
     out, i = {}, 0
     for w in fun.wrt:
-        out[w] = v[i:i + sizes[w]]
+        out[w] = v[i : i + sizes[w]]
         i += sizes[w]
 
     def block(name, shape):
@@ -141,8 +165,26 @@ def _complex_value(fun: Objective, v: np.ndarray) -> complex:
     method = fun.method
     A, b, cn = method.tableau_arrays()
     traj = np.empty((1, prob.state_dim), dtype=np.complex128)
-    val, _, status = kern.forward(method.kind, comp.f, comp.g, comp.rv, comp.has_run, comp.tv, comp.has_term, x0, C,
-                                  p, prob.t_span[0], prob.tau, prob.steps, A, b, cn, traj, False)
+    val, _, status = kern.forward(
+        method.kind,
+        comp.f,
+        comp.g,
+        comp.rv,
+        comp.has_run,
+        comp.tv,
+        comp.has_term,
+        x0,
+        C,
+        p,
+        prob.t_span[0],
+        prob.tau,
+        prob.steps,
+        A,
+        b,
+        cn,
+        traj,
+        False,
+    )
     if status:
         raise FloatingPointError(f"complex forward sweep became non-finite at step {status - 1}")
     return complex(val)

@@ -14,6 +14,7 @@ results agree bit for bit with the checkpointed schedules that use those kernels
 Modules are written to ``<cache>/fused/`` (see :func:`adjoint._bind.cache_dir`), named by a hash
 of their source, and compiled with ``cache=True``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,8 @@ import re
 import types
 
 from . import _kernels as kern
-from .checkpointing import _streamed
 from ._bind import _file_digest, _import_path, cache_dir, load_generated
+from .checkpointing import _streamed
 
 __all__ = ["fused_kernels", "MAX_SCALAR_OPS"]
 
@@ -41,7 +42,7 @@ class _Gen:
     """Source builder for one problem (dynamics + costs) and one method."""
 
     def __init__(self, td, tdyn, terminal, running, n, m, q, kind, A, b, cn):
-        self.td, self.tdyn = td, tdyn          # traced dynamics (or None) and the Dynamics object
+        self.td, self.tdyn = td, tdyn  # traced dynamics (or None) and the Dynamics object
         self.term, self.run = terminal, running  # (traced or None, Cost) pairs, or None
         self.n, self.m, self.q = n, m, q
         self.kind = kind
@@ -86,8 +87,12 @@ class _Gen:
             return self.td.vjp_lines(xs, cs, self.P, t, zs, ox, oc, op, prefix=self.pfx())
         lines = self.fill("_xb", xs) + self.fill("_cb", cs) + self.fill("_zb", zs)
         lines.append(f"{self.ref(self.tdyn.vjp)}(_xb, _cb, p, {t}, _zb, _gxb, _gcb, _gpb)")
-        return (lines + [f"{o} = _gxb[{i}]" for i, o in enumerate(ox)] + [f"{o} = _gcb[{i}]" for i, o in enumerate(oc)]
-                + [f"{o} = _gpb[{i}]" for i, o in enumerate(op)])
+        return (
+            lines
+            + [f"{o} = _gxb[{i}]" for i, o in enumerate(ox)]
+            + [f"{o} = _gcb[{i}]" for i, o in enumerate(oc)]
+            + [f"{o} = _gpb[{i}]" for i, o in enumerate(op)]
+        )
 
     def cost_value(self, cost, xs, cs, t, out):
         tr, obj = cost
@@ -106,8 +111,12 @@ class _Gen:
         lines = self.fill("_xb", xs) + self.fill("_cb", cs)
         call = f"{self.ref(fn or obj.grad)}(_xb, {cb}, p, {t}, _gxb, {'_gcb' if cs else '_c0'}, _gpb)"
         lines.append(call if vout is None else f"{vout} = {call}")
-        return (lines + [f"{o} = _gxb[{i}]" for i, o in enumerate(ox)] + [f"{o} = _gcb[{i}]" for i, o in enumerate(oc)]
-                + [f"{o} = _gpb[{i}]" for i, o in enumerate(op)])
+        return (
+            lines
+            + [f"{o} = _gxb[{i}]" for i, o in enumerate(ox)]
+            + [f"{o} = _gcb[{i}]" for i, o in enumerate(oc)]
+            + [f"{o} = _gpb[{i}]" for i, o in enumerate(op)]
+        )
 
     def run_grad_and_value(self, xs, cs, t, ox, oc, op, vout):
         """``(grad_lines, value_lines)`` of the running cost at one step; the value lines come after
@@ -201,9 +210,16 @@ class _Gen:
         n, m, q = self.n, self.m, self.q
         lines = [f"p_{i} = p[{i}]" for i in range(q)]
         if allocate:
-            lines += ["_xb = np.empty(%d)" % n, "_ob = np.empty(%d)" % n, "_zb = np.empty(%d)" % n,
-                      "_cb = np.empty(%d)" % m, "_c0 = np.empty(0)", "_gxb = np.empty(%d)" % n,
-                      "_gcb = np.empty(%d)" % m, "_gpb = np.empty(%d)" % q]
+            lines += [
+                "_xb = np.empty(%d)" % n,
+                "_ob = np.empty(%d)" % n,
+                "_zb = np.empty(%d)" % n,
+                "_cb = np.empty(%d)" % m,
+                "_c0 = np.empty(0)",
+                "_gxb = np.empty(%d)" % n,
+                "_gcb = np.empty(%d)" % m,
+                "_gpb = np.empty(%d)" % q,
+            ]
         return lines
 
     def forward_source(self):
@@ -240,16 +256,24 @@ class _Gen:
         loop += ["_bad += " + (" + ".join(XN) or "0.0")]
         loop += [f"{X[i]} = {XN[i]}" for i in range(n)] + [f"traj[k + 1, {i}] = {X[i]}" for i in range(n)]
         body += ["_bad = 0.0", "for k in range(K):"] + ["    " + ln for ln in loop]
-        body += ["if not (_bad - _bad == 0.0):", "    for k in range(K):",
-                 "        _s = 0.0" + "".join(f" + traj[k + 1, {i}]" for i in range(n)),
-                 "        if not (_s - _s == 0.0):", "            return 0.0, k + 1"]
+        body += [
+            "if not (_bad - _bad == 0.0):",
+            "    for k in range(K):",
+            "        _s = 0.0" + "".join(f" + traj[k + 1, {i}]" for i in range(n)),
+            "        if not (_s - _s == 0.0):",
+            "            return 0.0, k + 1",
+        ]
         if self.term is not None:
             body += self.cost_value(self.term, X, [], "(t0 + K * tau)", "value")
             body += self.cost_grad(self.term, X, [], "(t0 + K * tau)", LAM, [], GP)
         else:
             body += ["value = 0.0"] + [f"{LAM[i]} = 0.0" for i in range(n)] + [f"{GP[i]} = 0.0" for i in range(q)]
         body += ["run = 0.0"]
-        loop = ["t = t0 + k * tau"] + [f"{X[i]} = traj[k, {i}]" for i in range(n)] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
+        loop = (
+            ["t = t0 + k * tau"]
+            + [f"{X[i]} = traj[k, {i}]" for i in range(n)]
+            + [f"{C[j]} = C[k, {j}]" for j in range(m)]
+        )
         loop += self.adjoint(X, C, "t", LAM, Z, GC, GP)
         if self.run is not None:
             RX, RC, RP = _names("_rx", n), _names("_rc", m), _names("_rp", q)
@@ -264,9 +288,11 @@ class _Gen:
         body += pre + ["for k in range(K - 1, -1, -1):"] + ["    " + ln for ln in loop] + after
         body += [f"grad_x0[{i}] = {LAM[i]}" for i in range(n)] + [f"grad_p[{i}] = {GP[i]}" for i in range(q)]
         body += ["return value + tau * run, 0"]
-        return ("def gradient(x0, C, p, t0, tau, K, traj, grad_c, grad_p, grad_x0):\n"
-                + "\n".join("    " + ln for ln in body) + "\n")
-
+        return (
+            "def gradient(x0, C, p, t0, tau, K, traj, grad_c, grad_p, grad_x0):\n"
+            + "\n".join("    " + ln for ln in body)
+            + "\n"
+        )
 
     def advance_source(self):
         n, m = self.n, self.m
@@ -284,12 +310,19 @@ class _Gen:
         n, q = self.n, self.q
         X, C = _names("x_", n), _names("c_", self.m)
         LAM, Z, GP = _names("l_", n), _names("z_", n), _names("gp_", q)
-        body = self.header(allocate=False) + [f"{X[i]} = xa[{i}]" for i in range(n)] + [f"{LAM[i]} = lam[{i}]" for i in range(n)]
+        body = (
+            self.header(allocate=False)
+            + [f"{X[i]} = xa[{i}]" for i in range(n)]
+            + [f"{LAM[i]} = lam[{i}]" for i in range(n)]
+        )
         body += [f"{GP[i]} = gpa[{i}]" for i in range(q)] + self._adjoint_core(X, C, LAM, GP)
         body += [f"lam[{i}] = {Z[i]}" for i in range(n)]
         body += [f"gpa[{i}] = {GP[i]}" for i in range(q)] + ["return _rv"]
-        return (f"def adjoint_one(xa, C, p, t0, tau, k, lam, grad_c, gpa, {BUFFERS}):\n"
-                + "\n".join("    " + ln for ln in body) + "\n")
+        return (
+            f"def adjoint_one(xa, C, p, t0, tau, k, lam, grad_c, gpa, {BUFFERS}):\n"
+            + "\n".join("    " + ln for ln in body)
+            + "\n"
+        )
 
     def _adjoint_core(self, X, C, LAM, GP):
         """Lines of one adjoint step ``k``: reads X, LAM; leaves the new adjoint in ``z_*``, the
@@ -336,16 +369,18 @@ class _Gen:
         body += ["k = b - 2"] + step  # x_{b-1}, kept in registers
         body += [f"{LAM[i]} = lam[{i}]" for i in range(n)] + [f"{GP[i]} = gpa[{i}]" for i in range(q)]
         # (b - a >= 2: the loop runs at least once, as _drop_zero_terms requires)
-        loop, after = _drop_zero_terms(_fold_zero_adjoint_terms(self._adjoint_body(X, C, LAM, GP),
-                                                                _names("z_", n)), GP)
+        loop, after = _drop_zero_terms(_fold_zero_adjoint_terms(self._adjoint_body(X, C, LAM, GP), _names("z_", n)), GP)
         pre, loop = _pipeline_tcalls(loop, top="b - 1", low="a")
         body += pre + ["for k in range(b - 1, a - 1, -1):", "    if k < b - 1:"]
         body += ["        " + f"{X[i]} = slots[sl + k - a, {i}]" for i in range(n)]
         body += ["    " + ln for ln in loop] + after
         body += [f"lam[{i}] = {LAM[i]}" for i in range(n)] + [f"gpa[{i}] = {GP[i]}" for i in range(q)]
         body += [f"xa[{i}] = {X[i]}" for i in range(n)] + ["return run"]
-        return (f"def sweep(xa, slots, sl, C, p, t0, tau, a, b, lam, grad_c, gpa, run, {BUFFERS}):\n"
-                + "\n".join("    " + ln for ln in body) + "\n")
+        return (
+            f"def sweep(xa, slots, sl, C, p, t0, tau, a, b, lam, grad_c, gpa, run, {BUFFERS}):\n"
+            + "\n".join("    " + ln for ln in body)
+            + "\n"
+        )
 
     def oneslot_source(self):
         """Compound action ``OP_ONESLOT`` on ``[a, b)``: for ``kk = b - 1 .. a`` recompute ``x_kk``
@@ -360,8 +395,11 @@ class _Gen:
         body += ["    k = kk"] + ["    " + ln for ln in self._adjoint_body(X, C, LAM, GP)]
         body += [f"lam[{i}] = {LAM[i]}" for i in range(n)] + [f"gpa[{i}] = {GP[i]}" for i in range(q)]
         body += ["return run"]
-        return (f"def oneslot(xa, C, p, t0, tau, a, b, lam, grad_c, gpa, run, {BUFFERS}):\n"
-                + "\n".join("    " + ln for ln in body) + "\n")
+        return (
+            f"def oneslot(xa, C, p, t0, tau, a, b, lam, grad_c, gpa, run, {BUFFERS}):\n"
+            + "\n".join("    " + ln for ln in body)
+            + "\n"
+        )
 
     def terminal_source(self):
         n, m, q = self.n, self.m, self.q
@@ -378,8 +416,11 @@ class _Gen:
             body += ["value = 0.0"] + [f"{LAM[i]} = 0.0" for i in range(n)] + [f"{GP[i]} = 0.0" for i in range(q)]
         body += [f"lam[{i}] = {LAM[i]}" for i in range(n)] + [f"gpa[{i}] = {GP[i]}" for i in range(q)]
         body += ["return value, 0"]
-        return (f"def terminal(xa, C, p, t0, tau, K, x_final, lam, gpa, {BUFFERS}):\n"
-                + "\n".join("    " + ln for ln in body) + "\n")
+        return (
+            f"def terminal(xa, C, p, t0, tau, K, x_final, lam, gpa, {BUFFERS}):\n"
+            + "\n".join("    " + ln for ln in body)
+            + "\n"
+        )
 
 
 _ZERO_ASSIGN = re.compile(r"^(\w+) = (\w+|0\.0)$")
@@ -456,7 +497,7 @@ def _fold_zero_adjoint_terms(loop, zs):
         if m and m.group(1) in zs and m.group(2) and m.group(3) in zero and m.group(1) in last_def:
             j = last_def.pop(m.group(1))
             d = _ADJ_UPDATE.match(out[j])
-            between = loop[j + 1:i]
+            between = loop[j + 1 : i]
             if d and not any(m.group(1) in _WORD.findall(b) for b in between):
                 out[j] = f"{d.group(1)} = ({d.group(2)} + 0.0) + tau * {d.group(3)}"
                 drop.add(i)
@@ -480,6 +521,7 @@ _TCALL = []  # the pattern of an opaque call line, compiled at first use (adjoin
 def _tcall_pattern():
     if not _TCALL:
         from .ad._tcall import _ALIAS_PREFIX
+
         _TCALL.append(re.compile(r"^(\w+) = (" + re.escape(_ALIAS_PREFIX) + r"\w+\.\w+)\((.*)\)(\[\d+\])?$"))
     return _TCALL[0]
 
@@ -506,8 +548,12 @@ def _pipeline_tcalls(loop, top="K - 1", low="0", ahead=None):
     expressions of ``t``, ``tau``, ``t0`` and constants are moved.
     """
     d = TCALL_AHEAD if ahead is None else ahead
-    if d <= 0 or not loop or loop[0] != "t = t0 + k * tau" or any(
-            _bound_names(loop[1:]).get(nm) for nm in ("t", "tau", "t0", "k")):
+    if (
+        d <= 0
+        or not loop
+        or loop[0] != "t = t0 + k * tau"
+        or any(_bound_names(loop[1:]).get(nm) for nm in ("t", "tau", "t0", "k"))
+    ):
         return [], loop
     calls = {}
     out = []
@@ -525,6 +571,7 @@ def _pipeline_tcalls(loop, top="K - 1", low="0", ahead=None):
 
     def call(key, tq):
         return key[0] + "(" + _T_WORD.sub(tq, key[1]) + ")"
+
     pre = []
     for i in range(d):
         pre += [f"_kq = {top} - {i}", f"if _kq < {low}:", f"    _kq = {low}", "_tq = t0 + _kq * tau"]
@@ -582,8 +629,29 @@ def _checkpointed_template(x0, C, p, t0, tau, K, rule, s, x_final, grad_c, grad_
                 sl = op >> OP_SHIFT
                 k0 = arg0[j]
                 k1 = arg1[j]
-                run = sweep(x, slots, sl, C, p, t0, tau, k0, k1, lam, grad_c, grad_p, run, _xb, _ob, _zb, _cb, _c0,
-                            _gxb, _gcb, _gpb)
+                run = sweep(
+                    x,
+                    slots,
+                    sl,
+                    C,
+                    p,
+                    t0,
+                    tau,
+                    k0,
+                    k1,
+                    lam,
+                    grad_c,
+                    grad_p,
+                    run,
+                    _xb,
+                    _ob,
+                    _zb,
+                    _cb,
+                    _c0,
+                    _gxb,
+                    _gcb,
+                    _gpb,
+                )
                 fwd += k1 - k0 - 1
                 top = sl + k1 - k0 - (1 if code == OP_SWEEP_FULL else 0)
                 if top > peak:
@@ -591,8 +659,9 @@ def _checkpointed_template(x0, C, p, t0, tau, K, rule, s, x_final, grad_c, grad_
             elif code == OP_ONESLOT:
                 k0 = arg0[j]
                 k1 = arg1[j]
-                run = oneslot(x, C, p, t0, tau, k0, k1, lam, grad_c, grad_p, run, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb,
-                              _gpb)
+                run = oneslot(
+                    x, C, p, t0, tau, k0, k1, lam, grad_c, grad_p, run, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb
+                )
                 fwd += (k1 - k0) * (k1 - k0 - 1) // 2
             elif op == OP_ADVANCE:
                 k0 = arg0[j]
@@ -604,8 +673,9 @@ def _checkpointed_template(x0, C, p, t0, tau, K, rule, s, x_final, grad_c, grad_
                     return 0.0, bad
                 fwd += k1 - k0
             elif op == OP_ADJOINT:
-                run += adjoint_one(x, C, p, t0, tau, arg0[j], lam, grad_c, grad_p, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb,
-                                   _gpb)
+                run += adjoint_one(
+                    x, C, p, t0, tau, arg0[j], lam, grad_c, grad_p, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb
+                )
             elif op == OP_RESTORE:
                 sl = arg1[j]
                 for i in range(n):
@@ -617,7 +687,9 @@ def _checkpointed_template(x0, C, p, t0, tau, K, rule, s, x_final, grad_c, grad_
                 if sl + 1 > peak:
                     peak = sl + 1
             else:  # OP_TERMINAL: x holds x_{K-1}
-                value, bad = terminal(x, C, p, t0, tau, K, x_final, lam, grad_p, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb)
+                value, bad = terminal(
+                    x, C, p, t0, tau, K, x_final, lam, grad_p, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb
+                )
                 fwd += 1
                 if bad:
                     counters[0] = fwd
@@ -648,6 +720,7 @@ def traced_parts(comp, n, m, q):
     key = (n, m, q)
     if key not in memo:
         from . import ad
+
         td = _traced_or_none(comp.dynamics, ad.trace_dynamics)
         term = _traced_or_none(comp.terminal, ad.trace_cost, n, 0, q) if comp.has_term else None
         run = _traced_or_none(comp.running, ad.trace_cost, n, m, q) if comp.has_run else None
@@ -675,6 +748,7 @@ def fused_kernels(comp, method, n, m, q):
     result = None
     try:
         from . import ad
+
         td, term_tr, run_tr = traced_parts(comp, n, m, q)
         if td is None or td.scalar_ops > MAX_SCALAR_OPS:
             raise _Unfusable("dynamics not traced or too large")
@@ -683,20 +757,35 @@ def fused_kernels(comp, method, n, m, q):
         gen = _Gen(td, comp.dynamics, term, run, n, m, q, method.kind, A, b, cn)
         src_g = gen.gradient_source()
         src_f = gen.forward_source()
-        head = ["# generated by adjoint._fused: do not edit", "import math", "import numpy as np", "from numba import njit"]
+        head = [
+            "# generated by adjoint._fused: do not edit",
+            "import math",
+            "import numpy as np",
+            "from numba import njit",
+        ]
         head += [f"import {mod} as {alias}" for mod, alias in gen.imports.items()]
-        head += ["from adjoint.checkpointing._streamed import (CHUNK, OP_ADJOINT, OP_ADVANCE, OP_MASK, OP_ONESLOT,",
-                 "    OP_RESTORE, OP_SHIFT, OP_STORE, OP_SWEEP, OP_SWEEP_FULL, plan_chunk, plan_compound)"]
+        head += [
+            "from adjoint.checkpointing._streamed import (CHUNK, OP_ADJOINT, OP_ADVANCE, OP_MASK, OP_ONESLOT,",
+            "    OP_RESTORE, OP_SHIFT, OP_STORE, OP_SWEEP, OP_SWEEP_FULL, plan_chunk, plan_compound)",
+        ]
         import inspect
         import textwrap
+
         tmpl = textwrap.dedent(inspect.getsource(_checkpointed_template)).replace(
-            "def _checkpointed_template(", "def checkpointed(")
+            "def _checkpointed_template(", "def checkpointed("
+        )
         # the per-action functions are spliced into the executor at numba-IR level (inline="always"):
         # a call per adjoint step would cost more than the step itself on small states
-        parts = [("cache=True", src_g), ("cache=True", src_f), ('inline="always"', gen.advance_source()),
-                 ('inline="always"', gen.adjoint_one_source()), ('inline="always"', gen.terminal_source()),
-                 ('inline="always"', gen.sweep_source()), ('inline="always"', gen.oneslot_source()),
-                 ("cache=True", tmpl)]
+        parts = [
+            ("cache=True", src_g),
+            ("cache=True", src_f),
+            ('inline="always"', gen.advance_source()),
+            ('inline="always"', gen.adjoint_one_source()),
+            ('inline="always"', gen.terminal_source()),
+            ('inline="always"', gen.sweep_source()),
+            ('inline="always"', gen.oneslot_source()),
+            ("cache=True", tmpl),
+        ]
         body = "".join(f"\n\n@njit({opt})\n" + p_ for opt, p_ in parts)
         body = ad._tcall.cse_tcalls(body)  # one call of each opaque function of t per step
         head += ad._tcall.import_lines(body)  # user modules of opaque calls of t (adjoint.ad._tcall)

@@ -15,6 +15,7 @@ Conventions
 * ``status``: 0 on success, ``k + 1`` when the state became non-finite at step ``k`` (the output
   of step k, at time ``t0 + (k + 1) tau``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -94,8 +95,31 @@ def step(kind, f, g, x, c, p, t, tau, A, b, cn, stage_k, stage_x, out):
 
 
 @njit(inline="always")
-def adjoint_step(kind, f, vjp, g, gvjp, x, c, p, t, tau, A, b, cn, stage_k, stage_xs, stage_bar,
-                 stage_xbar, lam, tmp_c, tmp_p, out_z, out_c, acc_p):
+def adjoint_step(
+    kind,
+    f,
+    vjp,
+    g,
+    gvjp,
+    x,
+    c,
+    p,
+    t,
+    tau,
+    A,
+    b,
+    cn,
+    stage_k,
+    stage_xs,
+    stage_bar,
+    stage_xbar,
+    lam,
+    tmp_c,
+    tmp_p,
+    out_z,
+    out_c,
+    acc_p,
+):
     """Adjoint of one step taken from ``x``: ``out_z = [d x_{k+1} / d x_k]^T lam``.
 
     Writes ``out_c = [d x_{k+1} / d c_k]^T lam`` and adds ``[d x_{k+1} / d p]^T lam`` to ``acc_p``.
@@ -130,8 +154,9 @@ def adjoint_step(kind, f, vjp, g, gvjp, x, c, p, t, tau, A, b, cn, stage_k, stag
             h = tau * b[i]
             for m in range(n):
                 stage_xs[i + 1, m] = stage_xs[i, m] + h * buf[m]
-        splitting_adjoint(vjp, gvjp, stage_xs, c, p, t, tau, A, b, cn, stage_bar[0], lam, tmp_c, tmp_p,
-                          out_z, out_c, acc_p)
+        splitting_adjoint(
+            vjp, gvjp, stage_xs, c, p, t, tau, A, b, cn, stage_bar[0], lam, tmp_c, tmp_p, out_z, out_c, acc_p
+        )
     else:
         s = b.shape[0]
         # recompute the stages
@@ -165,8 +190,7 @@ def adjoint_step(kind, f, vjp, g, gvjp, x, c, p, t, tau, A, b, cn, stage_k, stag
 
 
 @njit
-def splitting_adjoint(vjp, gvjp, stage_xs, c, p, t, tau, A, b, cn, buf, lam, tmp_c, tmp_p, out_z, out_c,
-                      acc_p):
+def splitting_adjoint(vjp, gvjp, stage_xs, c, p, t, tau, A, b, cn, buf, lam, tmp_c, tmp_p, out_z, out_c, acc_p):
     """Reverse sweep of a splitting step's substeps, given their inputs ``stage_xs[i] = S_i``.
 
     ``Z_i = Z_{i+1} + tau b_i [dH_i(S_i)]^T Z_{i+1}`` from ``Z_s = lam`` into ``out_z``; writes
@@ -302,8 +326,32 @@ def forward(kind, f, g, rv, has_run, tv, has_term, x0, C, p, t0, tau, K, A, b, c
 
 
 @njit
-def gradient_store_all(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, x0, C, p, t0, tau, K,
-                       A, b, cn, traj, grad_c, grad_p, grad_x0):
+def gradient_store_all(
+    kind,
+    f,
+    vjp,
+    g,
+    gvjp,
+    rv,
+    rg,
+    has_run,
+    tv,
+    tg,
+    has_term,
+    x0,
+    C,
+    p,
+    t0,
+    tau,
+    K,
+    A,
+    b,
+    cn,
+    traj,
+    grad_c,
+    grad_p,
+    grad_x0,
+):
     """Store every state, then sweep backwards. Returns ``(value, status)``.
 
     ``traj`` has shape (K + 1, n) and receives the trajectory; ``grad_c`` (K, m), ``grad_p`` and
@@ -341,8 +389,31 @@ def gradient_store_all(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term,
         t = t0 + k * tau
         for i in range(n):
             x[i] = traj[k, i]
-        adjoint_step(kind, f, vjp, g, gvjp, x, C[k], p, t, tau, A, b, cn, stage_k, stage_x, stage_bar,
-                     stage_xbar, lam, tmp_c, tmp_p, z, grad_c[k], grad_p)
+        adjoint_step(
+            kind,
+            f,
+            vjp,
+            g,
+            gvjp,
+            x,
+            C[k],
+            p,
+            t,
+            tau,
+            A,
+            b,
+            cn,
+            stage_k,
+            stage_x,
+            stage_bar,
+            stage_xbar,
+            lam,
+            tmp_c,
+            tmp_p,
+            z,
+            grad_c[k],
+            grad_p,
+        )
         if has_run:
             run += running_adjoint(rv, rg, x, C[k], p, t, tau, gx, tmp_c, tmp_p, z, grad_c[k], grad_p)
         for i in range(n):

@@ -1,4 +1,5 @@
 """scipy.optimize plug-in: value-and-gradient objectives and bounds."""
+
 from __future__ import annotations
 
 import time
@@ -32,8 +33,9 @@ class Objective:
         Result of the latest evaluation.
     """
 
-    def __init__(self, problem: ControlProblem, wrt, *, params=None, controls=None, x0=None, method=None,
-                 checkpoint=None):
+    def __init__(
+        self, problem: ControlProblem, wrt, *, params=None, controls=None, x0=None, method=None, checkpoint=None
+    ):
         if not isinstance(problem, ControlProblem):
             raise TypeError(f"`problem` must be an adjoint.ControlProblem; got {type(problem).__name__}")
         if isinstance(wrt, str):
@@ -81,11 +83,12 @@ class Objective:
         v = np.asarray(v, dtype=np.float64)
         sizes, cdim = self._sizes()
         if v.shape != (self.size,):
-            raise ValueError(f"the optimisation vector must have shape ({self.size},) for wrt={self.wrt}; "
-                             f"got shape {v.shape}")
+            raise ValueError(
+                f"the optimisation vector must have shape ({self.size},) for wrt={self.wrt}; got shape {v.shape}"
+            )
         out, i = {}, 0
         for w in self.wrt:
-            blk = v[i:i + sizes[w]]
+            blk = v[i : i + sizes[w]]
             out[w] = blk.reshape(self.problem.steps, cdim) if w == "controls" else blk
             i += sizes[w]
         return out
@@ -116,10 +119,16 @@ class Objective:
         out = []
         for w in self.wrt:
             lo, hi = block_bounds.get(w, (None, None))
-            lo = np.broadcast_to(np.nan if lo is None else np.asarray(lo, float), (sizes[w],)).ravel() \
-                if np.ndim(lo) == 0 else np.asarray(lo, float).ravel()
-            hi = np.broadcast_to(np.nan if hi is None else np.asarray(hi, float), (sizes[w],)).ravel() \
-                if np.ndim(hi) == 0 else np.asarray(hi, float).ravel()
+            lo = (
+                np.broadcast_to(np.nan if lo is None else np.asarray(lo, float), (sizes[w],)).ravel()
+                if np.ndim(lo) == 0
+                else np.asarray(lo, float).ravel()
+            )
+            hi = (
+                np.broadcast_to(np.nan if hi is None else np.asarray(hi, float), (sizes[w],)).ravel()
+                if np.ndim(hi) == 0
+                else np.asarray(hi, float).ravel()
+            )
             if lo.shape != (sizes[w],) or hi.shape != (sizes[w],):
                 raise ValueError(f"bounds for {w!r} must be scalars or arrays of {sizes[w]} entries")
             out.extend((None if np.isnan(a) else float(a), None if np.isnan(b) else float(b)) for a, b in zip(lo, hi))
@@ -128,14 +137,21 @@ class Objective:
     # --- evaluation ---------------------------------------------------------------------------
     def _evaluate(self, v):
         from ._solve import solve_adjoint
+
         v = np.asarray(v, dtype=np.float64)
         key = v.tobytes()
         if key == self._key:
             return self._res
         blocks = self.unpack(v)
         kw = {k: blocks.get(k, self._fixed[k]) for k in _BLOCKS}
-        res = solve_adjoint(self.problem, params=kw["params"], controls=kw["controls"], x0=kw["x0"],
-                            method=self.method, checkpoint=self.checkpoint)
+        res = solve_adjoint(
+            self.problem,
+            params=kw["params"],
+            controls=kw["controls"],
+            x0=kw["x0"],
+            method=self.method,
+            checkpoint=self.checkpoint,
+        )
         grads = {"params": res.grad.params, "controls": res.grad.controls.ravel(), "x0": res.grad.x0}
         g = np.concatenate([grads[w] for w in self.wrt])
         self._key, self._res = key, (res.value, g)

@@ -2,6 +2,7 @@
 
 This module only validates and stores; the compiled sweeps live in ``adjoint._kernels``.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -36,18 +37,19 @@ def _njit_user(name: str, fn, nargs: int):
     py = fn.py_func if _is_dispatcher(fn) else fn
     try:
         sig = inspect.signature(py)
-        params = [p for p in sig.parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        params = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if len(params) != nargs and not any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values()):
             raise TypeError(
                 f"`{name}` must take {nargs} positional arguments; "
-                f"{getattr(py, '__name__', name)}{sig} takes {len(params)}")
+                f"{getattr(py, '__name__', name)}{sig} takes {len(params)}"
+            )
     except (TypeError, ValueError) as exc:
         if isinstance(exc, TypeError) and str(exc).startswith(f"`{name}`"):
             raise
     if _is_dispatcher(fn):
         return fn
     import numba
+
     return numba.njit(fn)
 
 
@@ -55,8 +57,13 @@ def as_float_vector(name: str, value, size: int | None = None, *, allow_none_as_
     """Convert ``value`` to a contiguous float64 vector, with a clear error naming ``name``."""
     if value is None and allow_none_as_empty:
         value = np.zeros(0)
-    if (type(value) is np.ndarray and value.dtype == np.float64 and value.ndim == 1
-            and (size is None or value.shape[0] == size) and value.flags.c_contiguous):
+    if (
+        type(value) is np.ndarray
+        and value.dtype == np.float64
+        and value.ndim == 1
+        and (size is None or value.shape[0] == size)
+        and value.flags.c_contiguous
+    ):
         if math.isfinite(value.sum()):  # the common case: no conversion, one pass
             return value
     if np.iscomplexobj(value):
@@ -68,8 +75,11 @@ def as_float_vector(name: str, value, size: int | None = None, *, allow_none_as_
     if arr.ndim == 0 and size is not None:
         arr = arr.reshape(1)
     if arr.ndim != 1:
-        raise ValueError(f"`{name}` must be a 1-D array" + (f" of shape ({size},)" if size is not None else "")
-                         + f"; got shape {arr.shape}")
+        raise ValueError(
+            f"`{name}` must be a 1-D array"
+            + (f" of shape ({size},)" if size is not None else "")
+            + f"; got shape {arr.shape}"
+        )
     if size is not None and arr.shape[0] != size:
         raise ValueError(f"`{name}` must have shape ({size},) to match the problem; got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
@@ -113,8 +123,16 @@ class Dynamics:
     (1, 0, 1)
     """
 
-    def __init__(self, f: Callable, vjp: Callable, state_dim: int, control_dim: int = 0,
-                 param_dim: int = 0, *, name: str | None = None):
+    def __init__(
+        self,
+        f: Callable,
+        vjp: Callable,
+        state_dim: int,
+        control_dim: int = 0,
+        param_dim: int = 0,
+        *,
+        name: str | None = None,
+    ):
         self.state_dim = _check_dim("state_dim", state_dim, 1)
         self.control_dim = _check_dim("control_dim", control_dim, 0)
         self.param_dim = _check_dim("param_dim", param_dim, 0)
@@ -123,8 +141,10 @@ class Dynamics:
         self.name = name or getattr(getattr(self.f, "py_func", f), "__name__", "dynamics")
 
     def __repr__(self) -> str:
-        return (f"Dynamics({self.name}, state_dim={self.state_dim}, control_dim={self.control_dim}, "
-                f"param_dim={self.param_dim})")
+        return (
+            f"Dynamics({self.name}, state_dim={self.state_dim}, control_dim={self.control_dim}, "
+            f"param_dim={self.param_dim})"
+        )
 
 
 class Cost:
@@ -157,8 +177,9 @@ class Cost:
     >>> half_square = adjoint.Cost(value, grad)
     """
 
-    def __init__(self, value: Callable, grad: Callable, *, value_and_grad: Callable | None = None,
-                 name: str | None = None):
+    def __init__(
+        self, value: Callable, grad: Callable, *, value_and_grad: Callable | None = None, name: str | None = None
+    ):
         self.value = _njit_user("value", value, 4)
         self.grad = _njit_user("grad", grad, 7)
         self.value_and_grad = None if value_and_grad is None else _njit_user("value_and_grad", value_and_grad, 7)
@@ -216,19 +237,34 @@ class ControlProblem:
     constant over a step.
     """
 
-    def __init__(self, dynamics, x0, t_span, steps, terminal_cost=None, running_cost=None, *,
-                 control_dim: int | None = None, param_dim: int | None = None, name: str | None = None):
+    def __init__(
+        self,
+        dynamics,
+        x0,
+        t_span,
+        steps,
+        terminal_cost=None,
+        running_cost=None,
+        *,
+        control_dim: int | None = None,
+        param_dim: int | None = None,
+        name: str | None = None,
+    ):
         if isinstance(dynamics, Dynamics):
             state_dim = dynamics.state_dim
-            for nm, given, have in (("control_dim", control_dim, dynamics.control_dim),
-                                    ("param_dim", param_dim, dynamics.param_dim)):
+            for nm, given, have in (
+                ("control_dim", control_dim, dynamics.control_dim),
+                ("param_dim", param_dim, dynamics.param_dim),
+            ):
                 if given is not None and given != have:
                     raise ValueError(f"`{nm}`={given} disagrees with the dynamics ({nm}={have})")
         elif callable(dynamics):
             state_dim = None
         else:
-            raise TypeError("`dynamics` must be an adjoint.Dynamics (or SeparableDynamics) or a plain "
-                            f"function fn(x, c, p, t); got {type(dynamics).__name__}")
+            raise TypeError(
+                "`dynamics` must be an adjoint.Dynamics (or SeparableDynamics) or a plain "
+                f"function fn(x, c, p, t); got {type(dynamics).__name__}"
+            )
         self.dynamics = dynamics
         # a private copy, then read-only: never lock (or alias) the caller's array
         self.x0 = np.array(as_float_vector("x0", x0, state_dim))
@@ -241,8 +277,10 @@ class ControlProblem:
         if not (np.isfinite(t0) and np.isfinite(t1)):
             raise ValueError(f"`t_span` must be finite; got {(t0, t1)}")
         if not t1 > t0:
-            raise ValueError(f"`t_span` must satisfy t1 > t0 (integration runs forward in time); got {(t0, t1)}. "
-                             "Reparametrise time (s = -t) for a backward-in-time model.")
+            raise ValueError(
+                f"`t_span` must satisfy t1 > t0 (integration runs forward in time); got {(t0, t1)}. "
+                "Reparametrise time (s = -t) for a backward-in-time model."
+            )
         self.t_span = (t0, t1)
         if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)):
             raise TypeError(f"`steps` must be an integer >= 1; got {steps!r}")
@@ -295,8 +333,8 @@ class ControlProblem:
         See :func:`adjoint.objective`.
         """
         from ._optimize import objective
+
         return objective(self, wrt=wrt, **kwargs)
 
     def __repr__(self):
-        return (f"ControlProblem({self.name}, state_dim={self.state_dim}, t_span={self.t_span}, "
-                f"steps={self.steps})")
+        return f"ControlProblem({self.name}, state_dim={self.state_dim}, t_span={self.t_span}, steps={self.steps})"

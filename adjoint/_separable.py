@@ -1,4 +1,5 @@
 """Separable dynamics ``x' = u(y), y' = v(x)`` for the leapfrog family and the reversible adjoint."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -130,26 +131,41 @@ class SeparableDynamics(Dynamics):
     2
     """
 
-    def __init__(self, u: Callable, vjp_u: Callable | None, v: Callable, vjp_v: Callable | None, x_dim: int, y_dim: int,
-                 control_dim: int = 0, param_dim: int = 0, *, name: str | None = None):
+    def __init__(
+        self,
+        u: Callable,
+        vjp_u: Callable | None,
+        v: Callable,
+        vjp_v: Callable | None,
+        x_dim: int,
+        y_dim: int,
+        control_dim: int = 0,
+        param_dim: int = 0,
+        *,
+        name: str | None = None,
+    ):
         self.x_dim = _check_dim("x_dim", x_dim, 1)
         self.y_dim = _check_dim("y_dim", y_dim, 1)
         self.state_dim = self.x_dim + self.y_dim
         self.control_dim = _check_dim("control_dim", control_dim, 0)
         self.param_dim = _check_dim("param_dim", param_dim, 0)
         if (vjp_u is None) != (vjp_v is None):
-            raise TypeError("give both `vjp_u` and `vjp_v` (hand-written derivatives) or neither (then `u` and `v` "
-                            "are plain numpy functions u(y, c, p, t) -> array, v(x, c, p, t) -> array, traced)")
+            raise TypeError(
+                "give both `vjp_u` and `vjp_v` (hand-written derivatives) or neither (then `u` and `v` "
+                "are plain numpy functions u(y, c, p, t) -> array, v(x, c, p, t) -> array, traced)"
+            )
         if vjp_u is None:  # plain functions: trace them (adjoint.ad)
             from .ad._api import half_field
+
             u, vjp_u = half_field(u, self.y_dim, self.x_dim, self.control_dim, self.param_dim, name="u")
             v, vjp_v = half_field(v, self.x_dim, self.y_dim, self.control_dim, self.param_dim, name="v")
         self.u = _njit_user("u", u, 5)
         self.vjp_u = _njit_user("vjp_u", vjp_u, 8)
         self.v = _njit_user("v", v, 5)
         self.vjp_v = _njit_user("vjp_v", vjp_v, 8)
-        self.f, self.vjp, self.g, self.gvjp = _half_fields(self.u, self.vjp_u, self.v, self.vjp_v,
-                                                           self.x_dim, self.state_dim)
+        self.f, self.vjp, self.g, self.gvjp = _half_fields(
+            self.u, self.vjp_u, self.v, self.vjp_v, self.x_dim, self.state_dim
+        )
         self.name = name or getattr(getattr(self.u, "py_func", u), "__name__", "separable")
         self._as_dynamics = None
 
@@ -160,8 +176,7 @@ class SeparableDynamics(Dynamics):
         """
         if self._as_dynamics is None:
             fld, fld_vjp = _full_field(self.u, self.vjp_u, self.v, self.vjp_v, self.x_dim, self.state_dim)
-            self._as_dynamics = Dynamics(fld, fld_vjp, self.state_dim, self.control_dim, self.param_dim,
-                                         name=self.name)
+            self._as_dynamics = Dynamics(fld, fld_vjp, self.state_dim, self.control_dim, self.param_dim, name=self.name)
         return self._as_dynamics
 
     def _check(self, call_user, kind: int, method, x0, c0, p, t0):
@@ -174,30 +189,43 @@ class SeparableDynamics(Dynamics):
             raise TypeError(
                 f"`method` {method!r} cannot integrate adjoint.SeparableDynamics: use method=adjoint.Leapfrog() "
                 "or adjoint.VelocityVerlet(), or pass `dynamics.as_dynamics()` to the ControlProblem for "
-                "Euler/Runge-Kutta methods")
+                "Euler/Runge-Kutta methods"
+            )
         nx, ny = self.x_dim, self.y_dim
         m, npar = c0.shape[0], p.shape[0]
         x, y = np.ascontiguousarray(x0[:nx]), np.ascontiguousarray(x0[nx:])
         for nm, fn, arg, size, other in (("u", self.u, y, nx, "y"), ("v", self.v, x, ny, "x")):
             out = np.full(size, np.nan)
-            call_user(f"`dynamics.{nm}` ({nm}({other}, c, p, t, out))", fn, (arg, c0, p, t0, out),
-                      f"It must take {other} of shape ({arg.shape[0]},) and write into `out` of shape ({size},).")
+            call_user(
+                f"`dynamics.{nm}` ({nm}({other}, c, p, t, out))",
+                fn,
+                (arg, c0, p, t0, out),
+                f"It must take {other} of shape ({arg.shape[0]},) and write into `out` of shape ({size},).",
+            )
             if not np.all(np.isfinite(out)):
-                raise ValueError(f"`dynamics.{nm}` left entries of `out` unset or non-finite at x0 (got {out}); "
-                                 f"it must write all {size} entries")
+                raise ValueError(
+                    f"`dynamics.{nm}` left entries of `out` unset or non-finite at x0 (got {out}); "
+                    f"it must write all {size} entries"
+                )
         for nm, fn, arg, zs, other in (("vjp_u", self.vjp_u, y, nx, "y"), ("vjp_v", self.vjp_v, x, ny, "x")):
             z = np.ones(zs)
             ox, oc, op = np.full(arg.shape[0], np.nan), np.full(m, np.nan), np.full(npar, np.nan)
-            call_user(f"`dynamics.{nm}` ({nm}({other}, c, p, t, z, out_{other}, out_c, out_p))", fn,
-                      (arg, c0, p, t0, z, ox, oc, op),
-                      f"z has shape ({zs},); it must write out_{other} ({arg.shape[0]},), out_c ({m},), "
-                      f"out_p ({npar},).")
+            call_user(
+                f"`dynamics.{nm}` ({nm}({other}, c, p, t, z, out_{other}, out_c, out_p))",
+                fn,
+                (arg, c0, p, t0, z, ox, oc, op),
+                f"z has shape ({zs},); it must write out_{other} ({arg.shape[0]},), out_c ({m},), out_p ({npar},).",
+            )
             for onm, arr in ((f"out_{other}", ox), ("out_c", oc), ("out_p", op)):
                 if not np.all(np.isfinite(arr)):
-                    raise ValueError(f"`dynamics.{nm}` left entries of `{onm}` unset or non-finite at x0 (got "
-                                     f"{arr}); it must overwrite every entry (write 0.0 where the derivative "
-                                     "is zero)")
+                    raise ValueError(
+                        f"`dynamics.{nm}` left entries of `{onm}` unset or non-finite at x0 (got "
+                        f"{arr}); it must overwrite every entry (write 0.0 where the derivative "
+                        "is zero)"
+                    )
 
     def __repr__(self) -> str:
-        return (f"SeparableDynamics({self.name}, x_dim={self.x_dim}, y_dim={self.y_dim}, "
-                f"control_dim={self.control_dim}, param_dim={self.param_dim})")
+        return (
+            f"SeparableDynamics({self.name}, x_dim={self.x_dim}, y_dim={self.y_dim}, "
+            f"control_dim={self.control_dim}, param_dim={self.param_dim})"
+        )

@@ -31,24 +31,40 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
-import numpy as np
 import numba
+import numpy as np
 from numba import njit, prange
 
-from .checkpointing._streamed import (
-    CHUNK as _PLAN_CHUNK,
-    OP_ADVANCE as _OP_ADVANCE,
-    OP_RESTORE as _OP_RESTORE,
-    OP_STORE as _OP_STORE,
-    OP_TERMINAL as _OP_TERMINAL,
-    RULE_BINOMIAL as _RULE_BINOMIAL,
-    RULE_UNIFORM as _RULE_UNIFORM,
-    plan_chunk as _plan_chunk,
-    plan_init as _plan_init,
-)
 # vectorisable exp and fma (numba here has no SVML: np.exp is a scalar libm call);
 # _k_exp_array is imported by the tests
 from ._vecmath import _exp, _fma, _k_exp_array  # noqa: F401
+from .checkpointing._streamed import (
+    CHUNK as _PLAN_CHUNK,
+)
+from .checkpointing._streamed import (
+    OP_ADVANCE as _OP_ADVANCE,
+)
+from .checkpointing._streamed import (
+    OP_RESTORE as _OP_RESTORE,
+)
+from .checkpointing._streamed import (
+    OP_STORE as _OP_STORE,
+)
+from .checkpointing._streamed import (
+    OP_TERMINAL as _OP_TERMINAL,
+)
+from .checkpointing._streamed import (
+    RULE_BINOMIAL as _RULE_BINOMIAL,
+)
+from .checkpointing._streamed import (
+    RULE_UNIFORM as _RULE_UNIFORM,
+)
+from .checkpointing._streamed import (
+    plan_chunk as _plan_chunk,
+)
+from .checkpointing._streamed import (
+    plan_init as _plan_init,
+)
 
 __all__ = [
     "SinkhornResult",
@@ -214,8 +230,7 @@ def _k_col_error(g_old, g_new, b, eps):
 
 
 @njit(cache=True)
-def _k_log_loop(C, loga, logb, b, eps_sched, f, g, max_iter, tol, work,
-                store_f, store_g, store_at):
+def _k_log_loop(C, loga, logb, b, eps_sched, f, g, max_iter, tol, work, store_f, store_g, store_at):
     """Log-domain Sinkhorn iterations, in place on (f, g).
 
     Iteration k (k = 1, 2, ...) uses eps_sched[min(k-1, len-1)].  Before each
@@ -226,8 +241,9 @@ def _k_log_loop(C, loga, logb, b, eps_sched, f, g, max_iter, tol, work,
     store_g[store_at + k] (StoreAll).  Returns (iterations done, converged,
     last measured error).
     """
-    return _k_log_iterate(C, loga, loga, logb, b, eps_sched, f, g, max_iter, tol, work,
-                          store_f, store_g, store_at, False)
+    return _k_log_iterate(
+        C, loga, loga, logb, b, eps_sched, f, g, max_iter, tol, work, store_f, store_g, store_at, False
+    )
 
 
 # Column sums carried over from a fused row pass are used only if every row's
@@ -316,8 +332,7 @@ def _k_log_loop_fused(C, a, loga, logb, b, eps_sched, f, g, max_iter, tol, work)
 
 
 @njit(inline="always")
-def _k_log_iterate(C, a, loga, logb, b, eps_sched, f, g, max_iter, tol, work,
-                   store_f, store_g, store_at, fuse):
+def _k_log_iterate(C, a, loga, logb, b, eps_sched, f, g, max_iter, tol, work, store_f, store_g, store_at, fuse):
     """The loop of _k_log_loop (fuse=False: two exponentials per entry and
     iteration, optional storing) and of _k_log_loop_fused (fuse=True)."""
     n = f.shape[0]
@@ -703,8 +718,9 @@ _ACT_ADJOINT = 3
 
 
 @njit(cache=True)
-def _k_run_reverse(actions, C, a, b, loga, logb, eps_sched, slots_f, slots_g,
-                   slot_iter, fbar, gbar, abar, bbar, Cbar, work):
+def _k_run_reverse(
+    actions, C, a, b, loga, logb, eps_sched, slots_f, slots_g, slot_iter, fbar, gbar, abar, bbar, Cbar, work
+):
     """Execute a reverse schedule: rows of ``actions`` are (kind, arg).
 
     ADJOINT k: reverse iteration k (needs f_{k-1} and the iterate (f_k, g_k) in
@@ -754,8 +770,7 @@ def _k_run_reverse(actions, C, a, b, loga, logb, eps_sched, slots_f, slots_g,
             fk = slots_f[sk]
             gk = slots_g[sk]
             _k_adjoint_row_step(C, fk, gk, b, eps, fbar, gbar, bbar, Cbar, work)
-            _k_adjoint_col_step(C, slots_f[sp], gk, a, eps, gbar, fbar_prev, abar,
-                                Cbar, work)
+            _k_adjoint_col_step(C, slots_f[sp], gk, a, eps, gbar, fbar_prev, abar, Cbar, work)
             _copy(fbar, fbar_prev)
             gbar[:] = 0.0
     return 0
@@ -772,8 +787,7 @@ def _k_run_reverse(actions, C, a, b, loga, logb, eps_sched, slots_f, slots_g,
 
 
 @njit(cache=True)
-def _k_run_schedule(K, s, rule, C, a, b, loga, logb, eps_sched, fK, gK, fbar, gbar,
-                    abar, bbar, Cbar, work, counters):
+def _k_run_schedule(K, s, rule, C, a, b, loga, logb, eps_sched, fK, gK, fbar, gbar, abar, bbar, Cbar, work, counters):
     """Reverse sweep of K iterations with ``s`` slots under a streamed schedule.
 
     Runs the planner of ``adjoint.checkpointing`` (``rule`` binomial or uniform)
@@ -845,10 +859,8 @@ def _k_run_schedule(K, s, rule, C, a, b, loga, logb, eps_sched, fK, gK, fbar, gb
                     _k_col_update(C, cur_f, loga, cur_g, eps, nxt_g, work)
                     _k_row_update(C, nxt_g, logb, cur_f, eps, nxt_f, work)
                     recomputed += 1
-                _k_adjoint_row_step(C, nxt_f, nxt_g, b, eps, fbar, gbar, bbar, Cbar,
-                                    work)
-                _k_adjoint_col_step(C, cur_f, nxt_g, a, eps, gbar, fbar_prev, abar,
-                                    Cbar, work)
+                _k_adjoint_row_step(C, nxt_f, nxt_g, b, eps, fbar, gbar, bbar, Cbar, work)
+                _k_adjoint_col_step(C, cur_f, nxt_g, a, eps, gbar, fbar_prev, abar, Cbar, work)
                 _copy(fbar, fbar_prev)
                 gbar[:] = 0.0
                 nxt_k = -1
@@ -1000,25 +1012,26 @@ def _as_weights(w, name, size_name):
     arr = np.asarray(w, dtype=np.float64)
     if arr.ndim != 1:
         raise ValueError(
-            f"`{name}` must be a 1-D array of weights; got shape {arr.shape}. "
-            f"Pass a vector of length {size_name}.")
+            f"`{name}` must be a 1-D array of weights; got shape {arr.shape}. Pass a vector of length {size_name}."
+        )
     if arr.shape[0] == 0:
         raise ValueError(f"`{name}` must not be empty.")
     if not np.all(np.isfinite(arr)):
         i = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise ValueError(
-            f"`{name}` must be finite; got {arr[i]} at index {i}.")
+        raise ValueError(f"`{name}` must be finite; got {arr[i]} at index {i}.")
     if np.any(arr < 0):
         i = int(np.argmin(arr))
         raise ValueError(
             f"`{name}` must be nonnegative (weights of a probability measure); "
             f"got {float(arr[i])!r} at index {i}. Clip or shift the weights, then "
-            f"normalise them.")
+            f"normalise them."
+        )
     s = float(arr.sum())
     if abs(s - 1.0) > _NORM_TOL:
         raise ValueError(
             f"`{name}` must sum to 1 (balanced transport between probability "
-            f"measures); got sum {s!r}. Normalise it: `{name} / {name}.sum()`.")
+            f"measures); got sum {s!r}. Normalise it: `{name} / {name}.sum()`."
+        )
     return np.ascontiguousarray(arr)
 
 
@@ -1031,22 +1044,22 @@ def _as_eps(eps):
         raise ValueError(
             f"`eps` must be a positive finite float (the entropic "
             f"regularisation); got {eps!r}. Use e.g. eps=0.05 times the cost "
-            f"scale.")
+            f"scale."
+        )
     return e
 
 
 def _as_cost(cost, n, m):
     C = np.asarray(cost, dtype=np.float64)
     if C.shape != (n, m):
-        raise ValueError(
-            f"`cost` must have shape (n, m) = ({n}, {m}) to match `a` and `b`; got "
-            f"shape {C.shape}.")
+        raise ValueError(f"`cost` must have shape (n, m) = ({n}, {m}) to match `a` and `b`; got shape {C.shape}.")
     if not np.all(np.isfinite(C)):
         bad = np.argwhere(~np.isfinite(C))[0]
         raise ValueError(
             f"`cost` must be finite; got {C[tuple(bad)]} at index "
             f"{tuple(int(i) for i in bad)}. Remove NaN/inf entries (forbid a pair "
-            f"with a large finite cost instead of inf).")
+            f"with a large finite cost instead of inf)."
+        )
     return np.ascontiguousarray(C)
 
 
@@ -1054,12 +1067,10 @@ def _as_points(p, name, n, size_name, d=None):
     arr = np.asarray(p, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[0] != n:
         raise ValueError(
-            f"`{name}` must have shape ({size_name}, d) = ({n}, d) to match the "
-            f"weights; got shape {arr.shape}.")
+            f"`{name}` must have shape ({size_name}, d) = ({n}, d) to match the weights; got shape {arr.shape}."
+        )
     if d is not None and arr.shape[1] != d:
-        raise ValueError(
-            f"`{name}` must have the same dimension d = {d} as `x`; got shape "
-            f"{arr.shape}.")
+        raise ValueError(f"`{name}` must have the same dimension d = {d} as `x`; got shape {arr.shape}.")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"`{name}` must be finite; it contains NaN or inf.")
     return np.ascontiguousarray(arr)
@@ -1115,8 +1126,8 @@ def _eps_schedule(C, eps, eps_scaling):
         st = np.asarray(eps_scaling, dtype=np.float64)
         if not (np.all(np.isfinite(st)) and np.all(st > 0)):
             raise ValueError(
-                f"`eps_scaling` given as a sequence must hold positive finite "
-                f"values; got {eps_scaling!r}.")
+                f"`eps_scaling` given as a sequence must hold positive finite values; got {eps_scaling!r}."
+            )
         return np.concatenate([st, [eps]])
     try:
         r = float(eps_scaling)
@@ -1125,7 +1136,8 @@ def _eps_schedule(C, eps, eps_scaling):
     if not (0.0 < r < 1.0):
         raise ValueError(
             f"`eps_scaling` must be a ratio in (0, 1) (e.g. 0.9), a 1-D sequence "
-            f"of eps values, or None; got {eps_scaling!r}.")
+            f"of eps values, or None; got {eps_scaling!r}."
+        )
     eps0 = max(float(C.max() - C.min()), eps)
     k = max(0, int(math.ceil(math.log(eps / eps0) / math.log(r))))
     sched = eps0 * r ** np.arange(k + 1)
@@ -1146,8 +1158,7 @@ def _plan(C, f, g, a, b, eps):
     return P
 
 
-def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn,
-           return_plan, store=False, raw=False):
+def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, return_plan, store=False, raw=False):
     """Validated inputs -> SinkhornResult (and stored iterates when store=True).
 
     ``raw=True``: log-domain iterations without storing, returns
@@ -1158,8 +1169,7 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn,
     loga = _log_weights(a)
     logb = _log_weights(b)
     if method not in _METHODS:
-        raise ValueError(
-            f"`method` must be one of {_METHODS}; got {method!r}.")
+        raise ValueError(f"`method` must be one of {_METHODS}; got {method!r}.")
     sched = _eps_schedule(C, eps, eps_scaling)
     if init is None:
         f = np.zeros(n)
@@ -1168,9 +1178,7 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn,
         f = np.array(init[0], dtype=np.float64)
         g = np.array(init[1], dtype=np.float64)
         if f.shape != (n,) or g.shape != (m,):
-            raise ValueError(
-                f"`init` must be a pair (f, g) of shapes ({n},), ({m},); got "
-                f"{f.shape}, {g.shape}.")
+            raise ValueError(f"`init` must be a pair (f, g) of shapes ({n},), ({m},); got {f.shape}, {g.shape}.")
     work = np.empty((_n_chunks(n), m))
     if method == "auto":
         # the scaling domain is as accurate as the log domain with absorption;
@@ -1192,10 +1200,21 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn,
             while True:
                 room = Fs.shape[0] - 1 - done
                 chunk = min(room, max_iter - done)
-                k, converged, err = _k_log_loop(C, loga, logb, b, sched[done:] if
-                                                done < len(sched) else sched[-1:],
-                                                f, g, chunk, tol, work, Fs, Gs,
-                                                done)
+                k, converged, err = _k_log_loop(
+                    C,
+                    loga,
+                    logb,
+                    b,
+                    sched[done:] if done < len(sched) else sched[-1:],
+                    f,
+                    g,
+                    chunk,
+                    tol,
+                    work,
+                    Fs,
+                    Gs,
+                    done,
+                )
                 done += k
                 if converged or done >= max_iter or k < chunk:
                     break
@@ -1207,18 +1226,13 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn,
         else:
             if raw:  # iterates recomputed bit for bit by the checkpointed adjoint
                 empty = np.empty((0, 0))
-                iters, converged, err = _k_log_loop(C, loga, logb, b, sched, f, g,
-                                                    max_iter, tol, work, empty,
-                                                    empty, 0)
+                iters, converged, err = _k_log_loop(C, loga, logb, b, sched, f, g, max_iter, tol, work, empty, empty, 0)
             else:
-                iters, converged, err = _k_log_loop_fused(C, a, loga, logb, b,
-                                                          sched, f, g, max_iter,
-                                                          tol, work)
+                iters, converged, err = _k_log_loop_fused(C, a, loga, logb, b, sched, f, g, max_iter, tol, work)
     else:
         iters = 0
         if len(sched) > 1:
-            iters, _, _ = _k_log_loop_fused(C, a, loga, logb, b, sched[:-1], f, g,
-                                            len(sched) - 1, 0.0, work)
+            iters, _, _ = _k_log_loop_fused(C, a, loga, logb, b, sched[:-1], f, g, len(sched) - 1, 0.0, work)
         if init is None and iters == 0:
             # one log-domain iteration: potentials of the right magnitude, so the
             # absorbed kernel is O(1) whatever the cost scale and sign. The two
@@ -1234,14 +1248,15 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn,
                 iters += 1
         Kt = np.empty((n, m))
         k2, converged, err, absorptions = _k_scaling_loop(
-            C, a, b, loga, logb, eps, f, g, Kt, max(max_iter - iters, 0), tol,
-            50.0, work)
+            C, a, b, loga, logb, eps, f, g, Kt, max(max_iter - iters, 0), tol, 50.0, work
+        )
         iters += k2
         del Kt
     if not (np.all(np.isfinite(f)) and np.all(np.isfinite(g))):
         raise FloatingPointError(
             f"Sinkhorn potentials became non-finite after {iters} iterations "
-            f"(eps={eps}); please report this with the inputs.")
+            f"(eps={eps}); please report this with the inputs."
+        )
     pc, pl, rows, cols = _k_plan_stats(C, f, g, loga, logb, eps, work)
     marg = float(np.abs(rows - a).sum() + np.abs(cols - b).sum())
     total = float(rows.sum())
@@ -1252,14 +1267,27 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn,
             f"Sinkhorn did not converge: marginal error {marg:.3g} > tol={tol:g} "
             f"after max_iter={max_iter} iterations (eps={eps:g}). Increase "
             f"`max_iter`, use `eps_scaling=0.9`, or a larger `eps`.",
-            RuntimeWarning, stacklevel=3)
+            RuntimeWarning,
+            stacklevel=3,
+        )
     fg, gg = _gauge(f, g, a, b)
     plan = _plan(C, fg, gg, a, b, eps) if return_plan else None
-    res = SinkhornResult(f=fg, g=gg, transport_cost=float(pc), reg_cost=float(reg),
-                         iterations=int(iters), marginal_error=marg,
-                         converged=converged, eps=eps, method=method,
-                         absorptions=int(absorptions), a=a, b=b, cost=C,
-                         stored_plan=plan)
+    res = SinkhornResult(
+        f=fg,
+        g=gg,
+        transport_cost=float(pc),
+        reg_cost=float(reg),
+        iterations=int(iters),
+        marginal_error=marg,
+        converged=converged,
+        eps=eps,
+        method=method,
+        absorptions=int(absorptions),
+        a=a,
+        b=b,
+        cost=C,
+        stored_plan=plan,
+    )
     if store:
         return res, stored, (f, g)
     if raw:
@@ -1267,8 +1295,20 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn,
     return res
 
 
-def solve_sinkhorn(a, b, cost, eps, *, tol=1e-9, max_iter=10_000, method="auto",
-                   eps_scaling=None, init=None, return_plan=False, warn=True):
+def solve_sinkhorn(
+    a,
+    b,
+    cost,
+    eps,
+    *,
+    tol=1e-9,
+    max_iter=10_000,
+    method="auto",
+    eps_scaling=None,
+    init=None,
+    return_plan=False,
+    warn=True,
+):
     """Entropic optimal transport between weights ``a`` and ``b``.
 
     Parameters
@@ -1346,9 +1386,19 @@ def solve_sinkhorn(a, b, cost, eps, *, tol=1e-9, max_iter=10_000, method="auto",
     if not tol >= 0:
         raise ValueError(f"`tol` must be >= 0; got {tol!r}.")
     with _threads_for(C.size):
-        return _solve(a, b, C, eps, tol=tol, max_iter=max_iter, method=method,
-                      eps_scaling=eps_scaling, init=init, warn=warn,
-                      return_plan=return_plan)
+        return _solve(
+            a,
+            b,
+            C,
+            eps,
+            tol=tol,
+            max_iter=max_iter,
+            method=method,
+            eps_scaling=eps_scaling,
+            init=init,
+            warn=warn,
+            return_plan=return_plan,
+        )
 
 
 # ----------------------------------------------------------------------------------
@@ -1367,7 +1417,8 @@ def _is_store_all(checkpoint):
 _CHECKPOINT_HELP = (
     "`checkpoint` must be None or StoreAll() (store every iterate), "
     "Revolve(snapshots=s), Uniform(snapshots=s) or MemoryBudget(bytes) (from "
-    "adjoint / adjoint.checkpointing)")
+    "adjoint / adjoint.checkpointing)"
+)
 
 
 def _check_checkpoint(checkpoint, mode, state_dim):
@@ -1380,12 +1431,12 @@ def _check_checkpoint(checkpoint, mode, state_dim):
         raise ValueError(
             f"{_CHECKPOINT_HELP}; got {checkpoint!r}. Reversible needs an "
             f"invertible step, and a Sinkhorn iteration (a pair of soft "
-            f"c-transforms) cannot be inverted: use Revolve(snapshots=s).")
+            f"c-transforms) cannot be inverted: use Revolve(snapshots=s)."
+        )
     if not isinstance(checkpoint, (Revolve, Uniform, MemoryBudget)):
         hint = ""
         if isinstance(checkpoint, str):
-            hint = " Pass a schedule object, e.g. adjoint.Revolve(snapshots=10), " \
-                   "not a string."
+            hint = " Pass a schedule object, e.g. adjoint.Revolve(snapshots=10), not a string."
         elif isinstance(checkpoint, type):
             hint = " Pass an instance (e.g. Revolve(snapshots=10)), not the class."
         raise ValueError(f"{_CHECKPOINT_HELP}; got {checkpoint!r}.{hint}")
@@ -1393,7 +1444,8 @@ def _check_checkpoint(checkpoint, mode, state_dim):
         raise ValueError(
             f"`checkpoint` only applies to mode='unrolled' (the reverse sweep "
             f"through the iterations); got checkpoint={checkpoint!r} with "
-            f"mode={mode!r}.")
+            f"mode={mode!r}."
+        )
     if isinstance(checkpoint, MemoryBudget):
         checkpoint.snapshots(state_dim)  # raises if not even one iterate fits
 
@@ -1430,7 +1482,8 @@ def _loss_terms(loss, P, f, g, a, b, C, eps):
         raise ValueError(
             "`loss` must return a tuple (value, d_plan, d_f, d_g) (derivatives "
             "may be None meaning zero); got "
-            f"{type(out).__name__}.")
+            f"{type(out).__name__}."
+        )
     value, dP, df, dg = out
     n, m = P.shape
     Lf = np.zeros(n) if df is None else np.array(df, dtype=np.float64).reshape(n)
@@ -1441,8 +1494,7 @@ def _loss_terms(loss, P, f, g, a, b, C, eps):
     if dP is not None:
         dP = np.asarray(dP, dtype=np.float64)
         if dP.shape != (n, m):
-            raise ValueError(
-                f"`loss` d_plan must have shape {(n, m)}; got {dP.shape}.")
+            raise ValueError(f"`loss` d_plan must have shape {(n, m)}; got {dP.shape}.")
         W = dP * P
         Lf += W.sum(axis=1) / eps
         Lg += W.sum(axis=0) / eps
@@ -1495,9 +1547,11 @@ def _schur_solve(P, d1, d2, R1, R2, solver, cg_tol, cg_maxiter):
         S[np.diag_indices(m2)] += d2
         S += beta
         import scipy.linalg  # lazily: keeps `import adjoint` light
+
         x2 = scipy.linalg.solve(S, s, assume_a="pos")
         its = 0
     else:
+
         def matvec(v):
             return d2 * v - P.T @ (inv1 * (P @ v)) + beta * v.sum()
 
@@ -1552,11 +1606,26 @@ def _center(v):
     return v - v.mean()
 
 
-def sinkhorn_value_and_grad(a, b, x, y, eps, *, mode="implicit", cost="sqeuclidean",
-                            loss=None, tol=1e-9, max_iter=10_000, method="auto",
-                            eps_scaling=None, checkpoint=None,
-                            linear_solver="auto", cg_tol=1e-12, cg_maxiter=None,
-                            warn=True):
+def sinkhorn_value_and_grad(
+    a,
+    b,
+    x,
+    y,
+    eps,
+    *,
+    mode="implicit",
+    cost="sqeuclidean",
+    loss=None,
+    tol=1e-9,
+    max_iter=10_000,
+    method="auto",
+    eps_scaling=None,
+    checkpoint=None,
+    linear_solver="auto",
+    cg_tol=1e-12,
+    cg_maxiter=None,
+    warn=True,
+):
     """Regularised OT cost between point clouds and its gradient.
 
     Parameters
@@ -1668,32 +1737,62 @@ def sinkhorn_value_and_grad(a, b, x, y, eps, *, mode="implicit", cost="sqeuclide
     if cost not in _COSTS:
         raise ValueError(f"`cost` must be one of {_COSTS}; got {cost!r}.")
     if linear_solver not in _LINEAR_SOLVERS:
-        raise ValueError(
-            f"`linear_solver` must be one of {_LINEAR_SOLVERS}; got "
-            f"{linear_solver!r}.")
+        raise ValueError(f"`linear_solver` must be one of {_LINEAR_SOLVERS}; got {linear_solver!r}.")
     if loss is not None and not callable(loss):
         raise ValueError(f"`loss` must be callable or None; got {loss!r}.")
     if loss is not None and mode == "envelope":
         raise ValueError(
             "`mode='envelope'` is exact only for the regularised cost itself; "
-            "got a user `loss`. Use mode='implicit' or mode='unrolled'.")
+            "got a user `loss`. Use mode='implicit' or mode='unrolled'."
+        )
     _check_checkpoint(checkpoint, mode, n + m)
     if cg_maxiter is None:
         cg_maxiter = 10 * min(n, m)
     with _threads_for(n * m):
-        return _value_and_grad(a, b, x, y, eps, mode, loss, tol, max_iter, method,
-                               eps_scaling, linear_solver, cg_tol, cg_maxiter, warn,
-                               checkpoint)
+        return _value_and_grad(
+            a,
+            b,
+            x,
+            y,
+            eps,
+            mode,
+            loss,
+            tol,
+            max_iter,
+            method,
+            eps_scaling,
+            linear_solver,
+            cg_tol,
+            cg_maxiter,
+            warn,
+            checkpoint,
+        )
 
 
-def _value_and_grad(a, b, x, y, eps, mode, loss, tol, max_iter, method,
-                    eps_scaling, linear_solver, cg_tol, cg_maxiter, warn,
-                    checkpoint=None):
+def _value_and_grad(
+    a,
+    b,
+    x,
+    y,
+    eps,
+    mode,
+    loss,
+    tol,
+    max_iter,
+    method,
+    eps_scaling,
+    linear_solver,
+    cg_tol,
+    cg_maxiter,
+    warn,
+    checkpoint=None,
+):
     n, m = a.shape[0], b.shape[0]
     C = np.empty((n, m))
     _k_sqeuclidean(x, y, C)
-    kw = dict(tol=tol, max_iter=max_iter, method=method, eps_scaling=eps_scaling,
-              init=None, warn=warn, return_plan=False)
+    kw = dict(
+        tol=tol, max_iter=max_iter, method=method, eps_scaling=eps_scaling, init=None, warn=warn, return_plan=False
+    )
     if mode == "unrolled":
         return _grad_unrolled(a, b, C, x, y, eps, loss, kw, checkpoint)
     sol = _solve(a, b, C, eps, **kw)
@@ -1704,8 +1803,15 @@ def _value_and_grad(a, b, x, y, eps, mode, loss, tol, max_iter, method,
         ga, gb, GC = f, g, P
         gx, gy = _sqeuclidean_pullback(GC, x, y)
         return SinkhornGradResult(
-            value=value, grad_a=_center(ga), grad_b=_center(gb), grad_x=gx,
-            grad_y=gy, mode=mode, solution=sol, stored_bytes=P.nbytes)
+            value=value,
+            grad_a=_center(ga),
+            grad_b=_center(gb),
+            grad_x=gx,
+            grad_y=gy,
+            mode=mode,
+            solution=sol,
+            stored_bytes=P.nbytes,
+        )
     # implicit
     if loss is None:
         value = sol.dual_value
@@ -1714,18 +1820,21 @@ def _value_and_grad(a, b, x, y, eps, mode, loss, tol, max_iter, method,
     else:
         value, Lf, Lg, La, Lb, LC = _loss_terms(loss, P, f, g, a, b, C, eps)
     try:
-        lf, lg, sigma, solver, its, resid = _implicit_adjoint(
-            P, a, b, Lf, Lg, eps, linear_solver, cg_tol, cg_maxiter)
+        lf, lg, sigma, solver, its, resid = _implicit_adjoint(P, a, b, Lf, Lg, eps, linear_solver, cg_tol, cg_maxiter)
     except np.linalg.LinAlgError as exc:  # what scipy.linalg.solve raises
-        state = ("converged" if sol.converged else
-                 f"did NOT converge: marginal error {sol.marginal_error:.3g} > tol={tol:g} after "
-                 f"{sol.iterations} iterations")
+        state = (
+            "converged"
+            if sol.converged
+            else f"did NOT converge: marginal error {sol.marginal_error:.3g} > tol={tol:g} after "
+            f"{sol.iterations} iterations"
+        )
         raise FloatingPointError(
             f"sinkhorn_value_and_grad(mode='implicit'): the linear system of the implicit adjoint "
             f"is singular at eps={eps:g} ({exc}); the Sinkhorn solve {state}. The implicit "
             f"function theorem differentiates the optimum: converge first (`eps_scaling=0.9`, a "
             f"larger `max_iter` or `eps`), or use mode='unrolled' to differentiate the iterations "
-            f"actually run.") from exc
+            f"actually run."
+        ) from exc
     Lam = P * (lf[:, None] + lg[None, :])
     # sum_j b_j E_ij (lf_i + lg_j) = (Lam 1)_i / a_i where a_i > 0
     ra = Lam.sum(axis=1)
@@ -1748,10 +1857,18 @@ def _value_and_grad(a, b, x, y, eps, mode, loss, tol, max_iter, method,
     k = min(n, m)
     sys_bytes = k * k * 8 if solver == "dense" else 0
     return SinkhornGradResult(
-        value=float(value), grad_a=_center(ga), grad_b=_center(gb), grad_x=gx,
-        grad_y=gy, mode=mode, solution=sol, linear_solver=solver,
-        linear_iterations=int(its), linear_residual=resid,
-        stored_bytes=P.nbytes + Lam.nbytes + sys_bytes)
+        value=float(value),
+        grad_a=_center(ga),
+        grad_b=_center(gb),
+        grad_x=gx,
+        grad_y=gy,
+        mode=mode,
+        solution=sol,
+        linear_solver=solver,
+        linear_iterations=int(its),
+        linear_residual=resid,
+        stored_bytes=P.nbytes + Lam.nbytes + sys_bytes,
+    )
 
 
 def store_all_schedule(iterations):
@@ -1781,8 +1898,7 @@ def _unrolled_seed(a, b, C, eps, loss, fK, gK):
         LC = None
     else:
         P = _plan(C, fgauge, ggauge, a, b, eps)
-        value, Lf, Lg, La, Lb, LC = _loss_terms(loss, P, fgauge, ggauge, a, b, C,
-                                                eps)
+        value, Lf, Lg, La, Lb, LC = _loss_terms(loss, P, fgauge, ggauge, a, b, C, eps)
     # backprop through the gauge shift f' = f + c, g' = g - c,
     # c = (<g, b> - <f, a>) / (sum a + sum b)
     cbar = Lf.sum() - Lg.sum()
@@ -1806,49 +1922,93 @@ def _grad_unrolled(a, b, C, x, y, eps, loss, kw, checkpoint=None):
             if K > 0:
                 name, rule, s = _resolve_checkpoint(checkpoint, K, n + m)
             if K > 0 and rule is not None:
-                return _grad_checkpointed(a, b, C, x, y, eps, loss, sol, sched,
-                                          fK, gK, name, rule, s)
+                return _grad_checkpointed(a, b, C, x, y, eps, loss, sol, sched, fK, gK, name, rule, s)
             # everything fits after all: store every iterate (one more solve)
     return _grad_store_all(a, b, C, x, y, eps, loss, kw)
 
 
-def _grad_checkpointed(a, b, C, x, y, eps, loss, sol, sched, fK, gK, name, rule,
-                       s):
+def _grad_checkpointed(a, b, C, x, y, eps, loss, sol, sched, fK, gK, name, rule, s):
     n, m = C.shape
     K = sol.iterations
     value, fbar, gbar, abar, bbar, Cbar = _unrolled_seed(a, b, C, eps, loss, fK, gK)
     work = np.empty((_n_chunks(n), m))
     counters = np.zeros(4, dtype=np.int64)
-    _k_run_schedule(K, s, rule, C, a, b, _log_weights(a), _log_weights(b),
-                    np.ascontiguousarray(sched), fK, gK, fbar, gbar, abar, bbar,
-                    Cbar, work, counters)
+    _k_run_schedule(
+        K,
+        s,
+        rule,
+        C,
+        a,
+        b,
+        _log_weights(a),
+        _log_weights(b),
+        np.ascontiguousarray(sched),
+        fK,
+        gK,
+        fbar,
+        gbar,
+        abar,
+        bbar,
+        Cbar,
+        work,
+        counters,
+    )
     if counters[3]:  # pragma: no cover - planner bug
         raise RuntimeError("checkpoint planner stack overflow (please report)")
     gx, gy = _sqeuclidean_pullback(Cbar, x, y)
     se = min(s, K)
     return SinkhornGradResult(
-        value=value, grad_a=_center(abar), grad_b=_center(bbar), grad_x=gx,
-        grad_y=gy, mode="unrolled", solution=sol,
-        stored_bytes=se * (n + m) * 8 + Cbar.nbytes, schedule=name,
+        value=value,
+        grad_a=_center(abar),
+        grad_b=_center(bbar),
+        grad_x=gx,
+        grad_y=gy,
+        mode="unrolled",
+        solution=sol,
+        stored_bytes=se * (n + m) * 8 + Cbar.nbytes,
+        schedule=name,
         forward_iterations=int(K + counters[0] + counters[1]),
-        peak_stored_iterates=int(counters[2]))
+        peak_stored_iterates=int(counters[2]),
+    )
 
 
 def _grad_store_all(a, b, C, x, y, eps, loss, kw):
     n, m = C.shape
     sol, (Fs, Gs, sched), (f_raw, g_raw) = _solve(a, b, C, eps, store=True, **kw)
     K = sol.iterations
-    value, fbar, gbar, abar, bbar, Cbar = _unrolled_seed(a, b, C, eps, loss, Fs[K],
-                                                         Gs[K])
+    value, fbar, gbar, abar, bbar, Cbar = _unrolled_seed(a, b, C, eps, loss, Fs[K], Gs[K])
     work = np.empty((_n_chunks(n), m))
     slot_iter = np.arange(K + 1, dtype=np.int64)
     acts = store_all_schedule(K)
-    _k_run_reverse(acts, C, a, b, _log_weights(a), _log_weights(b),
-                   np.ascontiguousarray(sched), Fs, Gs, slot_iter, fbar, gbar,
-                   abar, bbar, Cbar, work)
+    _k_run_reverse(
+        acts,
+        C,
+        a,
+        b,
+        _log_weights(a),
+        _log_weights(b),
+        np.ascontiguousarray(sched),
+        Fs,
+        Gs,
+        slot_iter,
+        fbar,
+        gbar,
+        abar,
+        bbar,
+        Cbar,
+        work,
+    )
     gx, gy = _sqeuclidean_pullback(Cbar, x, y)
     return SinkhornGradResult(
-        value=value, grad_a=_center(abar), grad_b=_center(bbar), grad_x=gx,
-        grad_y=gy, mode="unrolled", solution=sol,
-        stored_bytes=Fs.nbytes + Gs.nbytes + Cbar.nbytes, schedule="StoreAll",
-        forward_iterations=K, peak_stored_iterates=K + 1)
+        value=value,
+        grad_a=_center(abar),
+        grad_b=_center(bbar),
+        grad_x=gx,
+        grad_y=gy,
+        mode="unrolled",
+        solution=sol,
+        stored_bytes=Fs.nbytes + Gs.nbytes + Cbar.nbytes,
+        schedule="StoreAll",
+        forward_iterations=K,
+        peak_stored_iterates=K + 1,
+    )

@@ -1,4 +1,5 @@
 """``solve_adjoint``: value and exact discrete gradient of a control problem."""
+
 from __future__ import annotations
 
 import math
@@ -9,12 +10,13 @@ import numpy as np
 from numba import njit
 
 from . import _kernels as kern
-from ._problem import ControlProblem, Cost, Dynamics, as_float_vector, _arity
-from ._separable import SeparableDynamics
 from ._fused import fused_kernels, traced_parts
-from ._tape import tape_kernels
+from ._problem import ControlProblem, Cost, Dynamics, _arity, as_float_vector
+from ._separable import SeparableDynamics
 from ._sweep import Sweep
-from .checkpointing import MemoryBudget, Schedule, StoreAll, auto as _auto_schedule
+from ._tape import tape_kernels
+from .checkpointing import MemoryBudget, Schedule, StoreAll
+from .checkpointing import auto as _auto_schedule
 from .checkpointing._schedules import _give_traj, _take_traj
 from .integrators import Euler, Method
 
@@ -124,20 +126,25 @@ class _Compiled:
         self.gvjp = getattr(dynamics, "gvjp", dynamics.vjp)
         self.has_term = terminal is not None
         self.has_run = running is not None
-        self.tv, self.tg = (terminal.value, terminal.grad) if terminal is not None else (kern.zero_value, kern.zero_grad)
+        self.tv, self.tg = (
+            (terminal.value, terminal.grad) if terminal is not None else (kern.zero_value, kern.zero_grad)
+        )
         self.rv, self.rg = (running.value, running.grad) if running is not None else (kern.zero_value, kern.zero_grad)
         # a running cost with a combined value_and_grad: the backward sweeps call it once per step
         # (the kernels take its return value as the cost value; see kern.running_adjoint)
         if running is not None and getattr(running, "value_and_grad", None) is not None:
             self.rg = running.value_and_grad
 
+
 _EULER = Euler()  # the default method (one instance: its cache_key is computed once)
 
 
 def _wrap_cost_fn(fn):
     if _arity(fn) == 2:
+
         def wrapped(x, c, p, t):
             return fn(x, p)
+
         wrapped.__name__ = getattr(fn, "__name__", "cost")
         return wrapped
     return fn
@@ -154,15 +161,19 @@ def _materialize(problem: ControlProblem, control_dim: int, param_dim: int) -> _
         try:
             return build(*args)
         except ad.TraceError as exc:
-            raise ad.TraceError(f"tracing `{label}` (a plain function, differentiated by adjoint.ad) failed: "
-                                f"{exc}") from None
+            raise ad.TraceError(
+                f"tracing `{label}` (a plain function, differentiated by adjoint.ad) failed: {exc}"
+            ) from None
 
     n = problem.state_dim
     dyn = problem.dynamics
     if not isinstance(dyn, Dynamics):
         dyn = traced("dynamics", ad.vector_field, dyn, n, control_dim, param_dim)
     costs = []
-    for nm, cst, cdim in (("terminal_cost", problem.terminal_cost, 0), ("running_cost", problem.running_cost, control_dim)):
+    for nm, cst, cdim in (
+        ("terminal_cost", problem.terminal_cost, 0),
+        ("running_cost", problem.running_cost, control_dim),
+    ):
         if cst is not None and not isinstance(cst, Cost):
             cst = traced(nm, ad.cost, _wrap_cost_fn(cst), n, cdim, param_dim)
         costs.append(cst)
@@ -185,9 +196,12 @@ def _call_user(label, fn, args, fix, interpreted=frozenset()):
         return fn(*args)
     except Exception as exc:  # numba typing errors, wrong signatures, user exceptions
         from numba.core.errors import NumbaError
+
         kind = "could not be compiled by numba" if isinstance(exc, NumbaError) else "raised an error"
-        raise TypeError(f"{label} {kind} when called with float64 arrays of the problem's shapes: "
-                        f"{type(exc).__name__}: {_numba_error_summary(exc)}. {fix}") from None
+        raise TypeError(
+            f"{label} {kind} when called with float64 arrays of the problem's shapes: "
+            f"{type(exc).__name__}: {_numba_error_summary(exc)}. {fix}"
+        ) from None
 
 
 def _interpretable(comp: _Compiled, method, n, m, q) -> frozenset:
@@ -233,47 +247,69 @@ def _check_calls(problem, comp: _Compiled, method, x0, c0, p, interpreted):
     t0 = problem.t_span[0]
     if method.kind == kern.KIND_LEAPFROG or isinstance(comp.dynamics, SeparableDynamics):
         if not isinstance(comp.dynamics, SeparableDynamics):
-            raise TypeError(f"`method` {method!r} needs separable dynamics x' = u(y), y' = v(x): build the problem "
-                            "with adjoint.SeparableDynamics(u, vjp_u, v, vjp_v, x_dim, y_dim, ...); got "
-                            f"{comp.dynamics!r}")
+            raise TypeError(
+                f"`method` {method!r} needs separable dynamics x' = u(y), y' = v(x): build the problem "
+                "with adjoint.SeparableDynamics(u, vjp_u, v, vjp_v, x_dim, y_dim, ...); got "
+                f"{comp.dynamics!r}"
+            )
         comp.dynamics._check(_call_user, method.kind, method, x0, c0, p, t0)  # u, vjp_u on y; v, vjp_v on x
     what = "the map f(x, c, p, t, out)" if method.kind == kern.KIND_MAP else "the vector field f(x, c, p, t, out)"
     out = np.full(n, np.nan)
-    _call_user(f"`dynamics.f` ({what})", comp.f, (x0, c0, p, t0, out),
-               f"It must write u(x, c, p, t) into `out` of shape ({n},) using operations numba supports.",
-               interpreted)
+    _call_user(
+        f"`dynamics.f` ({what})",
+        comp.f,
+        (x0, c0, p, t0, out),
+        f"It must write u(x, c, p, t) into `out` of shape ({n},) using operations numba supports.",
+        interpreted,
+    )
     if not np.all(np.isfinite(out)):
-        raise ValueError(f"`dynamics.f` left entries of `out` unset or non-finite at x0 (got {out}); "
-                         f"it must write all {n} entries")
+        raise ValueError(
+            f"`dynamics.f` left entries of `out` unset or non-finite at x0 (got {out}); it must write all {n} entries"
+        )
     z = np.ones(n)
     ox, oc, op = np.full(n, np.nan), np.full(m, np.nan), np.full(npar, np.nan)
-    _call_user("`dynamics.vjp` (vjp(x, c, p, t, z, out_x, out_c, out_p))", comp.vjp, (x0, c0, p, t0, z, ox, oc, op),
-               f"It must write [d_x u]^T z, [d_c u]^T z, [d_p u]^T z into out_x ({n},), out_c ({m},), out_p ({npar},).",
-               interpreted)
+    _call_user(
+        "`dynamics.vjp` (vjp(x, c, p, t, z, out_x, out_c, out_p))",
+        comp.vjp,
+        (x0, c0, p, t0, z, ox, oc, op),
+        f"It must write [d_x u]^T z, [d_c u]^T z, [d_p u]^T z into out_x ({n},), out_c ({m},), out_p ({npar},).",
+        interpreted,
+    )
     for nm, arr in (("out_x", ox), ("out_c", oc), ("out_p", op)):
         if not np.all(np.isfinite(arr)):
-            raise ValueError(f"`dynamics.vjp` left entries of `{nm}` unset or non-finite at x0 (got {arr}); "
-                             "it must overwrite every entry (write 0.0 where the derivative is zero)")
+            raise ValueError(
+                f"`dynamics.vjp` left entries of `{nm}` unset or non-finite at x0 (got {arr}); "
+                "it must overwrite every entry (write 0.0 where the derivative is zero)"
+            )
     cempty = np.zeros(0)
     run_grad = comp.running.grad if comp.has_run else comp.rg
-    for label, has, v, g, c in (("terminal_cost", comp.has_term, comp.tv, comp.tg, cempty),
-                                ("running_cost", comp.has_run, comp.rv, run_grad, c0)):
+    for label, has, v, g, c in (
+        ("terminal_cost", comp.has_term, comp.tv, comp.tg, cempty),
+        ("running_cost", comp.has_run, comp.rv, run_grad, c0),
+    ):
         if not has:
             continue
-        val = _call_user(f"`{label}.value` (value(x, c, p, t) -> float)", v, (x0, c, p, t0), "It must return a float.",
-                         interpreted)
+        val = _call_user(
+            f"`{label}.value` (value(x, c, p, t) -> float)", v, (x0, c, p, t0), "It must return a float.", interpreted
+        )
         try:
             float(val)
         except (TypeError, ValueError):
             raise TypeError(f"`{label}.value` must return a float; got {type(val).__name__}") from None
         gx, gc, gp = np.full(n, np.nan), np.full(c.shape[0], np.nan), np.full(npar, np.nan)
-        _call_user(f"`{label}.grad` (grad(x, c, p, t, out_x, out_c, out_p))", g, (x0, c, p, t0, gx, gc, gp),
-                   f"It must write the partial gradients into out_x ({n},), out_c ({c.shape[0]},), out_p ({npar},).",
-                   interpreted)
+        _call_user(
+            f"`{label}.grad` (grad(x, c, p, t, out_x, out_c, out_p))",
+            g,
+            (x0, c, p, t0, gx, gc, gp),
+            f"It must write the partial gradients into out_x ({n},), out_c ({c.shape[0]},), out_p ({npar},).",
+            interpreted,
+        )
         for nm, arr in (("out_x", gx), ("out_c", gc), ("out_p", gp)):
             if not np.all(np.isfinite(arr)):
-                raise ValueError(f"`{label}.grad` left entries of `{nm}` unset or non-finite (got {arr}); "
-                                 "it must overwrite every entry")
+                raise ValueError(
+                    f"`{label}.grad` left entries of `{nm}` unset or non-finite (got {arr}); "
+                    "it must overwrite every entry"
+                )
         vg = getattr(comp.running if label == "running_cost" else comp.terminal, "value_and_grad", None)
         if vg is not None:
             _check_value_and_grad(label, vg, (x0, c, p, t0), float(val), (gx, gc, gp), interpreted)
@@ -284,19 +320,24 @@ def _check_value_and_grad(label, vg, args, val, grads, interpreted=frozenset()):
     n_out = [a.shape[0] for a in grads]
     outs = tuple(np.full(k, np.nan) for k in n_out)
     what = f"`{label}.value_and_grad` (value_and_grad(x, c, p, t, out_x, out_c, out_p) -> float)"
-    got = _call_user(what, vg, args + outs, "It must write the gradients like `grad` and return the value.",
-                     interpreted)
+    got = _call_user(
+        what, vg, args + outs, "It must write the gradients like `grad` and return the value.", interpreted
+    )
     try:
         got = float(got)
     except (TypeError, ValueError):
         raise TypeError(f"`{label}.value_and_grad` must return the cost value as a float; got {got!r}") from None
     if not abs(got - val) <= 1e-12 * max(1.0, abs(val)):
-        raise ValueError(f"`{label}.value_and_grad` returned {got!r} but `{label}.value` returned {val!r} at x0; "
-                         "they must compute the same value")
+        raise ValueError(
+            f"`{label}.value_and_grad` returned {got!r} but `{label}.value` returned {val!r} at x0; "
+            "they must compute the same value"
+        )
     for nm, a, b in zip(("out_x", "out_c", "out_p"), outs, grads):
         if not np.allclose(a, b, rtol=1e-12, atol=1e-300):
-            raise ValueError(f"`{label}.value_and_grad` wrote {nm} = {a} but `{label}.grad` wrote {b} at x0; "
-                             "they must compute the same gradient")
+            raise ValueError(
+                f"`{label}.value_and_grad` wrote {nm} = {a} but `{label}.grad` wrote {b} at x0; "
+                "they must compute the same gradient"
+            )
 
 
 def _prepare(problem, params, controls, x0, method):
@@ -325,11 +366,16 @@ def _prepare(problem, params, controls, x0, method):
         p = as_float_vector("params", params, pdim)
     if controls is None:
         if cdim:
-            raise ValueError(f"`controls` is required: the dynamics has control_dim={cdim}; "
-                             f"pass an array of shape ({K}, {cdim})")
+            raise ValueError(
+                f"`controls` is required: the dynamics has control_dim={cdim}; pass an array of shape ({K}, {cdim})"
+            )
         C = np.zeros((K, 0))
-    elif (type(controls) is np.ndarray and controls.dtype == np.float64 and controls.shape == (K, cdim)
-          and controls.flags.c_contiguous):  # the common case, validated without copies
+    elif (
+        type(controls) is np.ndarray
+        and controls.dtype == np.float64
+        and controls.shape == (K, cdim)
+        and controls.flags.c_contiguous
+    ):  # the common case, validated without copies
         C = controls
         if not math.isfinite(C.sum()) and not np.all(np.isfinite(C)):
             k = int(np.argwhere(~np.isfinite(C))[0][0])
@@ -360,8 +406,9 @@ def _prepare(problem, params, controls, x0, method):
     x0c = np.array(x0a)
     if (comp.dynamics.f, cdim, p.shape[0], method.kind) not in problem._checked:
         c0 = np.ascontiguousarray(C[0]) if K > 0 else np.zeros(cdim)
-        _check_user_functions(problem, comp, method, x0c, c0, p,
-                              _interpretable(comp, method, problem.state_dim, cdim, p.shape[0]))
+        _check_user_functions(
+            problem, comp, method, x0c, c0, p, _interpretable(comp, method, problem.state_dim, cdim, p.shape[0])
+        )
     return comp, p, C, x0c
 
 
@@ -371,7 +418,8 @@ def _raise_nonfinite(problem, status):
     raise FloatingPointError(
         f"the state became non-finite (NaN or inf) in step {k} (t = {t:.6g} -> output at step {k + 1}); "
         "the simulation diverged: reduce the step size (more `steps`), check `params`/`controls`, or use a "
-        "higher-order method")
+        "higher-order method"
+    )
 
 
 def evaluate(problem, *, params=None, controls=None, x0=None, method=None) -> float:
@@ -384,12 +432,16 @@ def evaluate(problem, *, params=None, controls=None, x0=None, method=None) -> fl
     comp, p, C, x0a = _prepare(problem, params, controls, x0, method)
     A, b, cn = method.tableau_arrays()
     from ._bind import bound_kernel
+
     fk = fused_kernels(comp, method, problem.state_dim, C.shape[1], p.shape[0])
     if fk is not None:
         val, status = fk[1](x0a, C, p, problem.t_span[0], problem.tau, problem.steps, _NO_TRAJ, False)
     else:
-        fwd = bound_kernel(kern.forward, {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
-                           {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term})
+        fwd = bound_kernel(
+            kern.forward,
+            {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
+            {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term},
+        )
         val, _, status = fwd(x0a, C, p, problem.t_span[0], problem.tau, problem.steps, A, b, cn, _NO_TRAJ, False)
     if status:
         _raise_nonfinite(problem, status)
@@ -414,12 +466,16 @@ def simulate(problem, *, params=None, controls=None, x0=None, method=None):
     K = problem.steps
     traj = np.empty((K + 1, problem.state_dim))
     from ._bind import bound_kernel
+
     fk = fused_kernels(comp, method, problem.state_dim, C.shape[1], p.shape[0])
     if fk is not None:
         val, status = fk[1](x0a, C, p, problem.t_span[0], problem.tau, K, traj, True)
     else:
-        fwd = bound_kernel(kern.forward, {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
-                           {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term})
+        fwd = bound_kernel(
+            kern.forward,
+            {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
+            {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term},
+        )
         val, _, status = fwd(x0a, C, p, problem.t_span[0], problem.tau, K, A, b, cn, traj, True)
     if status:
         _raise_nonfinite(problem, status)
@@ -437,8 +493,19 @@ def simulate(problem, *, params=None, controls=None, x0=None, method=None):
 # through the general path (validation, the Sweep record, dataclass results).
 
 _F64 = np.dtype(np.float64)
-_STATS_FIELDS = ("forward_steps", "adjoint_steps", "peak_stored_states", "peak_stored_bytes", "snapshots",
-                 "recomputation_ratio", "schedule", "seconds", "compile_seconds", "reversal_drift", "fallback")
+_STATS_FIELDS = (
+    "forward_steps",
+    "adjoint_steps",
+    "peak_stored_states",
+    "peak_stored_bytes",
+    "snapshots",
+    "recomputation_ratio",
+    "schedule",
+    "seconds",
+    "compile_seconds",
+    "reversal_drift",
+    "fallback",
+)
 
 
 def _frozen(cls, fields):
@@ -540,15 +607,24 @@ class _Lane:
             return None  # the general path names the non-finite block
         st = dict(self.stats)
         st["seconds"] = elapsed
-        return _frozen(AdjointResult, {"value": float(value), "grad": _frozen(Gradient, {"params": gp, "controls": gC,
-                                                                                         "x0": gx}),
-                                       "x_final": x_final, "stats": _frozen(Stats, st), "trajectory": None,
-                                       "times": None})
+        return _frozen(
+            AdjointResult,
+            {
+                "value": float(value),
+                "grad": _frozen(Gradient, {"params": gp, "controls": gC, "x0": gx}),
+                "x_final": x_final,
+                "stats": _frozen(Stats, st),
+                "trajectory": None,
+                "times": None,
+            },
+        )
 
 
 def _lane_key(method, checkpoint):
-    return (_EULER.cache_key if method is None else method.cache_key,
-            "auto" if checkpoint is None or (type(checkpoint) is str and checkpoint == "auto") else checkpoint)
+    return (
+        _EULER.cache_key if method is None else method.cache_key,
+        "auto" if checkpoint is None or (type(checkpoint) is str and checkpoint == "auto") else checkpoint,
+    )
 
 
 def _install_lane(problem, method, checkpoint, sweep, out, stats):
@@ -576,8 +652,9 @@ def _install_lane(problem, method, checkpoint, sweep, out, stats):
     _all_finite(_LANE_EMPTY, _LANE_EMPTY, _LANE_EMPTY)  # compiled (or loaded) in this first call, not the next
 
 
-def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, checkpoint="auto",
-                  return_trajectory=False) -> AdjointResult:
+def solve_adjoint(
+    problem, *, params=None, controls=None, x0=None, method=None, checkpoint="auto", return_trajectory=False
+) -> AdjointResult:
     """Value and exact gradient of a control problem's discrete objective.
 
     Parameters
@@ -639,19 +716,43 @@ def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, 
     if checkpoint is None or (isinstance(checkpoint, str) and checkpoint == "auto"):
         checkpoint = _auto_schedule()
     if not isinstance(checkpoint, Schedule):
-        raise TypeError("`checkpoint` must be \"auto\" or a schedule such as adjoint.StoreAll(), "
-                        f"adjoint.Revolve(snapshots=20), adjoint.MemoryBudget('200 MB'); got {checkpoint!r}")
+        raise TypeError(
+            '`checkpoint` must be "auto" or a schedule such as adjoint.StoreAll(), '
+            f"adjoint.Revolve(snapshots=20), adjoint.MemoryBudget('200 MB'); got {checkpoint!r}"
+        )
     comp, p, C, x0a = _prepare(problem, params, controls, x0, method)
     A, b, cn = method.tableau_arrays()
     K = problem.steps
     n = problem.state_dim
-    sweep = Sweep(kind=method.kind, f=comp.f, vjp=comp.vjp, g=comp.g, gvjp=comp.gvjp, rv=comp.rv, rg=comp.rg,
-                  has_run=comp.has_run, tv=comp.tv, tg=comp.tg, has_term=comp.has_term, x0=x0a, C=C, p=p,
-                  t0=problem.t_span[0], tau=problem.tau, K=K, A=A, b=b, cn=cn, method=method,
-                  grad_c=np.empty_like(C), grad_p=np.empty_like(p), grad_x0=np.empty(n),
-                  want_trajectory=bool(return_trajectory),
-                  fused=fused_kernels(comp, method, n, C.shape[1], p.shape[0])
-                  or tape_kernels(comp, method, checkpoint, K, n, C.shape[1], p.shape[0]))
+    sweep = Sweep(
+        kind=method.kind,
+        f=comp.f,
+        vjp=comp.vjp,
+        g=comp.g,
+        gvjp=comp.gvjp,
+        rv=comp.rv,
+        rg=comp.rg,
+        has_run=comp.has_run,
+        tv=comp.tv,
+        tg=comp.tg,
+        has_term=comp.has_term,
+        x0=x0a,
+        C=C,
+        p=p,
+        t0=problem.t_span[0],
+        tau=problem.tau,
+        K=K,
+        A=A,
+        b=b,
+        cn=cn,
+        method=method,
+        grad_c=np.empty_like(C),
+        grad_p=np.empty_like(p),
+        grad_x0=np.empty(n),
+        want_trajectory=bool(return_trajectory),
+        fused=fused_kernels(comp, method, n, C.shape[1], p.shape[0])
+        or tape_kernels(comp, method, checkpoint, K, n, C.shape[1], p.shape[0]),
+    )
     # the first run of a (problem, method, schedule) in this process is the one that compiles
     seen = comp.__dict__.setdefault("_runs", set())
     run_key = (method.cache_key, checkpoint, sweep.fused is not None)
@@ -667,22 +768,33 @@ def solve_adjoint(problem, *, params=None, controls=None, x0=None, method=None, 
     if not math.isfinite(gp.sum() + gC.sum() + gx0.sum()):
         for nm, g in (("params", gp), ("controls", gC), ("x0", gx0)):
             if not np.all(np.isfinite(g)):
-                raise FloatingPointError(f"the gradient with respect to {nm} is non-finite although the state "
-                                         "stayed finite; check the vjp and cost gradients for overflow")
+                raise FloatingPointError(
+                    f"the gradient with respect to {nm} is non-finite although the state "
+                    "stayed finite; check the vjp and cost gradients for overflow"
+                )
     traj = out.trajectory
     if return_trajectory and traj is None:
         _, traj = simulate(problem, params=p, controls=C, x0=x0a, method=method)
     extra = out.extra or {}
-    stats = Stats(forward_steps=int(out.forward_steps), adjoint_steps=K, peak_stored_states=int(out.peak_stored_states),
-                  peak_stored_bytes=int(out.peak_stored_states) * n * 8, snapshots=int(out.snapshots),
-                  recomputation_ratio=out.forward_steps / K, schedule=out.schedule, seconds=elapsed,
-                  compile_seconds=elapsed if compiled_now else 0.0, **extra)
+    stats = Stats(
+        forward_steps=int(out.forward_steps),
+        adjoint_steps=K,
+        peak_stored_states=int(out.peak_stored_states),
+        peak_stored_bytes=int(out.peak_stored_states) * n * 8,
+        snapshots=int(out.snapshots),
+        recomputation_ratio=out.forward_steps / K,
+        schedule=out.schedule,
+        seconds=elapsed,
+        compile_seconds=elapsed if compiled_now else 0.0,
+        **extra,
+    )
     if not return_trajectory:
         _install_lane(problem, method, checkpoint, sweep, out, stats)
-    return AdjointResult(value=float(out.value), grad=Gradient(params=gp, controls=gC, x0=gx0),
-                         x_final=np.asarray(out.x_final, dtype=np.float64).copy(), stats=stats,
-                         trajectory=traj if return_trajectory else None,
-                         times=problem.times if return_trajectory else None)
-
-
-
+    return AdjointResult(
+        value=float(out.value),
+        grad=Gradient(params=gp, controls=gC, x0=gx0),
+        x_final=np.asarray(out.x_final, dtype=np.float64).copy(),
+        stats=stats,
+        trajectory=traj if return_trajectory else None,
+        times=problem.times if return_trajectory else None,
+    )

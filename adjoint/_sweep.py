@@ -3,6 +3,7 @@
 Schedules (``adjoint.checkpointing``) receive a :class:`Sweep` and run one compiled kernel on it;
 this keeps ``solve_adjoint`` independent of how states are stored or rebuilt.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,8 +62,10 @@ class Sweep:
         rule out); parameters named like the sweep's fields (``x0, C, p, t0, tau, K, A, b, cn``)
         receive those; the remaining parameters take ``extra`` in order.
         """
-        from ._bind import bound_kernel
         import inspect
+
+        from ._bind import bound_kernel
+
         names = _SIGNATURES.get(kernel)
         if names is None:
             names = list(inspect.signature(kernel.py_func).parameters)
@@ -87,9 +90,28 @@ class Sweep:
         return fn(*args)
 
     def kernel_args(self) -> tuple:
-        return (self.kind, self.f, self.vjp, self.g, self.gvjp, self.rv, self.rg, self.has_run, self.tv,
-                self.tg, self.has_term, self.x0, self.C, self.p, self.t0, self.tau, self.K, self.A,
-                self.b, self.cn)
+        return (
+            self.kind,
+            self.f,
+            self.vjp,
+            self.g,
+            self.gvjp,
+            self.rv,
+            self.rg,
+            self.has_run,
+            self.tv,
+            self.tg,
+            self.has_term,
+            self.x0,
+            self.C,
+            self.p,
+            self.t0,
+            self.tau,
+            self.K,
+            self.A,
+            self.b,
+            self.cn,
+        )
 
 
 _FUNCTION_FIELDS = frozenset(("f", "vjp", "g", "gvjp", "rv", "rg", "tv", "tg"))

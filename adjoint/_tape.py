@@ -44,6 +44,7 @@ resolves to store-all and the tape fits the memory budget (``MemoryBudget``: tra
 within the budget; ``StoreAll``: tape within ``DEFAULT_MEMORY_BUDGET``); otherwise the generic
 kernels run. ``ADJOINT_DISABLE_FUSED`` or ``ADJOINT_DISABLE_TAPE`` turns the path off.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,9 +64,33 @@ __all__ = ["tape_kernels", "tape_plan", "TapePlan"]
 _GEN_VERSION = "4"
 #: primitives whose outputs are stored on the tape (when the backward sweep needs them) rather
 #: than recomputed: transcendental functions, divisions and powers, contractions and reductions
-EXPENSIVE = frozenset(("sin", "cos", "tan", "exp", "log", "log1p", "expm1", "sqrt", "tanh", "sinh",
-                       "cosh", "arctan", "arctan2", "pow", "pow_const", "div", "dot", "reduce_sum",
-                       "reduce_max", "reduce_min", "logsumexp", "scatter_add", "tcall"))
+EXPENSIVE = frozenset(
+    (
+        "sin",
+        "cos",
+        "tan",
+        "exp",
+        "log",
+        "log1p",
+        "expm1",
+        "sqrt",
+        "tanh",
+        "sinh",
+        "cosh",
+        "arctan",
+        "arctan2",
+        "pow",
+        "pow_const",
+        "div",
+        "dot",
+        "reduce_sum",
+        "reduce_max",
+        "reduce_min",
+        "logsumexp",
+        "scatter_add",
+        "tcall",
+    )
+)
 #: loops of more than this many iterations are never fused (None: no limit; see gradient_source)
 FUSE_MAX_TRIP = None
 MAX_STATE = 64
@@ -121,9 +146,11 @@ class TapePlan:
 
     def __repr__(self):
         prims = sorted({self.graph.nodes[i].prim for i, _, _ in self.stored})
-        return (f"TapePlan(width={self.width} floats per step ({', '.join(prims) or 'nothing'}), "
-                f"{len(self.invariant)} invariant / {len(self.forward)} forward / "
-                f"{len(self.backward)} backward nodes)")
+        return (
+            f"TapePlan(width={self.width} floats per step ({', '.join(prims) or 'nothing'}), "
+            f"{len(self.invariant)} invariant / {len(self.forward)} forward / "
+            f"{len(self.backward)} backward nodes)"
+        )
 
 
 def tape_plan(td) -> TapePlan:
@@ -132,6 +159,7 @@ def tape_plan(td) -> TapePlan:
     if got is not None:
         return got
     from .ad._transforms import vjp_graph
+
     jg = vjp_graph(td.graph, wrt=[0, 1, 2], with_primals=True)
     nodes = jg.nodes
     xi, ci, pi, ti, zi = jg.inputs
@@ -198,6 +226,7 @@ class _Unsupported(Exception):
 
 def _emit_node(E, nd):
     from .ad._primitives import PRIMITIVES
+
     getattr(E, "_e_" + ("elementwise" if PRIMITIVES[nd.prim].elementwise else nd.prim))(nd)
 
 
@@ -231,6 +260,7 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     and its constant arrays. ``costs``: dict with ``tv, tg, rv, rg`` -> ``module.name`` strings (or
     None when absent)."""
     from .ad._codegen import Emitter, accumulate_into, choose_small, fuse_loops
+
     jg = plan.graph
     P = "_j"
     E = Emitter(jg, prefix=P, small=choose_small(jg))
@@ -281,8 +311,9 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
 
     creps = {ci: ("s", list(Cn))} if c_scalar else {}
     # -- forward loop body --------------------------------------------------------------------------
-    fwd_lines = phase({xi: ("s", list(X)), ti: ("s", ["t"]), **creps}, plan.forward, [u], [("s", U)],
-                      stored_out=plan.stored)
+    fwd_lines = phase(
+        {xi: ("s", list(X)), ti: ("s", ["t"]), **creps}, plan.forward, [u], [("s", U)], stored_out=plan.stored
+    )
     # -- backward loop body -------------------------------------------------------------------------
     loads = []
     reps = {xi: ("s", list(X)), ti: ("s", ["t"]), zi: ("s", list(LAM)), **creps}
@@ -325,8 +356,14 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     body.append(f"tape = np.empty((K, {max(W, 1)}))")
     if direct is None:
         body.append(f"_gp = np.empty({q})")
-    body += [f"_xb = np.empty({n})", "_c0 = np.empty(0)", f"_lb = np.empty({n})", f"_gxb = np.empty({n})",
-             f"_gcb = np.empty({m})", f"_gpb = np.empty({q})"]
+    body += [
+        f"_xb = np.empty({n})",
+        "_c0 = np.empty(0)",
+        f"_lb = np.empty({n})",
+        f"_gxb = np.empty({n})",
+        f"_gcb = np.empty({m})",
+        f"_gpb = np.empty({q})",
+    ]
     body += [f"{X[i]} = x0[{i}]" for i in range(n)] + [f"traj[0, {i}] = {X[i]}" for i in range(n)]
     row = [f"_row = {_ROW}(k)"] if plan.stored else []
     loop = ["t = t0 + k * tau"] + row + [f"{Cn[j]} = C[k, {j}]" for j in range(m)] + fwd_lines
@@ -341,8 +378,10 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     body += [f"for _i in range({q}):", "    grad_p[_i] = 0.0"]
     if costs.get("tg"):
         body += [f"_xb[{i}] = {X[i]}" for i in range(n)]
-        body += [f"{costs['tg']}(_xb, _c0, p, t0 + K * tau, _lb, _c0, grad_p)",
-                 f"value = {costs['tv']}(_xb, _c0, p, t0 + K * tau)"]
+        body += [
+            f"{costs['tg']}(_xb, _c0, p, t0 + K * tau, _lb, _c0, grad_p)",
+            f"value = {costs['tv']}(_xb, _c0, p, t0 + K * tau)",
+        ]
         body += [f"{LAM[i]} = _lb[{i}]" for i in range(n)]
     else:
         body += ["value = 0.0"] + [f"{LAM[i]} = 0.0" for i in range(n)]
@@ -371,13 +410,17 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     body += ["for k in range(K - 1, -1, -1):"] + ["    " + ln for ln in loop]
     body += [f"grad_x0[{i}] = {LAM[i]}" for i in range(n)]
     body.append("return value + tau * run, 0")
-    src = ("def gradient(x0, C, p, t0, tau, K, traj, grad_c, grad_p, grad_x0):\n"
-           + "\n".join("    " + ln for ln in body) + "\n")
+    src = (
+        "def gradient(x0, C, p, t0, tau, K, traj, grad_c, grad_p, grad_x0):\n"
+        + "\n".join("    " + ln for ln in body)
+        + "\n"
+    )
     return src, E.consts
 
 
 def _cost_refs(comp, imports, files):
     from ._bind import _import_path
+
     refs = {}
     pairs = []
     if comp.has_term:
@@ -400,6 +443,7 @@ def _cost_refs(comp, imports, files):
 def _schedule_allows(checkpoint, K, n, width):
     """Whether ``checkpoint`` runs store-all for K steps and the tape fits its memory budget."""
     from .checkpointing._schedules import DEFAULT_MEMORY_BUDGET, MemoryBudget, Revolve, StoreAll, Uniform
+
     tape = 8 * K * width
     if type(checkpoint) is StoreAll or (type(checkpoint) in (Revolve, Uniform) and checkpoint.snapshots > K):
         return tape <= DEFAULT_MEMORY_BUDGET
@@ -447,6 +491,7 @@ def _build(comp, td, kind, n, m, q):
     from ._bind import _file_digest, cache_dir, load_generated
     from .ad._codegen import module_source
     from .ad._tcall import import_lines
+
     plan = tape_plan(td)
     imports, files = {}, {}
     costs = _cost_refs(comp, imports, files)

@@ -22,6 +22,7 @@ the ``error_model``, so nothing stops the vectoriser.
 
 The polynomial coefficients are re-derived and checked against mpmath in ``tests/test_vecmath.py``.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,7 @@ def _fma(typingctx, x, y, z):
 
     def codegen(context, builder, signature, args):
         d = _llir.DoubleType()
-        fn = builder.module.declare_intrinsic("llvm.fma", [d],
-                                              _llir.FunctionType(d, [d, d, d]))
+        fn = builder.module.declare_intrinsic("llvm.fma", [d], _llir.FunctionType(d, [d, d, d]))
         return builder.call(fn, args)
 
     return sig, codegen
@@ -159,7 +159,7 @@ def _exp(x):
     return res if x >= _EXP_LO else 0.0
 
 
-_EXP_OVER = 709.782712893384     # exp(x) rounds to inf above (log(DBL_MAX) = 709.78271289338400)
+_EXP_OVER = 709.782712893384  # exp(x) rounds to inf above (log(DBL_MAX) = 709.78271289338400)
 _EXP_UNDER = -745.1332191019412  # exp(x) rounds to 0 at and below (log(2^-1075) = -745.13321910194122)
 
 
@@ -206,7 +206,7 @@ def _k_exp_array(x, out):
 # ----------------------------------------------------------------------------------
 
 _TANH_SMALL = 0.5625  # |x| below: odd polynomial; above: 1 - 2 / (exp(2|x|) + 1)
-_TANH_BIG = 20.0      # |x| above: tanh = 1 exactly (1 - tanh < 2^-54 from |x| > 19.06 on)
+_TANH_BIG = 20.0  # |x| above: tanh = 1 exactly (1 - tanh < 2^-54 from |x| > 19.06 on)
 
 # tanh(x) = x + x u q(u), u = x^2, |x| < 9/16: q(u) = (tanh(sqrt u) - sqrt u) / u^(3/2) is
 # approximated by a degree-10 polynomial, Chebyshev fit on u in [0, (9/16)^2] in 60-digit

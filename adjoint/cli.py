@@ -1,13 +1,14 @@
 """Command line: ``python -m adjoint list`` and ``python -m adjoint solve NAME``."""
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import importlib
 import importlib.util
 import inspect
+import json
+import os
 import sys
 import time
 
@@ -78,8 +79,9 @@ def _written(folder, name, ext, since):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adjoint",
-                                     description="Exact gradients of simulations: ready problems.")
+    parser = argparse.ArgumentParser(
+        prog="python -m adjoint", description="Exact gradients of simulations: ready problems."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the ready problems")
     sp = sub.add_parser("solve", help="optimise a ready problem, print progress, save a PNG and a JSON summary")

@@ -1,4 +1,5 @@
 """Shared helpers for the benchmark scripts: medians after warm-up, child-process measurements."""
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,9 @@ def run_child(code: str, env_extra=None, timeout=900) -> dict:
     env = child_env()
     if env_extra:
         env.update(env_extra)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout,
-                         cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+    )
     if out.returncode != 0:
         raise RuntimeError(f"child failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

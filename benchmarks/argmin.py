@@ -19,6 +19,7 @@ Usage::
 
 Prints a markdown table; timings are from this one run on this machine (shared and noisy).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,6 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import adjoint  # noqa: E402
 import adjoint.checkpointing as ck  # noqa: E402
 from adjoint._argmin import solve_argmin  # noqa: E402
 from problems import logistic  # noqa: E402
@@ -88,17 +88,22 @@ def main(argv=None):
     mu, L = prob.curvature_bounds(theta)
     ref = solve_argmin(prob.energy, prob.loss, theta, x0, inner_tol=1e-13, linear_tol=1e-14, **kw)
     g_ref = ref.grad[0]
-    print(f"# logistic regression: n = {prob.n} features, m = {args.train} training rows, theta = {args.theta} "
-          f"(lambda = {np.exp(args.theta):.3g}); mu >= {mu:.3g}, L <= {L:.3g}, step 1/L")
-    print(f"# reference gradient {g_ref:.15e} (inner residual {ref.stats.inner_residual:.1e}, "
-          f"linear residual {ref.stats.linear_residual:.1e}); setup+compile {time.perf_counter() - t0:.1f} s")
+    print(
+        f"# logistic regression: n = {prob.n} features, m = {args.train} training rows, theta = {args.theta} "
+        f"(lambda = {np.exp(args.theta):.3g}); mu >= {mu:.3g}, L <= {L:.3g}, step 1/L"
+    )
+    print(
+        f"# reference gradient {g_ref:.15e} (inner residual {ref.stats.inner_residual:.1e}, "
+        f"linear residual {ref.stats.linear_residual:.1e}); setup+compile {time.perf_counter() - t0:.1f} s"
+    )
 
     def rel(g):
         return abs(g[0] - g_ref) / abs(g_ref)
 
     def unrolled(K, sched):
-        return solve_argmin(prob.energy, prob.loss, theta, x0, mode="unrolled", steps=K, step_size=1.0 / L,
-                            checkpoint=sched, **kw)
+        return solve_argmin(
+            prob.energy, prob.loss, theta, x0, mode="unrolled", steps=K, step_size=1.0 / L, checkpoint=sched, **kw
+        )
 
     rows = []
     for target in args.targets:
@@ -107,11 +112,21 @@ def main(argv=None):
             r = solve_argmin(prob.energy, prob.loss, theta, x0, inner_tol=tol, linear_tol=tol, **kw)
             if rel(r.grad) <= target:
                 break
-        sec, peak, r = measure(lambda: solve_argmin(prob.energy, prob.loss, theta, x0, inner_tol=tol,
-                                                    linear_tol=tol, **kw), args.repeat)
-        rows.append(dict(target=target, method="implicit", setting=f"tol {tol:.0e}", seconds=sec, peak=peak,
-                         stored=0, err=rel(r.grad), work=f"{r.stats.inner_iterations} L-BFGS it + "
-                         f"{r.stats.hvp_evaluations} hvp"))
+        sec, peak, r = measure(
+            lambda: solve_argmin(prob.energy, prob.loss, theta, x0, inner_tol=tol, linear_tol=tol, **kw), args.repeat
+        )
+        rows.append(
+            dict(
+                target=target,
+                method="implicit",
+                setting=f"tol {tol:.0e}",
+                seconds=sec,
+                peak=peak,
+                stored=0,
+                err=rel(r.grad),
+                work=f"{r.stats.inner_iterations} L-BFGS it + {r.stats.hvp_evaluations} hvp",
+            )
+        )
         # unrolled: fewest steps meeting the target (doubling, then bisection)
         K = 8
         while rel(unrolled(K, ck.StoreAll()).grad) > target:
@@ -126,27 +141,42 @@ def main(argv=None):
         for name, mk in schedules(args.snapshots):
             sec, peak, r = measure(lambda: unrolled(K, mk(K)), args.repeat)
             st = r.stats.adjoint
-            rows.append(dict(target=target, method=f"unrolled {name}", setting=f"K = {K}", seconds=sec, peak=peak,
-                             stored=st.peak_stored_bytes, err=rel(r.grad),
-                             work=f"{st.forward_steps} fwd + {st.adjoint_steps} adj steps"))
+            rows.append(
+                dict(
+                    target=target,
+                    method=f"unrolled {name}",
+                    setting=f"K = {K}",
+                    seconds=sec,
+                    peak=peak,
+                    stored=st.peak_stored_bytes,
+                    err=rel(r.grad),
+                    work=f"{st.forward_steps} fwd + {st.adjoint_steps} adj steps",
+                )
+            )
 
     print()
     print("| target | method | setting | rel. error | time (s) | peak traced memory | stored states | work |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['target']:.0e} | {r['method']} | {r['setting']} | {r['err']:.1e} | {r['seconds']:.3f} | "
-              f"{r['peak'] / 2**20:.2f} MiB | {r['stored'] / 2**20:.2f} MiB | {r['work']} |")
+        print(
+            f"| {r['target']:.0e} | {r['method']} | {r['setting']} | {r['err']:.1e} | {r['seconds']:.3f} | "
+            f"{r['peak'] / 2**20:.2f} MiB | {r['stored'] / 2**20:.2f} MiB | {r['work']} |"
+        )
     for target in args.targets:
         sub = [r for r in rows if r["target"] == target]
         imp = sub[0]
         for r in sub[1:]:
-            print(f"# target {target:.0e}: {r['method']} / implicit: time x{r['seconds'] / imp['seconds']:.1f}, "
-                  f"peak memory x{r['peak'] / max(imp['peak'], 1):.1f}")
+            print(
+                f"# target {target:.0e}: {r['method']} / implicit: time x{r['seconds'] / imp['seconds']:.1f}, "
+                f"peak memory x{r['peak'] / max(imp['peak'], 1):.1f}"
+            )
 
     if args.plot:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         methods = list(dict.fromkeys(r["method"] for r in rows))
         width = 0.8 / len(methods)

@@ -31,6 +31,7 @@ Usage::
     PYTHONPATH=. python benchmarks/checkpointing.py --steps 1000000 --repeats 3
     PYTHONPATH=. python benchmarks/checkpointing.py --steps --rss            # RSS section only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,11 @@ def _child(steps: int, spec: str, repeats: int) -> dict:
     from adjoint.checkpointing import Revolve, StoreAll, Uniform
     from problems import lotka_volterra as lv
 
-    sched = {"StoreAll": lambda s: StoreAll(), "Revolve": lambda s: Revolve(snapshots=s),
-             "Uniform": lambda s: Uniform(snapshots=s)}
+    sched = {
+        "StoreAll": lambda s: StoreAll(),
+        "Revolve": lambda s: Revolve(snapshots=s),
+        "Uniform": lambda s: Uniform(snapshots=s),
+    }
     name, _, s = spec.partition(":")
     schedule = sched[name](int(s) if s else None)
     p = lv.initial_guess()
@@ -76,8 +80,11 @@ def _child(steps: int, spec: str, repeats: int) -> dict:
     dyn = adjoint.ControlProblem(lv.DYNAMICS, lv.Y_OBS[0], (0.0, lv.T_END), steps, terminal_cost=lv.TERMINAL)
     # the timings are taken in interleaved rounds, so that load from other processes hits the
     # gradient and the reference sweeps it is compared with alike
-    runs = {"grad_s": grad, "forward_s": lambda: adjoint.evaluate(prob, params=p),
-            "dyn_forward_s": lambda: adjoint.evaluate(dyn, params=p)}
+    runs = {
+        "grad_s": grad,
+        "forward_s": lambda: adjoint.evaluate(prob, params=p),
+        "dyn_forward_s": lambda: adjoint.evaluate(dyn, params=p),
+    }
     if name != "StoreAll":  # store-all reference in the same process (its memory is not part of rss_mb)
         runs["store_all_s"] = lambda: adjoint.solve_adjoint(prob, params=p, checkpoint=StoreAll())
     for fn in runs.values():
@@ -88,10 +95,18 @@ def _child(steps: int, spec: str, repeats: int) -> dict:
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
-    out = dict(steps=steps, schedule=stats.schedule, rss_mb=rss_mb,
-               ratio=stats.forward_steps / steps, forward_steps=stats.forward_steps,
-               peak_states=stats.peak_stored_states, peak_bytes=stats.peak_stored_bytes,
-               compile_s=compile_s, rss_floor_mb=rss_floor, alloc_mb=alloc_mb)
+    out = dict(
+        steps=steps,
+        schedule=stats.schedule,
+        rss_mb=rss_mb,
+        ratio=stats.forward_steps / steps,
+        forward_steps=stats.forward_steps,
+        peak_states=stats.peak_stored_states,
+        peak_bytes=stats.peak_stored_bytes,
+        compile_s=compile_s,
+        rss_floor_mb=rss_floor,
+        alloc_mb=alloc_mb,
+    )
     out.update({k: statistics.median(v) for k, v in times.items()})
     if name == "StoreAll":
         out["store_all_s"] = out["grad_s"]
@@ -127,20 +142,26 @@ print(json.dumps(dict(rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 def _rss_section(steps: int = 10**7, s: int = 20) -> None:
     """Peak RSS of one Revolve(s) gradient in a fresh process: cold, generated-cold and warm caches."""
     import tempfile
+
     print()
     print(f"Peak RSS of a fresh process doing one Revolve({s}) gradient at K = {steps} (nothing else):")
     with tempfile.TemporaryDirectory() as tmp:
         cold = dict(NUMBA_CACHE_DIR=os.path.join(tmp, "numba"), ADJOINT_CACHE_DIR=os.path.join(tmp, "adjoint"))
         gen_cold = dict(ADJOINT_CACHE_DIR=os.path.join(tmp, "adjoint2"))
         code = _RSS_CHILD.format(steps=steps, s=s)
-        runs = [("all caches cold (everything compiled in the process)", cold),
-                ("generated kernels cold (first run of this problem)", gen_cold),
-                ("warm (kernels loaded from the disk caches)", cold),
-                ("warm, again", gen_cold)]
+        runs = [
+            ("all caches cold (everything compiled in the process)", cold),
+            ("generated kernels cold (first run of this problem)", gen_cold),
+            ("warm (kernels loaded from the disk caches)", cold),
+            ("warm, again", gen_cold),
+        ]
         for label, env in runs:
             r = _run_code(code, env)
-            print(f"  {label:<56} peak RSS {r['rss_mb']:6.1f} MB (after imports {r['floor_mb']:6.1f} MB), "
-                  f"{r['seconds']:.2f} s", flush=True)
+            print(
+                f"  {label:<56} peak RSS {r['rss_mb']:6.1f} MB (after imports {r['floor_mb']:6.1f} MB), "
+                f"{r['seconds']:.2f} s",
+                flush=True,
+            )
         code = _FLOOR_CHILD.format(folder=tmp)
         _run_code(code, {})
         r = _run_code(code, {})
@@ -162,8 +183,7 @@ def _run_child(steps: int, spec: str, repeats: int) -> dict:
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", spec, "--steps", str(steps),
-           "--repeats", str(repeats)]
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", spec, "--steps", str(steps), "--repeats", str(repeats)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"child {spec} failed:\n{proc.stderr[-3000:]}")
@@ -176,8 +196,12 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--snapshots", type=int, nargs="*", default=list(SNAPSHOTS))
     ap.add_argument("--uniform", type=int, nargs="*", default=None, help="snapshots for Uniform (default: --snapshots)")
-    ap.add_argument("--rss", action=argparse.BooleanOptionalAction, default=None,
-                    help="RSS section for K = 10^7, Revolve(20) (default: when 10^7 is among --steps)")
+    ap.add_argument(
+        "--rss",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="RSS section for K = 10^7, Revolve(20) (default: when 10^7 is among --steps)",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -185,10 +209,14 @@ def main(argv=None) -> None:
         return
     specs = ["StoreAll"] + [f"Revolve:{s}" for s in args.snapshots]
     specs += [f"Uniform:{s}" for s in (args.uniform if args.uniform is not None else args.snapshots)]
-    print("Lotka-Volterra, explicit Euler, state_dim 2; medians of "
-          f"{args.repeats} runs after warm-up; peak RSS of each child process")
-    hdr = (f"{'K':>9} {'schedule':<22} {'grad [s]':>9} {'fwd/K':>7} {'peak states':>11} {'RSS [MB]':>9} "
-           f"{'floor [MB]':>10} {'alloc [MB]':>10} {'predicted [s]':>13} {'measured/pred':>13} {'meas/pred(dyn)':>14}")
+    print(
+        "Lotka-Volterra, explicit Euler, state_dim 2; medians of "
+        f"{args.repeats} runs after warm-up; peak RSS of each child process"
+    )
+    hdr = (
+        f"{'K':>9} {'schedule':<22} {'grad [s]':>9} {'fwd/K':>7} {'peak states':>11} {'RSS [MB]':>9} "
+        f"{'floor [MB]':>10} {'alloc [MB]':>10} {'predicted [s]':>13} {'measured/pred':>13} {'meas/pred(dyn)':>14}"
+    )
     for steps in args.steps:
         print()
         print(hdr)
@@ -197,11 +225,16 @@ def main(argv=None) -> None:
             fwd, sa = r["forward_s"], r.get("store_all_s", float("nan"))
             pred = r["ratio"] * fwd + (sa - fwd)
             pred_dyn = r["ratio"] * r["dyn_forward_s"] + (sa - fwd)
-            print(f"{steps:>9} {r['schedule']:<22} {r['grad_s']:>9.3f} {r['ratio']:>7.3f} {r['peak_states']:>11} "
-                  f"{r['rss_mb']:>9.1f} {r['rss_floor_mb']:>10.1f} {r['alloc_mb']:>10.1f} {pred:>13.3f} "
-                  f"{r['grad_s'] / pred:>13.3f} {r['grad_s'] / pred_dyn:>14.3f}", flush=True)
-        print(f"  (last child: forward only {fwd:.3f} s, dynamics-only forward {r['dyn_forward_s']:.3f} s, "
-              f"store-all gradient {sa:.3f} s)")
+            print(
+                f"{steps:>9} {r['schedule']:<22} {r['grad_s']:>9.3f} {r['ratio']:>7.3f} {r['peak_states']:>11} "
+                f"{r['rss_mb']:>9.1f} {r['rss_floor_mb']:>10.1f} {r['alloc_mb']:>10.1f} {pred:>13.3f} "
+                f"{r['grad_s'] / pred:>13.3f} {r['grad_s'] / pred_dyn:>14.3f}",
+                flush=True,
+            )
+        print(
+            f"  (last child: forward only {fwd:.3f} s, dynamics-only forward {r['dyn_forward_s']:.3f} s, "
+            f"store-all gradient {sa:.3f} s)"
+        )
     if args.rss or (args.rss is None and 10**7 in args.steps):
         _rss_section()
 

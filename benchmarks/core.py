@@ -6,6 +6,7 @@ ratio of our gradient to a tuned hand-written numba adjoint of the same computat
 differences for contrast, and the first-call time in a fresh process with cold and warm caches.
 All times are medians of repeated calls after warm-up.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,10 @@ def lv_tuned(x0, p, tau, K):
         gb -= tau * x * y * z0
         gd += tau * x * y * z1
         gg -= tau * y * z1
-        z0, z1 = (z0 + tau * ((a - b * y) * z0 + d * y * z1) + tau * (x - o0) / lv.T_END,
-                  z1 + tau * (-b * x * z0 + (d * x - g) * z1) + tau * (y - o1) / lv.T_END)
+        z0, z1 = (
+            z0 + tau * ((a - b * y) * z0 + d * y * z1) + tau * (x - o0) / lv.T_END,
+            z1 + tau * (-b * x * z0 + (d * x - g) * z1) + tau * (y - o1) / lv.T_END,
+        )
         run += 0.5 * ((x - o0) ** 2 + (y - o1) ** 2) / lv.T_END
     return value + tau * run, np.array([ga, gb, gd, gg]), np.array([z0, z1])
 
@@ -70,7 +73,7 @@ def pendulum_tuned(x0, u, tau):
         th, om = th + tau * om, om + tau * (-pd.G_OVER_L * math.sin(th) - pd.DAMPING * om + u[k, 0])
         X[k + 1, 0] = th
         X[k + 1, 1] = om
-    value = 0.5 * pd.W_FINAL * ((th - math.pi) ** 2 + om ** 2) + tau * run
+    value = 0.5 * pd.W_FINAL * ((th - math.pi) ** 2 + om**2) + tau * run
     z0, z1 = pd.W_FINAL * (th - math.pi), pd.W_FINAL * om
     gu = np.empty(K)
     for k in range(K - 1, -1, -1):
@@ -83,29 +86,51 @@ def pendulum_tuned(x0, u, tau):
 def bench_lv(K=100_000):
     prob = lv.make_problem(K)
     p = lv.initial_guess()
-    fwd, grad, tuned = block_medians([lambda: adjoint.evaluate(prob, params=p),
-                                      lambda: adjoint.solve_adjoint(prob, params=p),
-                                      lambda: lv_tuned(prob.x0, p, prob.tau, K)])
+    fwd, grad, tuned = block_medians(
+        [
+            lambda: adjoint.evaluate(prob, params=p),
+            lambda: adjoint.solve_adjoint(prob, params=p),
+            lambda: lv_tuned(prob.x0, p, prob.tau, K),
+        ]
+    )
     res = adjoint.solve_adjoint(prob, params=p)
     tv, tg, tz = lv_tuned(prob.x0, p, prob.tau, K)
     agree = max(np.max(np.abs(tg - res.grad.params) / np.abs(tg)), np.max(np.abs(tz - res.grad.x0) / np.abs(tz)))
     fd = 12 * fwd  # central differences over 4 params + 2 initial states: 12 forward sweeps
-    return dict(name=f"Lotka-Volterra, Euler, K={K}", forward=fwd, gradient=grad, tuned=tuned, fd=fd,
-                fd_note="12 forward sweeps", agree=float(agree))
+    return dict(
+        name=f"Lotka-Volterra, Euler, K={K}",
+        forward=fwd,
+        gradient=grad,
+        tuned=tuned,
+        fd=fd,
+        fd_note="12 forward sweeps",
+        agree=float(agree),
+    )
 
 
 def bench_pendulum(K=10_000):
     prob = pd.make_problem(K)
     u = pd.initial_guess(K)
-    fwd, grad, tuned = block_medians([lambda: adjoint.evaluate(prob, controls=u),
-                                      lambda: adjoint.solve_adjoint(prob, controls=u),
-                                      lambda: pendulum_tuned(prob.x0, u, prob.tau)])
+    fwd, grad, tuned = block_medians(
+        [
+            lambda: adjoint.evaluate(prob, controls=u),
+            lambda: adjoint.solve_adjoint(prob, controls=u),
+            lambda: pendulum_tuned(prob.x0, u, prob.tau),
+        ]
+    )
     res = adjoint.solve_adjoint(prob, controls=u)
     tv, tg = pendulum_tuned(prob.x0, u, prob.tau)
     agree = float(np.max(np.abs(tg - res.grad.controls[:, 0])) / np.max(np.abs(tg)))
     fd = 2 * K * fwd  # central differences over K controls: 2K forward sweeps (extrapolated)
-    return dict(name=f"pendulum, Euler, K={K} controls", forward=fwd, gradient=grad, tuned=tuned, fd=fd,
-                fd_note=f"2K = {2 * K} forward sweeps (forward median x {2 * K})", agree=agree)
+    return dict(
+        name=f"pendulum, Euler, K={K} controls",
+        forward=fwd,
+        gradient=grad,
+        tuned=tuned,
+        fd=fd,
+        fd_note=f"2K = {2 * K} forward sweeps (forward median x {2 * K})",
+        agree=agree,
+    )
 
 
 CHILD = r"""
@@ -123,8 +148,10 @@ print(json.dumps({"import": t1 - t0, "first_gradient": t2 - t1}))
 
 def main():
     rows = [bench_lv(), bench_pendulum()]
-    print("Core benchmark (medians of 110 calls each after warm-up, taken in turns of 10 calls;\n"
-          "one process; 2-core shared machine)\n")
+    print(
+        "Core benchmark (medians of 110 calls each after warm-up, taken in turns of 10 calls;\n"
+        "one process; 2-core shared machine)\n"
+    )
     for r in rows:
         print(r["name"])
         print(f"  forward (adjoint.evaluate)        {fmt_ms(r['forward'])}")
@@ -138,8 +165,12 @@ def main():
     cold = run_child(CHILD, env)
     warm = run_child(CHILD, env)
     print("\nFirst gradient in a fresh process (Lotka-Volterra, 10^5 steps; import time apart)")
-    print(f"  cold caches: import {cold['import']:.2f} s, first gradient {cold['first_gradient']:.2f} s   (target <= 3 s)")
-    print(f"  warm caches: import {warm['import']:.2f} s, first gradient {warm['first_gradient']:.2f} s   (target <= 0.5 s)")
+    print(
+        f"  cold caches: import {cold['import']:.2f} s, first gradient {cold['first_gradient']:.2f} s   (target <= 3 s)"
+    )
+    print(
+        f"  warm caches: import {warm['import']:.2f} s, first gradient {warm['first_gradient']:.2f} s   (target <= 0.5 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ first-call times are cold (``--warm-cache`` keeps the user's cache). If a single
 FD gradient would take longer than ``--budget`` seconds, only a subset of the n directions is
 timed and the total is extrapolated linearly (every direction costs the same); the output says so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,6 +58,7 @@ def f_grad_exact(x):
 
 
 # -- the three gradients ---------------------------------------------------------------------------
+
 
 def forward_mode(x, idx=None):
     """Gradient entries ``idx`` (default: all) by one JVP per unit tangent."""
@@ -112,6 +114,7 @@ def central_differences(x, idx=None):
 
 # -- timing ------------------------------------------------------------------------------------------
 
+
 def _median(fn, repeat, warmup=1, min_time=0.0):
     for _ in range(warmup):
         fn()
@@ -166,9 +169,22 @@ def bench(n, budget, rng):
     g_ex = f_grad_exact(x)
     scale = np.max(np.abs(g_rev))
     rel = lambda a, b: float(np.max(np.abs(a - b)) / scale)  # noqa: E731
-    return dict(n=n, ops=ad.trace(f, x).num_scalar_ops(), t_f=t_f, t_rev=t_rev, t_fwd=t_fwd,
-                t_fd=t_fd, m_fwd=m_fwd, m_fd=m_fd, c_fwd=c_fwd, c_rev=c_rev, c_fd=c_fd,
-                d_fwd_rev=rel(g_fwd, g_rev), d_fd_rev=rel(g_fd, g_rev), d_rev_exact=rel(g_rev, g_ex))
+    return dict(
+        n=n,
+        ops=ad.trace(f, x).num_scalar_ops(),
+        t_f=t_f,
+        t_rev=t_rev,
+        t_fwd=t_fwd,
+        t_fd=t_fd,
+        m_fwd=m_fwd,
+        m_fd=m_fd,
+        c_fwd=c_fwd,
+        c_rev=c_rev,
+        c_fd=c_fd,
+        d_fwd_rev=rel(g_fwd, g_rev),
+        d_fd_rev=rel(g_fd, g_rev),
+        d_rev_exact=rel(g_rev, g_ex),
+    )
 
 
 def _ms(s):
@@ -176,17 +192,21 @@ def _ms(s):
 
 
 def table(rows):
-    out = ["| n | K (scalar ops of f) | f eval (ms) | reverse: 1 VJP (ms) | forward: n JVPs (ms) | "
-           "central diff: 2n evals (ms) | forward / reverse | FD / reverse | "
-           "per JVP (µs) | per FD eval (µs) | max rel diff fwd-rev | max rel diff FD-rev |",
-           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "| n | K (scalar ops of f) | f eval (ms) | reverse: 1 VJP (ms) | forward: n JVPs (ms) | "
+        "central diff: 2n evals (ms) | forward / reverse | FD / reverse | "
+        "per JVP (µs) | per FD eval (µs) | max rel diff fwd-rev | max rel diff FD-rev |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         fx = "" if r["m_fwd"] == r["n"] else f" (extrap. from {r['m_fwd']})"
         dx = "" if r["m_fd"] == r["n"] else f" (extrap. from {r['m_fd']})"
-        out.append(f"| {r['n']} | {r['ops']} | {_ms(r['t_f'])} | {_ms(r['t_rev'])} | {_ms(r['t_fwd'])}{fx} | "
-                   f"{_ms(r['t_fd'])}{dx} | {r['t_fwd'] / r['t_rev']:.3g} | {r['t_fd'] / r['t_rev']:.3g} | "
-                   f"{1e6 * r['t_fwd'] / r['n']:.3g} | {1e6 * r['t_fd'] / (2 * r['n']):.3g} | "
-                   f"{r['d_fwd_rev']:.1e} | {r['d_fd_rev']:.1e} |")
+        out.append(
+            f"| {r['n']} | {r['ops']} | {_ms(r['t_f'])} | {_ms(r['t_rev'])} | {_ms(r['t_fwd'])}{fx} | "
+            f"{_ms(r['t_fd'])}{dx} | {r['t_fwd'] / r['t_rev']:.3g} | {r['t_fd'] / r['t_rev']:.3g} | "
+            f"{1e6 * r['t_fwd'] / r['n']:.3g} | {1e6 * r['t_fd'] / (2 * r['n']):.3g} | "
+            f"{r['d_fwd_rev']:.1e} | {r['d_fd_rev']:.1e} |"
+        )
     return "\n".join(out)
 
 
@@ -200,12 +220,18 @@ def slope(rows, key):
 
 def plot(rows, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     ns = np.array([r["n"] for r in rows], dtype=float)
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for key, lab, mk in (("t_fwd", "forward mode (n JVPs)", "o-"), ("t_fd", "central differences (2n evals)", "s-"),
-                         ("t_rev", "reverse mode (1 VJP, adjoint.grad)", "^-"), ("t_f", "one evaluation of f", "x:")):
+    for key, lab, mk in (
+        ("t_fwd", "forward mode (n JVPs)", "o-"),
+        ("t_fd", "central differences (2n evals)", "s-"),
+        ("t_rev", "reverse mode (1 VJP, adjoint.grad)", "^-"),
+        ("t_f", "one evaluation of f", "x:"),
+    ):
         ax.loglog(ns, [r[key] for r in rows], mk, label=lab)
     # reference slopes anchored at the largest n
     nn = np.array([ns[0], ns[-1]])
@@ -286,27 +312,38 @@ of the difference quotient); reverse vs the closed-form gradient <= {d_re:.1e}.
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
-    ap.add_argument("--budget", type=float, default=4.0,
-                    help="seconds; above this a forward/FD gradient is timed on a subset of directions")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=4.0,
+        help="seconds; above this a forward/FD gradient is timed on a subset of directions",
+    )
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--warm-cache", action="store_true", help="use the existing caches (not cold)")
     a = ap.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",")]
     rng = np.random.default_rng(0)
-    print("Full gradient of f(x) = sum(log(1 + x^2)) + sum(x[:-1] x[1:]), R^n -> R "
-          f"({'warm' if a.warm_cache else 'cold'} caches; medians after warm-up; 2 shared cores)\n")
+    print(
+        "Full gradient of f(x) = sum(log(1 + x^2)) + sum(x[:-1] x[1:]), R^n -> R "
+        f"({'warm' if a.warm_cache else 'cold'} caches; medians after warm-up; 2 shared cores)\n"
+    )
     rows = []
-    hdr = (f"{'n':>6} {'K':>7} {'f eval':>10} {'reverse':>10} {'forward':>12} {'central FD':>12} "
-           f"{'fwd/rev':>8} {'FD/rev':>8} {'|fwd-rev|':>9} {'|FD-rev|':>9}")
+    hdr = (
+        f"{'n':>6} {'K':>7} {'f eval':>10} {'reverse':>10} {'forward':>12} {'central FD':>12} "
+        f"{'fwd/rev':>8} {'FD/rev':>8} {'|fwd-rev|':>9} {'|FD-rev|':>9}"
+    )
     print(hdr + "   (times in ms)")
     for n in sizes:
         r = bench(n, a.budget, rng)
         rows.append(r)
         ef = "*" if r["m_fwd"] < n else " "
         ed = "*" if r["m_fd"] < n else " "
-        print(f"{n:>6} {r['ops']:>7} {1e3 * r['t_f']:>10.4f} {1e3 * r['t_rev']:>10.4f} {1e3 * r['t_fwd']:>11.3f}{ef} "
-              f"{1e3 * r['t_fd']:>11.3f}{ed} {r['t_fwd'] / r['t_rev']:>8.1f} {r['t_fd'] / r['t_rev']:>8.1f} "
-              f"{r['d_fwd_rev']:>9.1e} {r['d_fd_rev']:>9.1e}", flush=True)
+        print(
+            f"{n:>6} {r['ops']:>7} {1e3 * r['t_f']:>10.4f} {1e3 * r['t_rev']:>10.4f} {1e3 * r['t_fwd']:>11.3f}{ef} "
+            f"{1e3 * r['t_fd']:>11.3f}{ed} {r['t_fwd'] / r['t_rev']:>8.1f} {r['t_fd'] / r['t_rev']:>8.1f} "
+            f"{r['d_fwd_rev']:>9.1e} {r['d_fd_rev']:>9.1e}",
+            flush=True,
+        )
     ext = [f"n={r['n']}: forward timed on {r['m_fwd']} of {r['n']} directions" for r in rows if r["m_fwd"] < r["n"]]
     ext += [f"n={r['n']}: FD timed on {r['m_fd']} of {r['n']} directions" for r in rows if r["m_fd"] < r["n"]]
     if ext:
@@ -318,22 +355,39 @@ def main(argv=None):
     for r in rows:
         print(f"{r['n']:>6} {r['c_fwd']:>8.2f} {r['c_rev']:>8.2f} {r['c_fd']:>8.2f}")
     s = {k: slope(rows, k) for k in ("t_rev", "t_fwd", "t_fd", "t_f")}
-    print(f"\nlog-log slopes (n >= 1000): reverse {s['t_rev']:.2f}, forward {s['t_fwd']:.2f}, "
-          f"FD {s['t_fd']:.2f}, f eval {s['t_f']:.2f}")
+    print(
+        f"\nlog-log slopes (n >= 1000): reverse {s['t_rev']:.2f}, forward {s['t_fwd']:.2f}, "
+        f"FD {s['t_fd']:.2f}, f eval {s['t_f']:.2f}"
+    )
     d_fr = max(r["d_fwd_rev"] for r in rows)
     d_dr = max(r["d_fd_rev"] for r in rows)
     d_re = max(r["d_rev_exact"] for r in rows)
-    print(f"max relative difference: forward vs reverse {d_fr:.1e}, FD vs reverse {d_dr:.1e}, "
-          f"reverse vs closed form {d_re:.1e}")
+    print(
+        f"max relative difference: forward vs reverse {d_fr:.1e}, FD vs reverse {d_dr:.1e}, "
+        f"reverse vs closed form {d_re:.1e}"
+    )
     if not a.no_write:
         img = os.path.join(ROOT, "docs", "img", "modes.png")
         plot(rows, img)
         ctab = ["| n | first adjoint.jvp | first adjoint.grad | first compiled f |", "|---:|---:|---:|---:|"]
         ctab += [f"| {r['n']} | {r['c_fwd']:.2f} | {r['c_rev']:.2f} | {r['c_fd']:.2f} |" for r in rows]
-        extrap = ("\nExtrapolated (timed on a subset of directions, scaled linearly): " + "; ".join(ext) + ".\n"
-                  if ext else "\nEvery forward-mode and FD time covers all n directions (nothing extrapolated).\n")
-        doc = DOC.format(table=table(rows), s_rev=s["t_rev"], s_fwd=s["t_fwd"], s_fd=s["t_fd"], s_f=s["t_f"],
-                         extrap=extrap, ctable="\n".join(ctab), d_fr=d_fr, d_dr=d_dr, d_re=d_re)
+        extrap = (
+            "\nExtrapolated (timed on a subset of directions, scaled linearly): " + "; ".join(ext) + ".\n"
+            if ext
+            else "\nEvery forward-mode and FD time covers all n directions (nothing extrapolated).\n"
+        )
+        doc = DOC.format(
+            table=table(rows),
+            s_rev=s["t_rev"],
+            s_fwd=s["t_fwd"],
+            s_fd=s["t_fd"],
+            s_f=s["t_f"],
+            extrap=extrap,
+            ctable="\n".join(ctab),
+            d_fr=d_fr,
+            d_dr=d_dr,
+            d_re=d_re,
+        )
         with open(os.path.join(ROOT, "docs", "modes.md"), "w") as fh:
             fh.write(doc)
         print(f"wrote {img} and docs/modes.md")

@@ -41,6 +41,7 @@ Writes ``docs/peers.md`` (the table) and ``docs/img/peers.png`` (bar chart, log 
 ``--no-write``; raw results go to ``docs/img/peers_results.json`` (not with ``--no-write``), from which
 ``--render`` rewrites the table and chart without running anything.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,9 +60,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.abspath(__file__)
 
 ONE_THREAD = {
-    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
     "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-    "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
+    "JAX_PLATFORMS": "cpu",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
 }
 
 # peer -> module that must be importable
@@ -73,10 +78,10 @@ PEER_MODULES = {"jax": "jax", "diffrax": "diffrax", "torchdiffeq": "torchdiffeq"
 # ================================================================================================
 def lv_data(K):
     from problems import lotka_volterra as lv
+
     tau = lv.T_END / K
     yk = np.array([lv.observation(k * tau) for k in range(K)])
-    return dict(x0=lv.Y_OBS[0].copy(), p=lv.initial_guess(), tau=tau, K=K, T=lv.T_END, yk=yk,
-                yend=lv.Y_OBS[-1].copy())
+    return dict(x0=lv.Y_OBS[0].copy(), p=lv.initial_guess(), tau=tau, K=K, T=lv.T_END, yk=yk, yend=lv.Y_OBS[-1].copy())
 
 
 def node_data(H, K=1000, d=2, seed=0):
@@ -91,21 +96,37 @@ def node_data(H, K=1000, d=2, seed=0):
 
 def pendulum_data(K):
     from problems import pendulum as pd
-    return dict(x0=pd.X0.copy(), u=pd.initial_guess(K)[:, 0].copy(), K=K, T=pd.T_END, tau=pd.T_END / K,
-                g=pd.G_OVER_L, damping=pd.DAMPING, w=pd.W_FINAL, r=pd.R)
+
+    return dict(
+        x0=pd.X0.copy(),
+        u=pd.initial_guess(K)[:, 0].copy(),
+        K=K,
+        T=pd.T_END,
+        tau=pd.T_END / K,
+        g=pd.G_OVER_L,
+        damping=pd.DAMPING,
+        w=pd.W_FINAL,
+        r=pd.R,
+    )
 
 
 def sinkhorn_data(n=500, eps=0.05, seed=0):
     rng = np.random.default_rng(seed)
-    return dict(x=rng.random((n, 2)), y=rng.random((n, 2)) + np.array([0.3, 0.0]), a=np.full(n, 1.0 / n),
-                b=np.full(n, 1.0 / n), eps=eps, tol=1e-9)
+    return dict(
+        x=rng.random((n, 2)),
+        y=rng.random((n, 2)) + np.array([0.3, 0.0]),
+        a=np.full(n, 1.0 / n),
+        b=np.full(n, 1.0 / n),
+        eps=eps,
+        tol=1e-9,
+    )
 
 
 def node_unpack(p, H, d):
-    W1 = p[:H * d].reshape(H, d)
-    b1 = p[H * d:H * d + H]
-    W2 = p[H * d + H:H * d + H + d * H].reshape(d, H)
-    b2 = p[H * d + H + d * H:]
+    W1 = p[: H * d].reshape(H, d)
+    b1 = p[H * d : H * d + H]
+    W2 = p[H * d + H : H * d + H + d * H].reshape(d, H)
+    b2 = p[H * d + H + d * H :]
     return W1, b1, W2, b2
 
 
@@ -115,9 +136,11 @@ def node_unpack(p, H, d):
 def _ours_lv(D, variant):
     import adjoint
     from problems import lotka_volterra as lv
+
     K = int(D["K"])
     if variant == "tuned numba":
         from benchmarks.core import lv_tuned
+
         prob = lv.make_problem(K)
         return lambda: lv_tuned(prob.x0, D["p"], prob.tau, K)[1]
     if variant == "adjoint (traced)":
@@ -132,10 +155,16 @@ def _ours_lv(D, variant):
 
         def final_misfit(x, c, p, t):
             return 0.5 * ((x[0] - lv.Y_OBS[-1, 0]) ** 2 + (x[1] - lv.Y_OBS[-1, 1]) ** 2)
+
         dyn = ad.vector_field(lotka_volterra, 2, 0, 4)
-        prob = adjoint.ControlProblem(dyn, D["x0"], (0.0, lv.T_END), K,
-                                      terminal_cost=ad.cost(final_misfit, 2, 0, 4),
-                                      running_cost=ad.cost(misfit, 2, 0, 4))
+        prob = adjoint.ControlProblem(
+            dyn,
+            D["x0"],
+            (0.0, lv.T_END),
+            K,
+            terminal_cost=ad.cost(final_misfit, 2, 0, 4),
+            running_cost=ad.cost(misfit, 2, 0, 4),
+        )
     else:
         prob = lv.make_problem(K)
     return lambda: adjoint.solve_adjoint(prob, params=D["p"], checkpoint=adjoint.StoreAll()).grad.params
@@ -248,6 +277,7 @@ def _node_numba():
 
 def _ours_node(D, variant):
     import adjoint
+
     H, d, K = int(D["H"]), int(D["d"]), int(D["K"])
     assert np.allclose(D["target"], [0.5, -1.0])  # hard-coded in tv/tg
     f, vjp, tuned, tv, tg = _node_numba()
@@ -257,14 +287,15 @@ def _ours_node(D, variant):
         import adjoint.ad as ad
 
         def node(x, c, p, t):
-            W1 = p[:H * d].reshape(H, d)
-            b1 = p[H * d:H * d + H]
-            W2 = p[H * d + H:H * d + H + d * H].reshape(d, H)
-            b2 = p[H * d + H + d * H:]
+            W1 = p[: H * d].reshape(H, d)
+            b1 = p[H * d : H * d + H]
+            W2 = p[H * d + H : H * d + H + d * H].reshape(d, H)
+            b2 = p[H * d + H + d * H :]
             return W2 @ np.tanh(W1 @ x + b1) + b2
 
         def final(x, c, p, t):
             return 0.5 * ((x[0] - 0.5) ** 2 + (x[1] + 1.0) ** 2)
+
         dyn = ad.vector_field(node, d, 0, D["p"].size)
         terminal = ad.cost(final, d, 0, D["p"].size)
     else:
@@ -277,36 +308,45 @@ def _ours_node(D, variant):
 def _ours_pendulum(D, variant):
     import adjoint
     from problems import pendulum as pd
+
     K = int(D["K"])
     u = D["u"].reshape(K, 1)
     prob = pd.make_problem(K)
     if variant == "tuned numba":
         from benchmarks.core import pendulum_tuned
+
         return lambda: pendulum_tuned(prob.x0, u, prob.tau)[1]
     if variant == "adjoint (traced)":
         import adjoint.ad as ad
+
         g_, dmp = float(D["g"]), float(D["damping"])
 
         def pendulum(x, c, p, t):
             return np.array([x[1], -g_ * np.sin(x[0]) - dmp * x[1] + c[0]])
+
         dyn = ad.vector_field(pendulum, 2, 1, 0)
-        prob = adjoint.ControlProblem(dyn, pd.X0, (0.0, pd.T_END), K, terminal_cost=pd.UPRIGHT,
-                                      running_cost=pd.EFFORT)
+        prob = adjoint.ControlProblem(dyn, pd.X0, (0.0, pd.T_END), K, terminal_cost=pd.UPRIGHT, running_cost=pd.EFFORT)
     return lambda: adjoint.solve_adjoint(prob, controls=u, checkpoint=adjoint.StoreAll()).grad.controls[:, 0]
 
 
 def _ours_sinkhorn(D, variant):
     from adjoint._sinkhorn import sinkhorn_value_and_grad
+
     mode = {"adjoint implicit": "implicit", "adjoint envelope": "envelope"}[variant]
-    return lambda: sinkhorn_value_and_grad(D["a"], D["b"], D["x"], D["y"], float(D["eps"]), mode=mode,
-                                           tol=float(D["tol"]), max_iter=100_000).grad_x
+    return lambda: (
+        sinkhorn_value_and_grad(
+            D["a"], D["b"], D["x"], D["y"], float(D["eps"]), mode=mode, tol=float(D["tol"]), max_iter=100_000
+        ).grad_x
+    )
 
 
 # ---- JAX ---------------------------------------------------------------------------------------
 def _jax():
     import jax
+
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
+
     return jax, jnp
 
 
@@ -320,8 +360,10 @@ def _jax_lv(D, variant):
             run = 0.5 * jnp.sum((x - y) ** 2) / T
             u = jnp.array([p[0] * x[0] - p[1] * x[0] * x[1], p[2] * x[0] * x[1] - p[3] * x[1]])
             return x + tau * u, run
+
         xK, runs = jax.lax.scan(step, x0, yk)
         return 0.5 * jnp.sum((xK - yend) ** 2) + tau * jnp.sum(runs)
+
     vg = jax.jit(jax.value_and_grad(loss))
     p = jnp.asarray(D["p"])
     return lambda: np.asarray(jax.block_until_ready(vg(p))[1])
@@ -337,8 +379,10 @@ def _jax_node(D, variant):
 
         def step(x, _):
             return x + tau * (W2 @ jnp.tanh(W1 @ x + b1) + b2), None
+
         xK, _ = jax.lax.scan(step, x0, None, length=K)
         return 0.5 * jnp.sum((xK - target) ** 2)
+
     vg = jax.jit(jax.value_and_grad(loss))
     p = jnp.asarray(D["p"])
     return lambda: np.asarray(jax.block_until_ready(vg(p))[1])
@@ -352,8 +396,10 @@ def _jax_pendulum(D, variant):
     def loss(u):
         def step(x, c):
             return jnp.array([x[0] + tau * x[1], x[1] + tau * (-g * jnp.sin(x[0]) - dmp * x[1] + c)]), None
+
         xK, _ = jax.lax.scan(step, x0, u)
-        return 0.5 * w * ((xK[0] - math.pi) ** 2 + xK[1] ** 2) + tau * jnp.sum(0.5 * r * u ** 2)
+        return 0.5 * w * ((xK[0] - math.pi) ** 2 + xK[1] ** 2) + tau * jnp.sum(0.5 * r * u**2)
+
     vg = jax.jit(jax.value_and_grad(loss))
     u = jnp.asarray(D["u"])
     return lambda: np.asarray(jax.block_until_ready(vg(u))[1])
@@ -362,13 +408,27 @@ def _jax_pendulum(D, variant):
 # ---- diffrax -----------------------------------------------------------------------------------
 def _diffrax_solve(jax, jnp, field, y0, D, args, variant):
     import diffrax
+
     K = int(D["K"])
     ts = jnp.linspace(0.0, float(D["T"]), K + 1)
-    adj = (diffrax.RecursiveCheckpointAdjoint() if variant == "default adjoint"
-           else diffrax.RecursiveCheckpointAdjoint(checkpoints=K))
-    sol = diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax.Euler(), t0=0.0, t1=float(D["T"]), dt0=None, y0=y0,
-                              args=args, stepsize_controller=diffrax.StepTo(ts=ts), max_steps=K, adjoint=adj,
-                              saveat=diffrax.SaveAt(t1=True))
+    adj = (
+        diffrax.RecursiveCheckpointAdjoint()
+        if variant == "default adjoint"
+        else diffrax.RecursiveCheckpointAdjoint(checkpoints=K)
+    )
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        diffrax.Euler(),
+        t0=0.0,
+        t1=float(D["T"]),
+        dt0=None,
+        y0=y0,
+        args=args,
+        stepsize_controller=diffrax.StepTo(ts=ts),
+        max_steps=K,
+        adjoint=adj,
+        saveat=diffrax.SaveAt(t1=True),
+    )
     return sol.ys[-1]
 
 
@@ -387,6 +447,7 @@ def _diffrax_lv(D, variant):
     def loss(p):
         sK = _diffrax_solve(jax, jnp, field, y0, D, p, variant)
         return 0.5 * jnp.sum((sK[:2] - yend) ** 2) + sK[2]
+
     vg = jax.jit(jax.value_and_grad(loss))
     p = jnp.asarray(D["p"])
     return lambda: np.asarray(jax.block_until_ready(vg(p))[1])
@@ -403,6 +464,7 @@ def _diffrax_node(D, variant):
 
     def loss(p):
         return 0.5 * jnp.sum((_diffrax_solve(jax, jnp, field, x0, D, p, variant) - target) ** 2)
+
     vg = jax.jit(jax.value_and_grad(loss))
     p = jnp.asarray(D["p"])
     return lambda: np.asarray(jax.block_until_ready(vg(p))[1])
@@ -420,7 +482,8 @@ def _diffrax_pendulum(D, variant):
 
     def loss(u):
         xK = _diffrax_solve(jax, jnp, field, x0, D, u, variant)
-        return 0.5 * w * ((xK[0] - math.pi) ** 2 + xK[1] ** 2) + tau * jnp.sum(0.5 * r * u ** 2)
+        return 0.5 * w * ((xK[0] - math.pi) ** 2 + xK[1] ** 2) + tau * jnp.sum(0.5 * r * u**2)
+
     vg = jax.jit(jax.value_and_grad(loss))
     u = jnp.asarray(D["u"])
     return lambda: np.asarray(jax.block_until_ready(vg(u))[1])
@@ -429,9 +492,11 @@ def _diffrax_pendulum(D, variant):
 # ---- torchdiffeq -------------------------------------------------------------------------------
 def _torch():
     import torch
+
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
     import torchdiffeq
+
     return torch, torchdiffeq
 
 
@@ -464,6 +529,7 @@ def _torch_node(D, variant):
         loss = 0.5 * torch.sum((xs[-1] - target) ** 2)
         loss.backward()
         return field.p.grad.numpy().copy()
+
     return grad
 
 
@@ -487,15 +553,17 @@ def _torch_pendulum(D, variant):
     def grad():
         field.u.grad = None
         xK = _torch_run(torch, torchdiffeq, field, x0, D, variant)[-1]
-        loss = 0.5 * w * ((xK[0] - math.pi) ** 2 + xK[1] ** 2) + tau * torch.sum(0.5 * r * field.u ** 2)
+        loss = 0.5 * w * ((xK[0] - math.pi) ** 2 + xK[1] ** 2) + tau * torch.sum(0.5 * r * field.u**2)
         loss.backward()
         return field.u.grad.numpy().copy()
+
     return grad
 
 
 # ---- CasADi ------------------------------------------------------------------------------------
 def _casadi_lv(D, variant):
     import casadi as ca
+
     tau, T, K = float(D["tau"]), float(D["T"]), int(D["K"])
     x, p, y = ca.SX.sym("x", 2), ca.SX.sym("p", 4), ca.SX.sym("y", 2)
     run = 0.5 * ca.sumsqr(x - y) / T
@@ -516,6 +584,7 @@ def _casadi_lv(D, variant):
 def _pot_sinkhorn(D, variant):
     import ot
     import torch
+
     torch.set_num_threads(1)
     x = torch.tensor(D["x"], requires_grad=True)
     y, a, b = torch.tensor(D["y"]), torch.tensor(D["a"]), torch.tensor(D["b"])
@@ -527,16 +596,25 @@ def _pot_sinkhorn(D, variant):
         res = ot.solve_sample(x, y, a, b, reg=eps, method=None, max_iter=100_000, tol=tol, grad=grad_mode)
         res.value.backward()
         return x.grad.numpy().copy()
+
     return grad
 
 
 BUILDERS = {
-    ("lv", "adjoint"): _ours_lv, ("node", "adjoint"): _ours_node, ("pendulum", "adjoint"): _ours_pendulum,
+    ("lv", "adjoint"): _ours_lv,
+    ("node", "adjoint"): _ours_node,
+    ("pendulum", "adjoint"): _ours_pendulum,
     ("sinkhorn", "adjoint"): _ours_sinkhorn,
-    ("lv", "jax"): _jax_lv, ("node", "jax"): _jax_node, ("pendulum", "jax"): _jax_pendulum,
-    ("lv", "diffrax"): _diffrax_lv, ("node", "diffrax"): _diffrax_node, ("pendulum", "diffrax"): _diffrax_pendulum,
-    ("node", "torchdiffeq"): _torch_node, ("pendulum", "torchdiffeq"): _torch_pendulum,
-    ("lv", "casadi"): _casadi_lv, ("sinkhorn", "pot"): _pot_sinkhorn,
+    ("lv", "jax"): _jax_lv,
+    ("node", "jax"): _jax_node,
+    ("pendulum", "jax"): _jax_pendulum,
+    ("lv", "diffrax"): _diffrax_lv,
+    ("node", "diffrax"): _diffrax_node,
+    ("pendulum", "diffrax"): _diffrax_pendulum,
+    ("node", "torchdiffeq"): _torch_node,
+    ("pendulum", "torchdiffeq"): _torch_pendulum,
+    ("lv", "casadi"): _casadi_lv,
+    ("sinkhorn", "pot"): _pot_sinkhorn,
 }
 
 
@@ -545,6 +623,7 @@ BUILDERS = {
 # ================================================================================================
 def child(problem, peer, variant, data_file, grad_file, budget):
     from benchmarks._util import pin_to_one_cpu
+
     pin_to_one_cpu()  # before any library starts a thread
     D = dict(np.load(data_file))
     t0 = time.perf_counter()
@@ -565,8 +644,7 @@ def child(problem, peer, variant, data_file, grad_file, budget):
         ts.append(time.perf_counter() - t)
     np.save(grad_file, g.ravel())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
-    print(json.dumps({"first": first, "second": second, "median": float(np.median(ts)), "repeats": n,
-                      "peak_rss": rss}))
+    print(json.dumps({"first": first, "second": second, "median": float(np.median(ts)), "repeats": n, "peak_rss": rss}))
 
 
 # ================================================================================================
@@ -582,32 +660,42 @@ def configs(quick=False, only=None):
         name = f"Lotka-Volterra, {K:.0e} steps".replace("e+0", "e")
         data = ("lv", K)
         out += [(name, "lv", data, "adjoint", v) for v in ours]
-        out += [(name, "lv", data, "jax", "lax.scan"),
-                (name, "lv", data, "diffrax", "checkpoints=steps"), (name, "lv", data, "diffrax", "default adjoint"),
-                (name, "lv", data, "casadi", "SX mapaccum")]
+        out += [
+            (name, "lv", data, "jax", "lax.scan"),
+            (name, "lv", data, "diffrax", "checkpoints=steps"),
+            (name, "lv", data, "diffrax", "default adjoint"),
+            (name, "lv", data, "casadi", "SX mapaccum"),
+        ]
     for H in hidden:
         name = f"neural ODE, hidden {H}, 1000 steps"
         data = ("node", H)
         out += [(name, "node", data, "adjoint", v) for v in ours]
-        out += [(name, "node", data, "jax", "lax.scan"),
-                (name, "node", data, "diffrax", "checkpoints=steps"), (name, "node", data, "diffrax", "default adjoint"),
-                (name, "node", data, "torchdiffeq", "odeint"),
-                (name, "node", data, "torchdiffeq", "odeint_adjoint (continuous)")]
+        out += [
+            (name, "node", data, "jax", "lax.scan"),
+            (name, "node", data, "diffrax", "checkpoints=steps"),
+            (name, "node", data, "diffrax", "default adjoint"),
+            (name, "node", data, "torchdiffeq", "odeint"),
+            (name, "node", data, "torchdiffeq", "odeint_adjoint (continuous)"),
+        ]
     name = f"pendulum, {pend} controls"
     data = ("pendulum", pend)
     out += [(name, "pendulum", data, "adjoint", v) for v in ours]
-    out += [(name, "pendulum", data, "jax", "lax.scan"),
-            (name, "pendulum", data, "diffrax", "checkpoints=steps"),
-            (name, "pendulum", data, "diffrax", "default adjoint"),
-            (name, "pendulum", data, "torchdiffeq", "odeint"),
-            (name, "pendulum", data, "torchdiffeq", "odeint_adjoint (continuous)")]
+    out += [
+        (name, "pendulum", data, "jax", "lax.scan"),
+        (name, "pendulum", data, "diffrax", "checkpoints=steps"),
+        (name, "pendulum", data, "diffrax", "default adjoint"),
+        (name, "pendulum", data, "torchdiffeq", "odeint"),
+        (name, "pendulum", data, "torchdiffeq", "odeint_adjoint (continuous)"),
+    ]
     n_ot = 200 if quick else 500
     name = f"Sinkhorn, {n_ot} x {n_ot} points"
     data = ("sinkhorn", n_ot)
-    out += [(name, "sinkhorn", data, "adjoint", "adjoint implicit"),
-            (name, "sinkhorn", data, "adjoint", "adjoint envelope"),
-            (name, "sinkhorn", data, "pot", "solve_sample autodiff"),
-            (name, "sinkhorn", data, "pot", "solve_sample envelope")]
+    out += [
+        (name, "sinkhorn", data, "adjoint", "adjoint implicit"),
+        (name, "sinkhorn", data, "adjoint", "adjoint envelope"),
+        (name, "sinkhorn", data, "pot", "solve_sample autodiff"),
+        (name, "sinkhorn", data, "pot", "solve_sample envelope"),
+    ]
     if only:
         out = [c for c in out if c[1] in only]
     return out
@@ -617,6 +705,7 @@ def _installed(peer):
     if peer == "adjoint":
         return None
     import importlib.util
+
     mod = PEER_MODULES[peer]
     if importlib.util.find_spec(mod) is None:
         return f"{mod} not installed"
@@ -627,6 +716,7 @@ def _installed(peer):
 
 def _available(variant, problem):
     import importlib.util
+
     if variant == "adjoint (traced)":
         try:
             import adjoint.ad  # noqa: F401
@@ -644,6 +734,7 @@ def make_data(kind, size):
 
 def run_config(problem, peer, variant, data_file, grad_file, budget, timeout):
     from benchmarks._util import child_env
+
     env = child_env()  # the repository on the path; default bytecode caching
     env.update(ONE_THREAD)
     if peer == "adjoint":  # cold numba caches: the first call includes compilation
@@ -683,34 +774,46 @@ def fmt_time(s):
 
 
 def write_outputs(rows, header, md_path, png_path):
-    lines = ["# Peers: gradient of one fixed-step Euler solve", "",
-             "Generated by `python benchmarks/peers.py` (do not edit by hand). " + header, "",
-             "Each row is one child process with one thread, pinned to one CPU. *median*: median gradient time after two "
-             "warm-up calls; *first call*: the first gradient call including compilation/tracing (our numba "
-             "caches cold); *first call, cache warm*: the same in a second fresh process on the caches the "
-             "first one wrote (ours only: the peers keep no compiled code between processes by default); *peak RSS*: peak resident memory of the child, imports included; "
-             "*vs ours*: median over the median of `adjoint (traced)` (above 1: slower than ours); "
-             "*max rel diff*: `max_i |g_i - g_ours_i| / max_i |g_ours_i|` against `adjoint.solve_adjoint` "
-             "(hand-written `Dynamics`).", "",
-             "Our three rows: *adjoint (traced)* is the model written as plain numpy and traced by "
-             "`adjoint.ad` (the path the user guide recommends; generated fused or tape kernels); *adjoint* "
-             "is a hand-written numba `Dynamics` (field and VJP as separate njit functions, called by the "
-             "generic kernels: the neural ODE's recomputes `tanh` in its VJP and calls libm's scalar "
-             "`tanh`, hence its slower times); *tuned numba* is a complete hand-written forward and "
-             "adjoint loop for this one problem, the baseline a numba expert would write.", "",
-             "`torchdiffeq odeint_adjoint` integrates the continuous adjoint "
-             "backwards: it approximates the gradient of the ODE, not the gradient of the computed loss "
-             "(see [discretise-then-optimise](dto_vs_otd.md)).", ""]
+    lines = [
+        "# Peers: gradient of one fixed-step Euler solve",
+        "",
+        "Generated by `python benchmarks/peers.py` (do not edit by hand). " + header,
+        "",
+        "Each row is one child process with one thread, pinned to one CPU. *median*: median gradient time after two "
+        "warm-up calls; *first call*: the first gradient call including compilation/tracing (our numba "
+        "caches cold); *first call, cache warm*: the same in a second fresh process on the caches the "
+        "first one wrote (ours only: the peers keep no compiled code between processes by default); *peak RSS*: peak resident memory of the child, imports included; "
+        "*vs ours*: median over the median of `adjoint (traced)` (above 1: slower than ours); "
+        "*max rel diff*: `max_i |g_i - g_ours_i| / max_i |g_ours_i|` against `adjoint.solve_adjoint` "
+        "(hand-written `Dynamics`).",
+        "",
+        "Our three rows: *adjoint (traced)* is the model written as plain numpy and traced by "
+        "`adjoint.ad` (the path the user guide recommends; generated fused or tape kernels); *adjoint* "
+        "is a hand-written numba `Dynamics` (field and VJP as separate njit functions, called by the "
+        "generic kernels: the neural ODE's recomputes `tanh` in its VJP and calls libm's scalar "
+        "`tanh`, hence its slower times); *tuned numba* is a complete hand-written forward and "
+        "adjoint loop for this one problem, the baseline a numba expert would write.",
+        "",
+        "`torchdiffeq odeint_adjoint` integrates the continuous adjoint "
+        "backwards: it approximates the gradient of the ODE, not the gradient of the computed loss "
+        "(see [discretise-then-optimise](dto_vs_otd.md)).",
+        "",
+    ]
     probs = []
     for r in rows:
         if r["name"] not in probs:
             probs.append(r["name"])
     for name in probs:
-        lines += [f"## {name}", "", "| peer | variant | median | vs ours | first call | first call, cache warm | "
-                  "peak RSS | max rel diff |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {name}",
+            "",
+            "| peer | variant | median | vs ours | first call | first call, cache warm | peak RSS | max rel diff |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         mine = [r for r in rows if r["name"] == name]
-        ref = next((r for r in mine if r["variant"] == "adjoint (traced)" and "median" in r), None) or \
-            next((r for r in mine if r["peer"] == "adjoint" and "median" in r), None)
+        ref = next((r for r in mine if r["variant"] == "adjoint (traced)" and "median" in r), None) or next(
+            (r for r in mine if r["peer"] == "adjoint" and "median" in r), None
+        )
         for r in mine:
             if "median" not in r:
                 lines.append(f"| {r['peer']} | {r['variant']} | skipped: {r.get('error', '')} | | | | | |")
@@ -718,26 +821,34 @@ def write_outputs(rows, header, md_path, png_path):
             x = r["median"] / ref["median"] if ref else None
             ratio = "-" if x is None else (f"{x:.2f}x" if x < 10 else f"{x:.0f}x")
             diff = "-" if r.get("rel_diff") is None else f"{r['rel_diff']:.1e}"
-            lines.append(f"| {r['peer']} | {r['variant']} | {fmt_time(r['median'])} | {ratio} | "
-                         f"{fmt_time(r['first'])} | {fmt_time(r.get('first_warm'))} | "
-                         f"{r['peak_rss'] / 2**20:.0f} MB | {diff} |")
+            lines.append(
+                f"| {r['peer']} | {r['variant']} | {fmt_time(r['median'])} | {ratio} | "
+                f"{fmt_time(r['first'])} | {fmt_time(r.get('first_warm'))} | "
+                f"{r['peak_rss'] / 2**20:.0f} MB | {diff} |"
+            )
         lines.append("")
-    lines += ["![gradient times, log scale](img/peers.png)", "",
-              "Notes. diffrax and torchdiffeq step on `linspace(0, T, K + 1)`, whose step sizes differ from "
-              "`tau` by rounding: hence differences up to ~1e-12 instead of ~1e-15. The per-step controls of "
-              "the pendulum are looked up as `c[round(t / tau)]` in the peers' vector fields; a continuous "
-              "adjoint stepping backwards from `t_{k+1}` evaluates the vector field there, which is one "
-              "reason why `odeint_adjoint` is far from the gradient of the computed loss. POT's Sinkhorn "
-              "stops on its own criterion (tol 1e-9), ours on the L1 marginal error 1e-9. Timings on a "
-              "shared machine are noisy: each child is pinned to one CPU, and repeated runs of this script "
-              "here still scatter by about 10-20% per row.", ""]
+    lines += [
+        "![gradient times, log scale](img/peers.png)",
+        "",
+        "Notes. diffrax and torchdiffeq step on `linspace(0, T, K + 1)`, whose step sizes differ from "
+        "`tau` by rounding: hence differences up to ~1e-12 instead of ~1e-15. The per-step controls of "
+        "the pendulum are looked up as `c[round(t / tau)]` in the peers' vector fields; a continuous "
+        "adjoint stepping backwards from `t_{k+1}` evaluates the vector field there, which is one "
+        "reason why `odeint_adjoint` is far from the gradient of the computed loss. POT's Sinkhorn "
+        "stops on its own criterion (tol 1e-9), ours on the L1 marginal error 1e-9. Timings on a "
+        "shared machine are noisy: each child is pinned to one CPU, and repeated runs of this script "
+        "here still scatter by about 10-20% per row.",
+        "",
+    ]
     os.makedirs(os.path.dirname(md_path), exist_ok=True)
     with open(md_path, "w") as fh:
         fh.write("\n".join(lines))
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker  # noqa: F401
+
     fig, axes = plt.subplots(len(probs), 1, figsize=(8, 1.0 + 0.42 * len(rows)), squeeze=False)
     for ax, name in zip(axes[:, 0], probs):
         mine = [r for r in rows if r["name"] == name and "median" in r]
@@ -766,8 +877,11 @@ def main(argv=None):
     ap.add_argument("--no-write", action="store_true", help="print only; do not write docs/peers.md")
     ap.add_argument("--no-pin", action="store_true", help="do not pin each child process to one CPU")
     ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
-    ap.add_argument("--render", action="store_true",
-                    help="rewrite docs/peers.md and the chart from docs/img/peers_results.json (no runs)")
+    ap.add_argument(
+        "--render",
+        action="store_true",
+        help="rewrite docs/peers.md and the chart from docs/img/peers_results.json (no runs)",
+    )
     args = ap.parse_args(argv)
     if args.no_pin:
         os.environ["ADJOINT_BENCH_PIN"] = "0"  # inherited by the children
@@ -778,8 +892,12 @@ def main(argv=None):
     if args.render:
         with open(os.path.join(ROOT, "docs", "img", "peers_results.json")) as fh:
             res = json.load(fh)
-        write_outputs(res["rows"], res["header"], os.path.join(ROOT, "docs", "peers.md"),
-                      os.path.join(ROOT, "docs", "img", "peers.png"))
+        write_outputs(
+            res["rows"],
+            res["header"],
+            os.path.join(ROOT, "docs", "peers.md"),
+            os.path.join(ROOT, "docs", "img", "peers.png"),
+        )
         return
     sys.path.insert(0, ROOT)
     tmp = tempfile.mkdtemp(prefix="adjoint-peers-data-")
@@ -804,20 +922,27 @@ def main(argv=None):
             row["error"] = why
         rows.append(row)
         if "median" in row:
-            print(f"{name:36s} {peer:12s} {variant:28s} median {fmt_time(row['median']):>9s}  "
-                  f"first {fmt_time(row['first']):>9s} (warm cache {fmt_time(row.get('first_warm')):>9s})  "
-                  f"second {fmt_time(row.get('second')):>9s}  "
-                  f"RSS {row['peak_rss'] / 2**20:5.0f} MB  "
-                  f"rel diff {row['rel_diff'] if row['rel_diff'] is not None else float('nan'):.1e}", flush=True)
+            print(
+                f"{name:36s} {peer:12s} {variant:28s} median {fmt_time(row['median']):>9s}  "
+                f"first {fmt_time(row['first']):>9s} (warm cache {fmt_time(row.get('first_warm')):>9s})  "
+                f"second {fmt_time(row.get('second')):>9s}  "
+                f"RSS {row['peak_rss'] / 2**20:5.0f} MB  "
+                f"rel diff {row['rel_diff'] if row['rel_diff'] is not None else float('nan'):.1e}",
+                flush=True,
+            )
         else:
             print(f"{name:36s} {peer:12s} {variant:28s} skipped: {row['error']}", flush=True)
     load = max(load, os.getloadavg()[0])
-    header = (f"Machine: {os.cpu_count()} cores, load average up to {load:.1f} during the run; "
-              f"{'quick sizes; ' if args.quick else ''}{time.strftime('%Y-%m-%d')}.")
+    header = (
+        f"Machine: {os.cpu_count()} cores, load average up to {load:.1f} during the run; "
+        f"{'quick sizes; ' if args.quick else ''}{time.strftime('%Y-%m-%d')}."
+    )
     if not args.no_write:
         with open(os.path.join(ROOT, "docs", "img", "peers_results.json"), "w") as fh:
             json.dump({"header": header, "rows": rows}, fh, indent=1)
-        write_outputs(rows, header, os.path.join(ROOT, "docs", "peers.md"), os.path.join(ROOT, "docs", "img", "peers.png"))
+        write_outputs(
+            rows, header, os.path.join(ROOT, "docs", "peers.md"), os.path.join(ROOT, "docs", "img", "peers.png")
+        )
         print("wrote docs/peers.md and docs/img/peers.png")
 
 

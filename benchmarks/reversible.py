@@ -10,6 +10,7 @@ the peak RSS of the process (``ru_maxrss``) and the peak RSS growth over the pos
 
     PYTHONPATH=. python benchmarks/reversible.py [--ks 1000000 10000000] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _make(workload, K):
     import numpy as np
+
     if workload == "oscillator":
         from problems import harmonic_oscillator as ho
+
         return ho.make_problem(K), np.array([1.1])
     from problems import revnet as rn
+
     pts, lab = rn.two_moons(4, seed=3)
     prob, lab = rn.make_problem(pts, lab, steps=K, hidden=2)
     return prob, rn.with_labels(rn.initial_params(2), lab)
@@ -38,6 +42,7 @@ def _make(workload, K):
 def _schedule(name):
     from adjoint import checkpointing as ck
     from adjoint.checkpointing._reversible import Reversible
+
     if name == "StoreAll":
         return ck.StoreAll()
     if name == "Reversible":
@@ -51,6 +56,7 @@ def _schedule(name):
 def child(workload, K, sched_name, repeats):
     import adjoint
     from adjoint.integrators import Leapfrog
+
     sched = _schedule(sched_name)
     if sched is None:
         print(json.dumps({"skipped": f"{sched_name} not available"}))
@@ -69,11 +75,22 @@ def child(workload, K, sched_name, repeats):
         times.append(time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     st = res.stats
-    print(json.dumps({"median_s": statistics.median(times), "times": times, "compile_s": compile_s,
-                      "peak_rss_mb": peak / 1024, "rss_growth_mb": (peak - base) / 1024,
-                      "forward_steps": st.forward_steps, "peak_stored_states": st.peak_stored_states,
-                      "drift": st.reversal_drift, "fallback": st.fallback,
-                      "grad_head": [float(v) for v in res.grad.params[:2]]}))
+    print(
+        json.dumps(
+            {
+                "median_s": statistics.median(times),
+                "times": times,
+                "compile_s": compile_s,
+                "peak_rss_mb": peak / 1024,
+                "rss_growth_mb": (peak - base) / 1024,
+                "forward_steps": st.forward_steps,
+                "peak_stored_states": st.peak_stored_states,
+                "drift": st.reversal_drift,
+                "fallback": st.fallback,
+                "grad_head": [float(v) for v in res.grad.params[:2]],
+            }
+        )
+    )
 
 
 def main():
@@ -88,14 +105,21 @@ def main():
         child(w, int(K), s, int(r))
         return
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    print(f"{'workload':<11} {'K':>9} {'schedule':<12} {'median s':>9} {'x StoreAll':>10} {'compile s':>9} "
-          f"{'peak RSS MB':>11} {'RSS growth MB':>13} {'fwd steps':>11} {'drift':>9}")
+    print(
+        f"{'workload':<11} {'K':>9} {'schedule':<12} {'median s':>9} {'x StoreAll':>10} {'compile s':>9} "
+        f"{'peak RSS MB':>11} {'RSS growth MB':>13} {'fwd steps':>11} {'drift':>9}"
+    )
     for w in args.workloads:
         for K in args.ks:
             ref = None
             for s in ("StoreAll", "Reversible", "Revolve(20)"):
-                out = subprocess.run([sys.executable, __file__, "--child", w, str(K), s, str(args.repeats)],
-                                     capture_output=True, text=True, env=env, cwd=ROOT)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", w, str(K), s, str(args.repeats)],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=ROOT,
+                )
                 if out.returncode != 0:
                     print(f"{w:<11} {K:>9} {s:<12} FAILED: {out.stderr.strip().splitlines()[-1:]}")
                     continue
@@ -107,9 +131,12 @@ def main():
                     ref = r["median_s"]
                 ratio = r["median_s"] / ref if ref else float("nan")
                 drift = "-" if r["drift"] is None else f"{r['drift']:.1e}"
-                print(f"{w:<11} {K:>9} {s:<12} {r['median_s']:>9.3f} {ratio:>10.2f} {r['compile_s']:>9.2f} "
-                      f"{r['peak_rss_mb']:>11.0f} {r['rss_growth_mb']:>13.1f} {r['forward_steps']:>11} {drift:>9}"
-                      + (f"  FALLBACK: {r['fallback']}" if r["fallback"] else ""), flush=True)
+                print(
+                    f"{w:<11} {K:>9} {s:<12} {r['median_s']:>9.3f} {ratio:>10.2f} {r['compile_s']:>9.2f} "
+                    f"{r['peak_rss_mb']:>11.0f} {r['rss_growth_mb']:>13.1f} {r['forward_steps']:>11} {drift:>9}"
+                    + (f"  FALLBACK: {r['fallback']}" if r["fallback"] else ""),
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

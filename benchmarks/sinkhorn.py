@@ -142,17 +142,20 @@ def forward(sizes, iters, threads, pot_threads):
     beyond (marked ~).
     """
     tmax = max(threads)
-    print(f"\n== forward, {iters} iterations (tol=0), interleaved medians in "
-          f"seconds ==")
-    print(f"POT plain: BLAS threads = {pot_threads}; POT sinkhorn_log: numpy, "
-          f"one thread; OTT-JAX: issue figure 0.23 s (n=500, one thread) x "
-          f"(n/500)^2; ours: numba threads as in the column name.")
+    print(f"\n== forward, {iters} iterations (tol=0), interleaved medians in seconds ==")
+    print(
+        f"POT plain: BLAS threads = {pot_threads}; POT sinkhorn_log: numpy, "
+        f"one thread; OTT-JAX: issue figure 0.23 s (n=500, one thread) x "
+        f"(n/500)^2; ours: numba threads as in the column name."
+    )
     pot_log_ref = {}
-    cols = (["auto"] + [f"log {t}t" for t in threads]
-            + [f"scal {t}t" for t in threads])
-    hdr = (f"{'n':>5} {'eps':>6} {'domain':>7} " + " ".join(f"{c:>8}" for c in cols)
-           + f" {'POT':>8} {'POT log':>9} {'OTT~':>7} | {'POT/auto':>8} "
-           f"{'POT/sc1t':>8} {'OTT~/log':>8} {'POTlog/log':>10} {'plan dev':>8}")
+    cols = ["auto"] + [f"log {t}t" for t in threads] + [f"scal {t}t" for t in threads]
+    hdr = (
+        f"{'n':>5} {'eps':>6} {'domain':>7} "
+        + " ".join(f"{c:>8}" for c in cols)
+        + f" {'POT':>8} {'POT log':>9} {'OTT~':>7} | {'POT/auto':>8} "
+        f"{'POT/sc1t':>8} {'OTT~/log':>8} {'POTlog/log':>10} {'plan dev':>8}"
+    )
     print(hdr)
     rows = []
     for n in sizes:
@@ -165,6 +168,7 @@ def forward(sizes, iters, threads, pot_threads):
                 def fn():
                     numba.set_num_threads(t)
                     return solve_sinkhorn(a, b, C, eps, method=method, **run)
+
                 return fn
 
             cases = {"auto": ours("auto", tmax)}
@@ -174,18 +178,18 @@ def forward(sizes, iters, threads, pot_threads):
                 cases[f"scal {t}t"] = ours("scaling", t)
             P_pot = None
             if ot is not None:
+
                 def pot():
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        return ot.sinkhorn(a, b, C, eps, numItermax=iters,
-                                           stopThr=0.0)
+                        return ot.sinkhorn(a, b, C, eps, numItermax=iters, stopThr=0.0)
+
                 cases["POT"] = pot
             # warm-up (compilation / cache load) and agreement checks
             t0 = time.perf_counter()
             r_auto = cases["auto"]()
             first = time.perf_counter() - t0
-            plans = {name: fn().plan for name, fn in cases.items()
-                     if name in ("auto", f"log {tmax}t", f"scal {tmax}t")}
+            plans = {name: fn().plan for name, fn in cases.items() if name in ("auto", f"log {tmax}t", f"scal {tmax}t")}
             dev = float("nan")
             if ot is not None:
                 P_pot = cases["POT"]()
@@ -201,8 +205,7 @@ def forward(sizes, iters, threads, pot_threads):
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         t1 = time.perf_counter()
-                        P_log = ot.sinkhorn(a, b, C, eps, method="sinkhorn_log",
-                                            numItermax=iters, stopThr=0.0)
+                        P_log = ot.sinkhorn(a, b, C, eps, method="sinkhorn_log", numItermax=iters, stopThr=0.0)
                         t_potlog = time.perf_counter() - t1
                     pot_log_ref[eps] = (t_potlog, n)
                     dev = max(dev, _rel_plan_diff(plans[f"log {tmax}t"], P_log))
@@ -212,26 +215,32 @@ def forward(sizes, iters, threads, pot_threads):
                     mark = "~"
             t_ott = OTT_500 * (n / 500) ** 2
             best_log = min(tm[f"log {t}t"] for t in threads)
-            print(f"{n:>5} {eps:>6g} {r_auto.method:>7} "
-                  + " ".join(f"{tm[c]:>8.4f}" for c in cols)
-                  + f" {t_pot:>8.4f} {t_potlog:>8.3f}{mark} {t_ott:>7.2f} | "
-                  f"{t_pot / tm['auto']:>8.2f} "
-                  f"{t_pot / tm[f'scal {min(threads)}t']:>8.2f} "
-                  f"{t_ott / best_log:>8.2f} {t_potlog / best_log:>10.1f} "
-                  f"{dev:>8.1e}", flush=True)
+            print(
+                f"{n:>5} {eps:>6g} {r_auto.method:>7} "
+                + " ".join(f"{tm[c]:>8.4f}" for c in cols)
+                + f" {t_pot:>8.4f} {t_potlog:>8.3f}{mark} {t_ott:>7.2f} | "
+                f"{t_pot / tm['auto']:>8.2f} "
+                f"{t_pot / tm[f'scal {min(threads)}t']:>8.2f} "
+                f"{t_ott / best_log:>8.2f} {t_potlog / best_log:>10.1f} "
+                f"{dev:>8.1e}",
+                flush=True,
+            )
             if n == sizes[0] and eps == 0.05:
                 print(f"      (first call incl. compile/cache load: {first:.2f} s)")
-            rows.append(dict(n=n, eps=eps, times=tm, pot_log=t_potlog, ott=t_ott,
-                             dev=dev, domain=r_auto.method))
-    print("plan dev: max |P - P_POT| / max P_POT over our auto, log and scaling "
-          "plans vs POT plain (and vs POT sinkhorn_log at the smallest size).")
+            rows.append(dict(n=n, eps=eps, times=tm, pot_log=t_potlog, ott=t_ott, dev=dev, domain=r_auto.method))
+    print(
+        "plan dev: max |P - P_POT| / max P_POT over our auto, log and scaling "
+        "plans vs POT plain (and vs POT sinkhorn_log at the smallest size)."
+    )
     return rows
 
 
 def gradients(sizes, eps=0.05, tol=1e-9):
     print(f"\n== gradients, eps={eps}, tol={tol} (run to convergence) ==")
-    print(f"{'n':>5} {'iters':>6} {'forward s':>9} {'mode':>9} {'grad s':>8} "
-          f"{'grad/fwd':>8} {'peak MB':>8} {'stored MB':>9}")
+    print(
+        f"{'n':>5} {'iters':>6} {'forward s':>9} {'mode':>9} {'grad s':>8} "
+        f"{'grad/fwd':>8} {'peak MB':>8} {'stored MB':>9}"
+    )
     for n in sizes:
         a, b, x, y, C = problem(n, seed=1)
         reps = 3 if n <= 500 else 1
@@ -239,16 +248,17 @@ def gradients(sizes, eps=0.05, tol=1e-9):
         t_fwd = median_time(lambda: solve_sinkhorn(a, b, C, eps, tol=tol), reps)
         it = solve_sinkhorn(a, b, C, eps, tol=tol).iterations
         for mode in ("envelope", "implicit", "unrolled"):
-            t = median_time(
-                lambda: sinkhorn_value_and_grad(a, b, x, y, eps, mode=mode, tol=tol),
-                reps)
+            t = median_time(lambda: sinkhorn_value_and_grad(a, b, x, y, eps, mode=mode, tol=tol), reps)
             tracemalloc.start()
             r = sinkhorn_value_and_grad(a, b, x, y, eps, mode=mode, tol=tol)
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
-            print(f"{n:>5} {it:>6} {t_fwd:>9.4f} {mode:>9} {t:>8.4f} "
-                  f"{t / t_fwd:>8.2f} {peak / 2**20:>8.1f} "
-                  f"{r.stored_bytes / 2**20:>9.1f}", flush=True)
+            print(
+                f"{n:>5} {it:>6} {t_fwd:>9.4f} {mode:>9} {t:>8.4f} "
+                f"{t / t_fwd:>8.2f} {peak / 2**20:>8.1f} "
+                f"{r.stored_bytes / 2**20:>9.1f}",
+                flush=True,
+            )
 
 
 _CKPT_CHILD = r"""
@@ -296,16 +306,19 @@ print(json.dumps(dict(spec=spec, K=r.solution.iterations, time=dt, rss_floor=rss
 """
 
 
-def checkpointed(n, eps=0.01, tol=1e-9, specs=("StoreAll", "Revolve(snapshots=10)",
-                                                "implicit")):
+def checkpointed(n, eps=0.01, tol=1e-9, specs=("StoreAll", "Revolve(snapshots=10)", "implicit")):
     import json
     import os
     import subprocess
 
-    print(f"\n== unrolled with checkpointing, n = m = {n}, eps={eps}, tol={tol} "
-          f"(each row: a child process, one gradient after a tiny warm-up) ==")
-    print(f"{'gradient':>31} {'K':>5} {'grad s':>8} {'iters run':>9} "
-          f"{'held':>5} {'stored MB':>9} {'RSS+ MB':>8} {'RSS before':>10}")
+    print(
+        f"\n== unrolled with checkpointing, n = m = {n}, eps={eps}, tol={tol} "
+        f"(each row: a child process, one gradient after a tiny warm-up) =="
+    )
+    print(
+        f"{'gradient':>31} {'K':>5} {'grad s':>8} {'iters run':>9} "
+        f"{'held':>5} {'stored MB':>9} {'RSS+ MB':>8} {'RSS before':>10}"
+    )
     bench = str(Path(__file__).resolve().parent)
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ)
@@ -313,8 +326,7 @@ def checkpointed(n, eps=0.01, tol=1e-9, specs=("StoreAll", "Revolve(snapshots=10
     out = {}
     for spec in specs:
         code = _CKPT_CHILD.format(bench=bench, spec=spec, n=n, eps=eps, tol=tol)
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                              text=True, env=env, cwd=root)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
         if proc.returncode != 0:
             raise RuntimeError(f"child failed:\n{proc.stderr[-3000:]}")
         r = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -322,9 +334,12 @@ def checkpointed(n, eps=0.01, tol=1e-9, specs=("StoreAll", "Revolve(snapshots=10
         name = spec if spec == "implicit" else f"unrolled {spec}"
         held = r["held"] if spec != "implicit" else "-"
         fwd = r["fwd"] if spec != "implicit" else r["K"]
-        print(f"{name:>31} {r['K']:>5} {r['time']:>8.2f} {fwd:>9} {held:>5} "
-              f"{r['stored'] / 1e6:>9.2f} {r['rss_peak'] - r['rss_floor']:>8.1f} "
-              f"{r['rss_floor']:>10.1f}", flush=True)
+        print(
+            f"{name:>31} {r['K']:>5} {r['time']:>8.2f} {fwd:>9} {held:>5} "
+            f"{r['stored'] / 1e6:>9.2f} {r['rss_peak'] - r['rss_floor']:>8.1f} "
+            f"{r['rss_floor']:>10.1f}",
+            flush=True,
+        )
     if "StoreAll" in out:
         ref = np.array(out["StoreAll"]["gx"])
         for spec, r in out.items():
@@ -339,27 +354,29 @@ def main():
     p.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 5000])
     p.add_argument("--grad-sizes", type=int, nargs="+", default=[500, 2000])
     p.add_argument("--iters", type=int, default=200)
-    p.add_argument("--threads", type=int, nargs="+",
-                   default=sorted({1, numba.config.NUMBA_NUM_THREADS}))
-    p.add_argument("--pot-threads", type=int, default=1,
-                   help="BLAS threads for POT's plain sinkhorn (default 1, as "
-                        "in the issue's figures)")
+    p.add_argument("--threads", type=int, nargs="+", default=sorted({1, numba.config.NUMBA_NUM_THREADS}))
+    p.add_argument(
+        "--pot-threads",
+        type=int,
+        default=1,
+        help="BLAS threads for POT's plain sinkhorn (default 1, as in the issue's figures)",
+    )
     p.add_argument("--no-grad", action="store_true")
-    p.add_argument("--ckpt-n", type=int, default=1000,
-                   help="size of the checkpointed-unrolled rows (0: skip)")
+    p.add_argument("--ckpt-n", type=int, default=1000, help="size of the checkpointed-unrolled rows (0: skip)")
     p.add_argument("--ckpt-eps", type=float, default=0.01)
-    p.add_argument("--only-ckpt", action="store_true",
-                   help="run only the checkpointed-unrolled rows")
+    p.add_argument("--only-ckpt", action="store_true", help="run only the checkpointed-unrolled rows")
     args = p.parse_args()
     if args.only_ckpt:
         checkpointed(args.ckpt_n, eps=args.ckpt_eps)
         return
     old_blas = blas_threads()
     pot_threads = blas_threads(args.pot_threads)
-    print(f"numba {numba.__version__}, threading layer request "
-          f"{numba.config.THREADING_LAYER!r}, numba threads {args.threads}, "
-          f"POT {'%s' % ot.__version__ if ot else 'not installed'}, numpy BLAS "
-          f"threads for POT: {pot_threads} (default was {old_blas})")
+    print(
+        f"numba {numba.__version__}, threading layer request "
+        f"{numba.config.THREADING_LAYER!r}, numba threads {args.threads}, "
+        f"POT {'%s' % ot.__version__ if ot else 'not installed'}, numpy BLAS "
+        f"threads for POT: {pot_threads} (default was {old_blas})"
+    )
     forward(args.sizes, args.iters, args.threads, pot_threads)
     if not args.no_grad:
         gradients(args.grad_sizes)

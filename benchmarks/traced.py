@@ -27,6 +27,7 @@ Build times (trace + codegen + numba compile + the first gradient) are measured 
 processes with NUMBA_CACHE_DIR and ADJOINT_CACHE_DIR pointing at a new temporary folder (cold),
 then again with the same folder (warm); the import time of numpy/numba/adjoint is printed apart.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,17 +53,20 @@ NODE_X0 = np.array([1.0, 0.5])
 
 # -- the models, as plain numpy functions ------------------------------------------------------------
 
+
 def lotka_volterra(x, c, p, t):
     return np.array([p[0] * x[0] - p[1] * x[0] * x[1], p[2] * x[0] * x[1] - p[3] * x[1]])
 
 
 def make_node(H, N=2):
     """``u(x) = W2 tanh(W1 x + b1) + b2`` with ``p = (W1.ravel(), b1, W2.ravel(), b2)``."""
+
     def neural_ode(x, c, p, t):
-        W1 = p[:H * N].reshape(H, N)
-        b1 = p[H * N:H * N + H]
-        W2 = p[H * N + H:H * N + H + N * H].reshape(N, H)
-        return W2 @ np.tanh(W1 @ x + b1) + p[H * N + H + N * H:]
+        W1 = p[: H * N].reshape(H, N)
+        b1 = p[H * N : H * N + H]
+        W2 = p[H * N + H : H * N + H + N * H].reshape(N, H)
+        return W2 @ np.tanh(W1 @ x + b1) + p[H * N + H + N * H :]
+
     return neural_ode
 
 
@@ -92,6 +96,7 @@ def node_params(H):
 
 
 # -- tuned hand-written adjoints -------------------------------------------------------------------
+
 
 @numba.njit(cache=True)
 def lv_tuned(x0, p, tau, K, target):
@@ -207,6 +212,7 @@ def node_tuned_fast(x0, p, H, tau, K, target):
 
 # -- the colleague's generic sweep (extra column) --------------------------------------------------
 
+
 @numba.njit(cache=True)
 def generic_sweep(f, vjp, x0, c, p, tau, K, target):
     """Store-all Euler + discrete adjoint calling the out-writing traced f/vjp once per step."""
@@ -234,6 +240,7 @@ def generic_sweep(f, vjp, x0, c, p, tau, K, target):
 
 
 # -- measurement -----------------------------------------------------------------------------------
+
 
 def interleaved_medians(fns, rounds=21, warmup=2, min_time=0.5):
     """Median time of each callable, calling them in turn every round (robust to load drift)."""
@@ -279,6 +286,7 @@ def bench_case(case, K=None):
     from adjoint._fused import MAX_SCALAR_OPS
     from adjoint._solve import _materialize
     from adjoint._tape import tape_kernels, tape_plan
+
     fused = dyn.traced.scalar_ops <= MAX_SCALAR_OPS
     comp = _materialize(prob, 0, dyn.param_dim)
     tape = None
@@ -299,12 +307,23 @@ def bench_case(case, K=None):
     t_traced, t_tuned, t_generic, *t_more = interleaved_medians(fns)
     t_vm = t_more.pop(0) if tuned_vm is not None else None
     t_kernel = t_more
-    return dict(case=case, K=K, q=dyn.param_dim, ops=dyn.traced.scalar_ops, fused=fused, tape=tape,
-                traced=t_traced, tuned=t_tuned, generic=t_generic, kernel=t_kernel[0] if t_kernel else None,
-                tuned_vm=t_vm, diff_vm=diff_vm,
-                diff=rel_diff([res.grad.params, res.grad.x0], [tg, tx]),
-                diff_value=abs(res.value - tv) / abs(tv),
-                diff_generic=rel_diff([gg, gx], [tg, tx]))
+    return dict(
+        case=case,
+        K=K,
+        q=dyn.param_dim,
+        ops=dyn.traced.scalar_ops,
+        fused=fused,
+        tape=tape,
+        traced=t_traced,
+        tuned=t_tuned,
+        generic=t_generic,
+        kernel=t_kernel[0] if t_kernel else None,
+        tuned_vm=t_vm,
+        diff_vm=diff_vm,
+        diff=rel_diff([res.grad.params, res.grad.x0], [tg, tx]),
+        diff_value=abs(res.value - tv) / abs(tv),
+        diff_generic=rel_diff([gg, gx], [tg, tx]),
+    )
 
 
 CHILD = r"""
@@ -330,8 +349,11 @@ def build_times(case):
     return cold, warm
 
 
-NAMES = {"lv": "Lotka-Volterra, p = 4, Euler, 1e5 steps", "node32": "neural ODE, hidden 32, Euler, 1000 steps",
-         "node128": "neural ODE, hidden 128, Euler, 1000 steps"}
+NAMES = {
+    "lv": "Lotka-Volterra, p = 4, Euler, 1e5 steps",
+    "node32": "neural ODE, hidden 32, Euler, 1000 steps",
+    "node128": "neural ODE, hidden 128, Euler, 1000 steps",
+}
 
 
 def main(argv=None):
@@ -340,10 +362,14 @@ def main(argv=None):
     ap.add_argument("--cases", default="lv,node32,node128")
     a = ap.parse_args(argv)
     cases = a.cases.split(",")
-    print("Traced (adjoint.vector_field + adjoint.cost + adjoint.solve_adjoint) vs tuned hand-written numba\n"
-          "(medians of interleaved rounds after warm-up; one process; 2 shared cores)\n")
-    print(f"{'case':<44} {'traced':>10} {'tuned':>10} {'ratio':>6} {'kernel':>6} {'tuned vm':>10} {'ratio vm':>8} "
-          f"{'max rel diff':>12} {'generic sweep':>13} {'gen/tuned':>9}  path")
+    print(
+        "Traced (adjoint.vector_field + adjoint.cost + adjoint.solve_adjoint) vs tuned hand-written numba\n"
+        "(medians of interleaved rounds after warm-up; one process; 2 shared cores)\n"
+    )
+    print(
+        f"{'case':<44} {'traced':>10} {'tuned':>10} {'ratio':>6} {'kernel':>6} {'tuned vm':>10} {'ratio vm':>8} "
+        f"{'max rel diff':>12} {'generic sweep':>13} {'gen/tuned':>9}  path"
+    )
     for case in cases:
         K = None
         if a.quick:
@@ -362,29 +388,42 @@ def main(argv=None):
             vm = f"{1e3 * r['tuned_vm']:>7.3f} ms {r['traced'] / r['tuned_vm']:>8.2f}"
         else:
             vm = f"{'-':>10} {'-':>8}"
-        print(f"{name:<44} {1e3 * r['traced']:>7.3f} ms {1e3 * r['tuned']:>7.3f} ms {r['traced'] / r['tuned']:>6.2f} "
-              f"{kr} {vm} {r['diff']:>12.1e} {1e3 * r['generic']:>10.3f} ms {r['generic'] / r['tuned']:>9.2f}  {path}",
-              flush=True)
+        print(
+            f"{name:<44} {1e3 * r['traced']:>7.3f} ms {1e3 * r['tuned']:>7.3f} ms {r['traced'] / r['tuned']:>6.2f} "
+            f"{kr} {vm} {r['diff']:>12.1e} {1e3 * r['generic']:>10.3f} ms {r['generic'] / r['tuned']:>9.2f}  {path}",
+            flush=True,
+        )
         if r["diff_value"] > 1e-12 or r["diff_generic"] > 1e-9 or (r["diff_vm"] or 0.0) > 1e-9:
-            print(f"   (value rel diff {r['diff_value']:.1e}; generic vs tuned gradient {r['diff_generic']:.1e}; "
-                  f"traced vs tuned vm gradient {r['diff_vm'] or 0.0:.1e})")
-    print("   ratio = traced / tuned (target <= 1.2); kernel = the compiled tape kernel alone / tuned (without the\n"
-          "   Python layer of solve_adjoint); tuned vm = the tuned adjoint with adjoint._vecmath.tanh (the tanh of the\n"
-          "   generated code) instead of math.tanh, ratio vm = traced / tuned vm; max rel diff = max |g_traced - g_tuned|\n"
-          "   / max |g_tuned| over dJ/dp and dJ/dx0")
+            print(
+                f"   (value rel diff {r['diff_value']:.1e}; generic vs tuned gradient {r['diff_generic']:.1e}; "
+                f"traced vs tuned vm gradient {r['diff_vm'] or 0.0:.1e})"
+            )
+    print(
+        "   ratio = traced / tuned (target <= 1.2); kernel = the compiled tape kernel alone / tuned (without the\n"
+        "   Python layer of solve_adjoint); tuned vm = the tuned adjoint with adjoint._vecmath.tanh (the tanh of the\n"
+        "   generated code) instead of math.tanh, ratio vm = traced / tuned vm; max rel diff = max |g_traced - g_tuned|\n"
+        "   / max |g_tuned| over dJ/dp and dJ/dx0"
+    )
     if a.quick:
         return
-    print("\nBuild: trace + codegen + numba compile + first gradient, fresh child process "
-          "(import of numpy/numba/adjoint apart)")
+    print(
+        "\nBuild: trace + codegen + numba compile + first gradient, fresh child process "
+        "(import of numpy/numba/adjoint apart)"
+    )
     print(f"{'case':<44} {'cold':>8} {'warm':>8}   cold: import / trace+codegen / compile+first solve | warm: same")
     for case in cases:
         cold, warm = build_times(case)
-        print(f"{NAMES[case]:<44} {cold['total']:>6.2f} s {warm['total']:>6.2f} s   "
-              f"{cold['import']:.2f} / {cold['trace']:.2f} / {cold['first']:.2f} | "
-              f"{warm['import']:.2f} / {warm['trace']:.2f} / {warm['first']:.2f}   "
-              f"(steady gradient {1e3 * warm['steady']:.2f} ms)", flush=True)
-    print("   cold/warm = trace+codegen + compile (or cache load) + first solve_adjoint (one gradient run);\n"
-          "   numba compiles lazily, so compilation shows up in the first solve. Targets: cold <= 3 s, warm <= 0.5 s")
+        print(
+            f"{NAMES[case]:<44} {cold['total']:>6.2f} s {warm['total']:>6.2f} s   "
+            f"{cold['import']:.2f} / {cold['trace']:.2f} / {cold['first']:.2f} | "
+            f"{warm['import']:.2f} / {warm['trace']:.2f} / {warm['first']:.2f}   "
+            f"(steady gradient {1e3 * warm['steady']:.2f} ms)",
+            flush=True,
+        )
+    print(
+        "   cold/warm = trace+codegen + compile (or cache load) + first solve_adjoint (one gradient run);\n"
+        "   numba compiles lazily, so compilation shows up in the first solve. Targets: cold <= 3 s, warm <= 0.5 s"
+    )
 
 
 if __name__ == "__main__":

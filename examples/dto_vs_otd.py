@@ -25,6 +25,7 @@ Once DTO is established as the exact gradient, the OTD errors are measured again
 ``max_k |g_k - g_dto_k| / max_k |g_dto_k|``: both are off by ``O(tau)``; they converge to the gradient
 of the ODE, not to the gradient of what was computed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,9 +78,9 @@ def _rhs_back(s, ck, out):
     th, om, z0, z1 = s[0], s[1], s[2], s[3]
     out[0] = om
     out[1] = -G * math.sin(th) - DAMP * om + ck
-    out[2] = G * math.cos(th) * z1           # z' = -A^T z,  A = [[0, 1], [-G cos th, -DAMP]]
+    out[2] = G * math.cos(th) * z1  # z' = -A^T z,  A = [[0, 1], [-G cos th, -DAMP]]
     out[3] = -z0 + DAMP * z1
-    out[4] = z1                              # q' = [d_c u]^T z = z1
+    out[4] = z1  # q' = [d_c u]^T z = z1
 
 
 @njit(cache=True)
@@ -131,15 +132,17 @@ def objective_complex(c, tau):
     for ck in c:
         run += 0.5 * R * ck * ck
         th, om = th + tau * om, om + tau * (-G * np.sin(th) - DAMP * om + ck)
-    return 0.5 * W * ((th - math.pi) ** 2 + om ** 2) + tau * run
+    return 0.5 * W * ((th - math.pi) ** 2 + om**2) + tau * run
 
 
 def directional_errors(K, n_dir=3, seed=0):
     c = controls(K)
     tau = pd.T_END / K
-    grads = {"DTO (adjoint.solve_adjoint)": dto(K, c),
-             "OTD, Euler grid backwards": otd_euler(pd.X0, c[:, 0], tau),
-             "OTD, fine RK4 (continuous gradient)": otd_rk4(pd.X0, c[:, 0], tau, 16)}
+    grads = {
+        "DTO (adjoint.solve_adjoint)": dto(K, c),
+        "OTD, Euler grid backwards": otd_euler(pd.X0, c[:, 0], tau),
+        "OTD, fine RK4 (continuous gradient)": otd_rk4(pd.X0, c[:, 0], tau, 16),
+    }
     rng = np.random.default_rng(seed)
     g_dto = grads["DTO (adjoint.solve_adjoint)"]
     err = {k: float(np.max(np.abs(g - g_dto)) / np.max(np.abs(g_dto))) for k, g in grads.items()}
@@ -148,7 +151,9 @@ def directional_errors(K, n_dir=3, seed=0):
     for _ in range(n_dir):
         v = rng.standard_normal(K)
         ref = objective_complex(c[:, 0] + 1j * h * v, tau).imag / h
-        err["DTO (adjoint.solve_adjoint)"] = max(err["DTO (adjoint.solve_adjoint)"], abs(float(g_dto @ v) - ref) / abs(ref))
+        err["DTO (adjoint.solve_adjoint)"] = max(
+            err["DTO (adjoint.solve_adjoint)"], abs(float(g_dto @ v) - ref) / abs(ref)
+        )
     return err, grads
 
 
@@ -157,7 +162,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "img", "dto_vs_otd.png"))
     ap.add_argument("--max-steps", type=int, default=25_600)
     args = ap.parse_args(argv)
-    Ks = [25 * 2 ** j for j in range(20) if 25 * 2 ** j <= args.max_steps]
+    Ks = [25 * 2**j for j in range(20) if 25 * 2**j <= args.max_steps]
     taus, errs = [], []
     print(f"{'steps':>7} {'tau':>10} " + " ".join(f"{n[:26]:>27}" for n in ("DTO", "OTD Euler grid", "OTD fine RK4")))
     for K in Ks:
@@ -167,8 +172,10 @@ def main(argv=None):
         print(f"{K:7d} {pd.T_END / K:10.2e} " + " ".join(f"{v:27.2e}" for v in e.values()), flush=True)
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
     Kc = 50
     _, g = directional_errors(Kc)
@@ -182,8 +189,9 @@ def main(argv=None):
     floor = 1e-17
     for name, mk in zip(errs[0], ("o-", "s-", "^-")):
         ax[1].loglog(taus, [max(e[name], floor) for e in errs], mk, ms=4, label=name)
-    ax[1].loglog(taus, [errs[0]["OTD, Euler grid backwards"] * tt / taus[0] for tt in taus], "k:", lw=0.8,
-                 label="slope 1")
+    ax[1].loglog(
+        taus, [errs[0]["OTD, Euler grid backwards"] * tt / taus[0] for tt in taus], "k:", lw=0.8, label="slope 1"
+    )
     ax[1].set_xlabel("step size tau")
     ax[1].set_ylabel("relative error")
     ax[1].set_title("error vs the exact gradient of the computed J")

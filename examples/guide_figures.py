@@ -5,6 +5,7 @@ Sections: cost, dual, layers, control, checkpointing. (The computational-graph f
 ``examples/lecture_graph.py``, the DTO/OTD figure by ``examples/dto_vs_otd.py``, the Sinkhorn and
 argmin figures by the scripts named in their pages.)
 """
+
 from __future__ import annotations
 
 import math
@@ -19,6 +20,7 @@ sys.path.insert(0, ROOT)
 IMG = os.path.join(ROOT, "docs", "img")
 
 import matplotlib  # noqa: E402
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -48,6 +50,7 @@ def _save(fig, name):
 def cost():
     """Time of one gradient w.r.t. n per-step controls (pendulum): reverse mode vs n-proportional methods."""
     from problems import pendulum as pd
+
     ns, fwd, rev = [], [], []
     for K in (100, 300, 1000, 3000, 10_000, 30_000):
         prob = pd.make_problem(K)
@@ -126,13 +129,21 @@ def dual():
 def layers():
     """Perceptron trained by backpropagation (the discrete adjoint of a map): the gradient per layer."""
     from problems import perceptron as pc
+
     prob = pc.make_problem()
     c0 = pc.initial_guess()
     fun = prob.objective(wrt="controls", controls=c0, method=adjoint.DiscreteMap())
     from scipy.optimize import minimize
+
     hist = []
-    res = minimize(fun, fun.initial(), jac=True, method="L-BFGS-B", options={"maxiter": 300},
-                   callback=lambda v: hist.append(fun(v)[0]))
+    res = minimize(
+        fun,
+        fun.initial(),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 300},
+        callback=lambda v: hist.append(fun(v)[0]),
+    )
     ctrl = fun.unpack(res.x)["controls"]
     g0 = adjoint.solve_adjoint(prob, controls=c0, method=adjoint.DiscreteMap()).grad.controls
     fig, ax = plt.subplots(1, 3, figsize=(12, 3.6))
@@ -157,13 +168,22 @@ def layers():
 def control():
     """Pendulum swing-up: 400 per-step torques optimised with the exact discrete gradient."""
     from problems import pendulum as pd
+
     K = 400
     prob = pd.make_problem(K)
     fun = prob.objective(wrt="controls", controls=pd.initial_guess(K))
     from scipy.optimize import minimize
+
     hist = []
-    res = minimize(fun, fun.initial(), jac=True, method="L-BFGS-B", bounds=fun.bounds(controls=(-pd.U_MAX, pd.U_MAX)),
-                   options={"maxiter": 500}, callback=lambda v: hist.append(fun(v)[0]))
+    res = minimize(
+        fun,
+        fun.initial(),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=fun.bounds(controls=(-pd.U_MAX, pd.U_MAX)),
+        options={"maxiter": 500},
+        callback=lambda v: hist.append(fun(v)[0]),
+    )
     torque = fun.unpack(res.x)["controls"]
     _, traj = adjoint.simulate(prob, controls=torque)
     t = prob.times
@@ -189,18 +209,22 @@ def checkpointing():
     from math import comb
 
     from problems import lotka_volterra as lv
+
     K = 10_000
     prob = lv.make_problem(K)
     p = lv.initial_guess()
     ss = [2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128]
-    meas = [adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.checkpointing.Revolve(snapshots=s)).stats.forward_steps
-            for s in ss]
+    meas = [
+        adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.checkpointing.Revolve(snapshots=s)).stats.forward_steps
+        for s in ss
+    ]
 
     def p_opt(l, s):
         r = 0
         while comb(s + r, s) < l:
             r += 1
         return r * l - comb(s + r, s + 1)
+
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     ax.loglog(ss, np.array(meas) / K, "o", label="measured: stats.forward_steps / K")
     ax.loglog(ss, [(p_opt(K, s) + 1) / K for s in ss], "k-", lw=0.8, label="(p(K, s) + 1) / K (Revolve)")

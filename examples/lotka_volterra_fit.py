@@ -1,7 +1,8 @@
 """Fit the four Lotka-Volterra parameters and the initial state to noisy observations (RK4)."""
-import adjoint
+
 from scipy.optimize import minimize
 
+import adjoint
 from problems import lotka_volterra as lv
 
 prob = lv.make_problem(steps=2000)

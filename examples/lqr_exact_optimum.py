@@ -1,4 +1,5 @@
 """LQR: L-BFGS-B with adjoint gradients reaches the exact discrete optimum (dense solve)."""
+
 import numpy as np
 from scipy.optimize import minimize
 

@@ -1,5 +1,6 @@
 """Pendulum swing-up with 200 bounded per-step torques, from Python (what `python -m adjoint solve
 pendulum` does). Saves pendulum_swingup.png next to this script (or into the folder given)."""
+
 import os
 import sys
 
@@ -15,10 +16,15 @@ from problems import pendulum  # noqa: E402
 
 steps = 200
 prob = pendulum.make_problem(steps)
-fun = prob.objective(wrt="controls", controls=pendulum.initial_guess(steps))   # fun(v) -> (J, dJ/dv)
-res = minimize(fun, fun.initial(), jac=True, method="L-BFGS-B",
-               bounds=fun.bounds(controls=(-pendulum.U_MAX, pendulum.U_MAX)),
-               options={"maxiter": 500, "gtol": 1e-9, "ftol": 1e-13, "maxcor": 20})
+fun = prob.objective(wrt="controls", controls=pendulum.initial_guess(steps))  # fun(v) -> (J, dJ/dv)
+res = minimize(
+    fun,
+    fun.initial(),
+    jac=True,
+    method="L-BFGS-B",
+    bounds=fun.bounds(controls=(-pendulum.U_MAX, pendulum.U_MAX)),
+    options={"maxiter": 500, "gtol": 1e-9, "ftol": 1e-13, "maxcor": 20},
+)
 torque = fun.unpack(res.x)["controls"]
 sol = adjoint.solve_adjoint(prob, controls=torque, return_trajectory=True)
 print(f"J = {res.fun:.6f} after {res.nit} iterations; final state {sol.x_final}")

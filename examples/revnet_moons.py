@@ -7,6 +7,7 @@ is ``adjoint.Leapfrog`` on a separable field (``problems/revnet.py``); ``checkpo
 rebuilds each layer's input from its output in the backward sweep, so memory does not grow with the
 number of layers. scipy's L-BFGS-B does the training.
 """
+
 import argparse
 
 from problems import revnet
@@ -20,8 +21,10 @@ def main():
     ap.add_argument("--out", default=".")
     a = ap.parse_args()
     s = revnet.solve(a.out, steps=a.layers, hidden=a.hidden, maxiter=a.maxiter)
-    print(f"training accuracy {s['accuracy']:.1%}, loss {s['objective']:.4f} after {s['iterations']} L-BFGS "
-          f"iterations; saved {s['png']}")
+    print(
+        f"training accuracy {s['accuracy']:.1%}, loss {s['objective']:.4f} after {s['iterations']} L-BFGS "
+        f"iterations; saved {s['png']}"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Usage::
 
     PYTHONPATH=. python examples/ridge_lambda.py [output_dir]
 """
+
 from __future__ import annotations
 
 import os
@@ -30,6 +31,7 @@ except ImportError:  # until adjoint/__init__.py re-exports it
 
 def main(output_dir=None):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -49,8 +51,10 @@ def main(output_dir=None):
     best = minimize(fun, theta0, jac=True, method="L-BFGS-B")
     lam_best = float(np.exp(best.x[0]))
     g_cf = prob.closed_form_grad(best.x)[0]
-    print(f"best lambda = {lam_best:.6g} (theta = {best.x[0]:.6f}) after {best.nit} iterations, "
-          f"{best.nfev} hyper-gradients; validation error {best.fun:.6g}")
+    print(
+        f"best lambda = {lam_best:.6g} (theta = {best.x[0]:.6f}) after {best.nit} iterations, "
+        f"{best.nfev} hyper-gradients; validation error {best.fun:.6g}"
+    )
     print(f"hyper-gradient there: implicit {path[-1][2]:.3e}, closed form {g_cf:.3e}")
 
     pts = np.array(path)
@@ -67,8 +71,13 @@ def main(output_dir=None):
     ax1.legend(fontsize=8)
     tg = thetas[::8]
     ax2.semilogx(np.exp(thetas), [prob.closed_form_grad([t])[0] for t in thetas], label="closed form")
-    ax2.semilogx(np.exp(tg), [solve_argmin(prob.energy, prob.loss, t, np.zeros(prob.n), **kw).grad[0] for t in tg],
-                 "o", ms=4, label="implicit (solve_argmin)")
+    ax2.semilogx(
+        np.exp(tg),
+        [solve_argmin(prob.energy, prob.loss, t, np.zeros(prob.n), **kw).grad[0] for t in tg],
+        "o",
+        ms=4,
+        label="implicit (solve_argmin)",
+    )
     ax2.axhline(0.0, c="k", lw=0.5)
     ax2.set_xlabel("lambda")
     ax2.set_ylabel("dL / d log(lambda)")

@@ -1,7 +1,8 @@
 """Sinkhorn barycenters interpolating a circle and a square (free support); saves a PNG.
 
-    python examples/sinkhorn_barycenter.py [output_dir]
+python examples/sinkhorn_barycenter.py [output_dir]
 """
+
 import sys
 from pathlib import Path
 

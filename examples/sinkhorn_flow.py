@@ -1,7 +1,8 @@
 """Flow a point cloud onto a ring by gradient descent on the Sinkhorn cost; saves a PNG.
 
-    python examples/sinkhorn_flow.py [output_dir]
+python examples/sinkhorn_flow.py [output_dir]
 """
+
 import sys
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Shared driver for the ready problems: L-BFGS-B with progress lines, a PNG and a JSON summary."""
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,12 @@ class ArgminData:
 
     def derivatives(self) -> dict:
         """Keyword arguments of :func:`adjoint.solve_argmin` with the hand-written derivatives."""
-        return dict(energy_grad=self.energy_grad, energy_hvp=self.energy_hvp,
-                    energy_mixed_vjp=self.energy_mixed_vjp, loss_grad=self.loss_grad)
+        return dict(
+            energy_grad=self.energy_grad,
+            energy_hvp=self.energy_hvp,
+            energy_mixed_vjp=self.energy_mixed_vjp,
+            loss_grad=self.loss_grad,
+        )
 
 
 SEPARABLE_METHODS = {"leapfrog": adjoint.Leapfrog, "verlet": adjoint.VelocityVerlet}
@@ -85,25 +90,41 @@ def lbfgs(fun, v0, *, bounds=None, maxiter=200, verbose=True, gtol=1e-9, ftol=1e
     history = []
 
     def line(row):
-        print(f"  iter {row['iteration']:4d}   objective {row['objective']:.10e}   "
-              f"|grad| {row['grad_norm']:.3e}   {row['elapsed']:7.3f} s", flush=True)
+        print(
+            f"  iter {row['iteration']:4d}   objective {row['objective']:.10e}   "
+            f"|grad| {row['grad_norm']:.3e}   {row['elapsed']:7.3f} s",
+            flush=True,
+        )
 
     def record(v):
         val, g = fun(v)
-        row = {"iteration": len(history), "objective": float(val), "grad_norm": float(np.linalg.norm(g)),
-               "elapsed": time.perf_counter() - t0}
+        row = {
+            "iteration": len(history),
+            "objective": float(val),
+            "grad_norm": float(np.linalg.norm(g)),
+            "elapsed": time.perf_counter() - t0,
+        }
         history.append(row)
         if verbose and _shown(row["iteration"]):
             line(row)
 
     record(v0)
-    res = minimize(fun, v0, jac=True, method="L-BFGS-B", bounds=bounds, callback=lambda xk: record(np.asarray(xk)),
-                   options={"maxiter": maxiter, "gtol": gtol, "ftol": ftol, "maxcor": 20})
+    res = minimize(
+        fun,
+        v0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        callback=lambda xk: record(np.asarray(xk)),
+        options={"maxiter": maxiter, "gtol": gtol, "ftol": ftol, "maxcor": 20},
+    )
     if verbose:
         if not _shown(history[-1]["iteration"]):
             line(history[-1])
-        print(f"  {res.message}  ({res.nit} iterations, {fun.nfev} gradient evaluations, "
-              f"{time.perf_counter() - t0:.2f} s)")
+        print(
+            f"  {res.message}  ({res.nit} iterations, {fun.nfev} gradient evaluations, "
+            f"{time.perf_counter() - t0:.2f} s)"
+        )
     return res, history
 
 
@@ -114,6 +135,7 @@ def save(output_dir, name, fig, summary):
     js = os.path.join(output_dir, f"{name}.json")
     fig.savefig(png, dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
+
     plt.close(fig)
 
     def clean(o):
@@ -143,7 +165,9 @@ def history_axis(ax, history):
 
 def figure(ncols=3, width=15, height=4):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, ncols, figsize=(width, height))
     return fig, axes

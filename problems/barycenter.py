@@ -15,6 +15,7 @@ the two (for a circle and a square with the same centre: rounded squares).
 ``solve(output_dir)`` computes the barycenters for ``ts``, saves ``barycenter.png`` and
 returns a :class:`BarycenterResult`.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,10 +43,15 @@ def make_shapes(m=300, seed=0):
     s = rng.random(m) * 4
     side = np.floor(s).astype(int)
     u = s - side - 0.5
-    pts = np.where(side[:, None] == 0, np.stack([u, -0.5 + 0 * u], 1),
-                   np.where(side[:, None] == 1, np.stack([0.5 + 0 * u, u], 1),
-                            np.where(side[:, None] == 2, np.stack([-u, 0.5 + 0 * u], 1),
-                                     np.stack([-0.5 + 0 * u, -u], 1))))
+    pts = np.where(
+        side[:, None] == 0,
+        np.stack([u, -0.5 + 0 * u], 1),
+        np.where(
+            side[:, None] == 1,
+            np.stack([0.5 + 0 * u, u], 1),
+            np.where(side[:, None] == 2, np.stack([-u, 0.5 + 0 * u], 1), np.stack([-0.5 + 0 * u, -u], 1)),
+        ),
+    )
     square = 0.5 + 0.7 * pts
     return circle, square
 
@@ -63,16 +69,14 @@ def barycenter(shapes, weights, n=200, eps=1e-3, iters=15, seed=1):
             if w == 0:
                 continue
             b = np.full(Y.shape[0], 1.0 / Y.shape[0])
-            r = sinkhorn_value_and_grad(a, b, z, Y, eps, mode="envelope", tol=1e-7,
-                                        eps_scaling=0.7, max_iter=20_000)
+            r = sinkhorn_value_and_grad(a, b, z, Y, eps, mode="envelope", tol=1e-7, eps_scaling=0.7, max_iter=20_000)
             step += w * r.grad_x
             value += w * r.value
         z = z - step / (2 * a[:, None])
     return z, value
 
 
-def solve(output_dir=".", *, ts=(0.0, 0.25, 0.5, 0.75, 1.0), n=200, m=300, eps=1e-3,
-          iters=15, verbose=True):
+def solve(output_dir=".", *, ts=(0.0, 0.25, 0.5, 0.75, 1.0), n=200, m=300, eps=1e-3, iters=15, verbose=True):
     """Barycenters for each t; figure saved in ``output_dir`` (None: no figure)."""
     circle, square = make_shapes(m)
     sup, obj = [], []
@@ -85,6 +89,7 @@ def solve(output_dir=".", *, ts=(0.0, 0.25, 0.5, 0.75, 1.0), n=200, m=300, eps=1
     fig_path = None
     if output_dir is not None:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
@@ -105,8 +110,9 @@ def solve(output_dir=".", *, ts=(0.0, 0.25, 0.5, 0.75, 1.0), n=200, m=300, eps=1
         fig_path = os.path.join(output_dir, "barycenter.png")
         fig.savefig(fig_path, dpi=110)
         plt.close(fig)
-    return BarycenterResult(ts=tuple(ts), supports=tuple(sup), objective=tuple(obj),
-                            shapes=(circle, square), figure=fig_path)
+    return BarycenterResult(
+        ts=tuple(ts), supports=tuple(sup), objective=tuple(obj), shapes=(circle, square), figure=fig_path
+    )
 
 
 if __name__ == "__main__":

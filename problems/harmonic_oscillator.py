@@ -15,6 +15,7 @@ Closed forms for tests: the leapfrog step is linear, ``s_{k+1} = M s_k`` with
 discrete energy ``w^2 x_k^2 + y_k^2 + w^2 tau x_k y_k`` is conserved exactly by the map
 (:func:`modified_energy`); the plain energy oscillates within ``O(tau)`` of it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,7 +25,7 @@ import adjoint
 from adjoint._separable import SeparableDynamics
 
 TRUE_OMEGA = 1.3
-S0 = np.array([1.0, 0.0])   # (x0, y0)
+S0 = np.array([1.0, 0.0])  # (x0, y0)
 T_END = 10.0
 
 
@@ -84,8 +85,9 @@ def make_problem(steps: int = 1000, t_end: float = T_END, x0=None) -> adjoint.Co
     The target ``s_T`` is the exact state at ``T_END`` (so with ``t_end != T_END`` the problem is
     only a benchmark workload).
     """
-    return adjoint.ControlProblem(DYNAMICS, S0 if x0 is None else x0, (0.0, t_end), steps,
-                                  terminal_cost=TERMINAL, name="harmonic_oscillator")
+    return adjoint.ControlProblem(
+        DYNAMICS, S0 if x0 is None else x0, (0.0, t_end), steps, terminal_cost=TERMINAL, name="harmonic_oscillator"
+    )
 
 
 def step_matrix(omega: float, tau: float) -> np.ndarray:
@@ -120,11 +122,12 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, 
     ``harmonic_oscillator.png`` (fitted trajectory, ``J(omega)``, objective history) and
     ``harmonic_oscillator.json`` into ``output_dir`` and returns the summary dict.
     """
-    from . import _common
     from adjoint.checkpointing._reversible import Reversible
 
+    from . import _common
+
     steps = 2000 if steps is None else steps
-    method = _common.separable_method_from_name(method, 'harmonic oscillator')
+    method = _common.separable_method_from_name(method, "harmonic oscillator")
     checkpoint = Reversible() if checkpoint is None else checkpoint
     prob = make_problem(steps)
 
@@ -133,8 +136,9 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, 
         return res.value, res.grad.params.copy()
 
     fun = _common.Counted(objective)
-    opt, hist = _common.lbfgs(fun, np.array([float(omega0)]), bounds=[(1.0, 1.6)], maxiter=maxiter,
-                              verbose=verbose, gtol=1e-12, ftol=1e-15)
+    opt, hist = _common.lbfgs(
+        fun, np.array([float(omega0)]), bounds=[(1.0, 1.6)], maxiter=maxiter, verbose=verbose, gtol=1e-12, ftol=1e-15
+    )
     w_hat = float(opt.x[0])
     if verbose:
         print(f"  fitted omega {w_hat:.10f}   true {TRUE_OMEGA}")
@@ -143,17 +147,30 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, 
     fig, ax = _common.figure()
     ax[0].plot(t, traj[:, 0], label=f"{type(method).__name__} x_k (fitted omega)")
     ax[0].plot(t, exact_state(t)[0], "--", label="exact x(t), true omega")
-    ax[0].set_xlabel("t"); ax[0].legend(fontsize=8)
+    ax[0].set_xlabel("t")
+    ax[0].legend(fontsize=8)
     ax[0].set_title(f"omega: true {TRUE_OMEGA}, fitted {w_hat:.6f}")
     ws = np.linspace(0.8, 1.8, 400)
     ax[1].plot(ws, [objective(np.array([w]))[0] for w in ws])
     ax[1].axvline(TRUE_OMEGA, color="k", ls=":")
-    ax[1].set_xlabel("omega"); ax[1].set_ylabel("J"); ax[1].set_yscale("log"); ax[1].set_title("J(omega)")
+    ax[1].set_xlabel("omega")
+    ax[1].set_ylabel("J")
+    ax[1].set_yscale("log")
+    ax[1].set_title("J(omega)")
     _common.history_axis(ax[2], hist)
-    summary = {"problem": "harmonic_oscillator", "steps": steps, "method": repr(method),
-               "checkpoint": repr(checkpoint), "objective": float(opt.fun), "omega": w_hat,
-               "true_omega": TRUE_OMEGA, "omega0": float(omega0), "iterations": int(opt.nit),
-               "message": str(opt.message), "history": hist}
+    summary = {
+        "problem": "harmonic_oscillator",
+        "steps": steps,
+        "method": repr(method),
+        "checkpoint": repr(checkpoint),
+        "objective": float(opt.fun),
+        "omega": w_hat,
+        "true_omega": TRUE_OMEGA,
+        "omega0": float(omega0),
+        "iterations": int(opt.nit),
+        "message": str(opt.message),
+        "history": hist,
+    }
     summary["png"], summary["json"] = _common.save(output_dir, "harmonic_oscillator", fig, summary)
     return summary
 

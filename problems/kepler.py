@@ -13,6 +13,7 @@ with ``q_0 = Q0`` fixed; its gradient with respect to the velocity is ``grad.x0[
 In the leapfrog's staggered interpretation the unknown ``y_0`` is the velocity at ``tau/2``; it
 differs from ``q'(0)`` by ``O(tau)``, which shooting absorbs.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -87,8 +88,14 @@ MISS = adjoint.Cost(miss_value, miss_grad, name="miss_distance")
 
 def make_problem(steps: int = 2000, t_end: float = T_END, v0=(0.0, 1.0)) -> adjoint.ControlProblem:
     """Shooting from ``Q0`` with initial velocity ``v0``; pass ``params=params(target)``."""
-    return adjoint.ControlProblem(DYNAMICS, np.concatenate([Q0, np.asarray(v0, dtype=float)]), (0.0, t_end),
-                                  steps, terminal_cost=MISS, name="kepler_shooting")
+    return adjoint.ControlProblem(
+        DYNAMICS,
+        np.concatenate([Q0, np.asarray(v0, dtype=float)]),
+        (0.0, t_end),
+        steps,
+        terminal_cost=MISS,
+        name="kepler_shooting",
+    )
 
 
 def params(target=TARGET, mu=MU) -> np.ndarray:
@@ -104,19 +111,20 @@ def energy(s, mu=MU):
 def shoot(prob, v0, target=TARGET, checkpoint=None, method=None):
     """Minimise ``J(v0)`` with scipy's BFGS. Returns the scipy result."""
     from scipy.optimize import minimize
+
     method = Leapfrog() if method is None else method
     p = params(target)
 
     def fun(vel):
-        res = adjoint.solve_adjoint(prob, params=p, x0=np.concatenate([Q0, vel]), method=method,
-                                    checkpoint=checkpoint)
+        res = adjoint.solve_adjoint(prob, params=p, x0=np.concatenate([Q0, vel]), method=method, checkpoint=checkpoint)
         return res.value, res.grad.x0[2:].copy()
 
     return minimize(fun, np.asarray(v0, dtype=float), jac=True, method="BFGS", options={"gtol": 1e-12})
 
 
-def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, target=TARGET, v0=(0.0, 1.0),
-          checkpoint=None):
+def solve(
+    output_dir="out", steps=None, method=None, maxiter=200, verbose=True, target=TARGET, v0=(0.0, 1.0), checkpoint=None
+):
     """Shoot to ``target`` with L-BFGS-B (reversible adjoint by default); save the orbits and history.
 
     ``method`` is ``"leapfrog"`` (default) or ``"verlet"``. Prints one line per iteration when
@@ -124,11 +132,12 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, 
     into ``output_dir`` and returns the summary dict (``"v0"`` is the shot velocity, ``"miss"`` the
     final distance to the target).
     """
-    from . import _common
     from adjoint.checkpointing._reversible import Reversible
 
+    from . import _common
+
     steps = 4000 if steps is None else steps
-    method = _common.separable_method_from_name(method, 'Kepler problem')
+    method = _common.separable_method_from_name(method, "Kepler problem")
     checkpoint = Reversible() if checkpoint is None else checkpoint
     target = np.asarray(target, dtype=float)
     v0 = np.asarray(v0, dtype=float)
@@ -136,8 +145,7 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, 
     p = params(target)
 
     def objective(vel):
-        res = adjoint.solve_adjoint(prob, params=p, x0=np.concatenate([Q0, vel]), method=method,
-                                    checkpoint=checkpoint)
+        res = adjoint.solve_adjoint(prob, params=p, x0=np.concatenate([Q0, vel]), method=method, checkpoint=checkpoint)
         return res.value, res.grad.x0[2:].copy()
 
     # J has an exact zero (a hit), so only the gradient tolerance ends the search
@@ -154,13 +162,25 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, 
     ax[0].plot([0], [0], "k*", ms=12, label="central body")
     ax[0].plot([Q0[0]], [Q0[1]], "go", label="start")
     ax[0].plot([target[0]], [target[1]], "rx", ms=10, mew=2, label=f"target at T={T_END}")
-    ax[0].set_aspect("equal"); ax[0].legend(fontsize=7, loc="lower left")
+    ax[0].set_aspect("equal")
+    ax[0].legend(fontsize=7, loc="lower left")
     ax[0].set_title(f"Kepler shooting, miss {miss:.1e}")
     _common.history_axis(ax[1], hist)
-    summary = {"problem": "kepler", "steps": steps, "method": repr(method), "checkpoint": repr(checkpoint),
-               "objective": float(opt.fun), "v0": v_hat, "v0_initial": v0, "target": target, "miss": miss,
-               "energy": float(energy(best[-1])), "iterations": int(opt.nit), "message": str(opt.message),
-               "history": hist}
+    summary = {
+        "problem": "kepler",
+        "steps": steps,
+        "method": repr(method),
+        "checkpoint": repr(checkpoint),
+        "objective": float(opt.fun),
+        "v0": v_hat,
+        "v0_initial": v0,
+        "target": target,
+        "miss": miss,
+        "energy": float(energy(best[-1])),
+        "iterations": int(opt.nit),
+        "message": str(opt.message),
+        "history": hist,
+    }
     summary["png"], summary["json"] = _common.save(output_dir, "kepler", fig, summary)
     return summary
 

@@ -21,6 +21,7 @@ Derivatives (``z_i = y_i <a_i, x>``, ``ell' = -sigma(-z)``, ``ell'' = sigma(z) s
 There is no closed form: the implicit hyper-gradient is checked against central differences of
 the full solve (tests) and against unrolled gradient descent (``benchmarks/argmin.py``).
 """
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,12 @@ def make_data(n_features=20, n_train=60, n_val=60, noise=0.5, seed=0):
     A = rng.standard_normal((n_train + n_val, n_features))
     y = np.sign(A @ x_true / np.sqrt(n_features) + noise * rng.standard_normal(n_train + n_val))
     y[y == 0] = 1.0
-    return (np.ascontiguousarray(A[:n_train]), np.ascontiguousarray(y[:n_train]),
-            np.ascontiguousarray(A[n_train:]), np.ascontiguousarray(y[n_train:]))
+    return (
+        np.ascontiguousarray(A[:n_train]),
+        np.ascontiguousarray(y[:n_train]),
+        np.ascontiguousarray(A[n_train:]),
+        np.ascontiguousarray(y[n_train:]),
+    )
 
 
 @numba.njit(cache=True)
@@ -184,12 +189,18 @@ def solve(output_dir="out", maxiter=100, verbose=True, problem: Logistic | None 
 
     def fun(th):
         r = solve_argmin(prob.energy, prob.loss, th, x_warm[0], **kw)
-        x_warm[0] = r.x                       # warm start the next inner solve
+        x_warm[0] = r.x  # warm start the next inner solve
         path.append((float(th[0]), r.value))
         return r.value, r.grad
 
-    best, hist = _common.lbfgs(_common.Counted(fun), np.atleast_1d(float(theta0)), maxiter=maxiter, verbose=verbose,
-                               gtol=1e-5, ftol=2.220446049250313e-09)  # scipy's defaults, as before
+    best, hist = _common.lbfgs(
+        _common.Counted(fun),
+        np.atleast_1d(float(theta0)),
+        maxiter=maxiter,
+        verbose=verbose,
+        gtol=1e-5,
+        ftol=2.220446049250313e-09,
+    )  # scipy's defaults, as before
     theta = float(best.x[0])
     x_best = solve_argmin(prob.energy, prob.loss, [theta], np.zeros(prob.n), **kw).x
     acc = prob.accuracy(x_best)
@@ -206,9 +217,19 @@ def solve(output_dir="out", maxiter=100, verbose=True, problem: Logistic | None 
     ax[0].set_ylabel("L(x(theta))")
     ax[0].legend()
     _common.history_axis(ax[1], hist)
-    summary = {"problem": "logistic", "objective": float(best.fun), "theta": theta, "lambda": float(np.exp(theta)),
-               "theta0": float(theta0), "accuracy": acc, "n_features": prob.n, "n_train": prob.A.shape[0],
-               "n_val": prob.A_val.shape[0], "iterations": int(best.nit), "message": str(best.message),
-               "history": hist}
+    summary = {
+        "problem": "logistic",
+        "objective": float(best.fun),
+        "theta": theta,
+        "lambda": float(np.exp(theta)),
+        "theta0": float(theta0),
+        "accuracy": acc,
+        "n_features": prob.n,
+        "n_train": prob.A.shape[0],
+        "n_val": prob.A_val.shape[0],
+        "iterations": int(best.nit),
+        "message": str(best.message),
+        "history": hist,
+    }
     summary["png"], summary["json"] = _common.save(output_dir, "logistic", fig, summary)
     return summary

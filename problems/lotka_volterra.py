@@ -15,6 +15,7 @@ linear interpolation ``y(t)`` and the fit minimises the time-averaged squared mi
 
 so every step contributes, and the minimiser approaches the true parameters as the noise shrinks.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -153,8 +154,15 @@ TERMINAL = adjoint.Cost(terminal_value, terminal_grad, name="final_misfit")
 
 def make_problem(steps: int = 2000, x0=None) -> adjoint.ControlProblem:
     """The fitting problem on ``steps`` steps over ``[0, T_END]``; unknowns are ``params`` (and x0)."""
-    return adjoint.ControlProblem(DYNAMICS, Y_OBS[0] if x0 is None else x0, (0.0, T_END), steps,
-                                  terminal_cost=TERMINAL, running_cost=RUNNING, name="lotka_volterra")
+    return adjoint.ControlProblem(
+        DYNAMICS,
+        Y_OBS[0] if x0 is None else x0,
+        (0.0, T_END),
+        steps,
+        terminal_cost=TERMINAL,
+        running_cost=RUNNING,
+        name="lotka_volterra",
+    )
 
 
 def initial_guess() -> np.ndarray:
@@ -164,12 +172,14 @@ def initial_guess() -> np.ndarray:
 def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True):
     """Fit the four parameters and the initial state with L-BFGS-B; save a PNG and JSON."""
     from . import _common
+
     steps = 2000 if steps is None else steps
     method = _common.method_from_name(method) or adjoint.RK4()
     prob = make_problem(steps)
     fun = prob.objective(wrt=("params", "x0"), params=initial_guess(), method=method)
-    res, hist = _common.lbfgs(fun, fun.initial(), bounds=fun.bounds(params=(1e-3, 10.0), x0=(1e-3, 10.0)),
-                              maxiter=maxiter, verbose=verbose)
+    res, hist = _common.lbfgs(
+        fun, fun.initial(), bounds=fun.bounds(params=(1e-3, 10.0), x0=(1e-3, 10.0)), maxiter=maxiter, verbose=verbose
+    )
     fit = fun.unpack(res.x)
     _, traj = adjoint.simulate(prob, params=fit["params"], x0=fit["x0"], method=method)
     if verbose:
@@ -178,14 +188,28 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True):
     fig, ax = _common.figure()
     ax[0].plot(T_OBS, Y_OBS[:, 0], "o", color="C0", label="prey (data)")
     ax[0].plot(T_OBS, Y_OBS[:, 1], "s", color="C1", label="predator (data)")
-    ax[0].plot(t, traj[:, 0], color="C0"); ax[0].plot(t, traj[:, 1], color="C1")
-    ax[0].set_xlabel("t"); ax[0].set_title("fit"); ax[0].legend(fontsize=8)
+    ax[0].plot(t, traj[:, 0], color="C0")
+    ax[0].plot(t, traj[:, 1], color="C1")
+    ax[0].set_xlabel("t")
+    ax[0].set_title("fit")
+    ax[0].legend(fontsize=8)
     idx = np.arange(4)
-    ax[1].bar(idx - 0.2, TRUE_PARAMS, 0.4, label="true"); ax[1].bar(idx + 0.2, fit["params"], 0.4, label="fitted")
-    ax[1].set_xticks(idx, ["a", "b", "d", "g"]); ax[1].set_title("parameters"); ax[1].legend()
+    ax[1].bar(idx - 0.2, TRUE_PARAMS, 0.4, label="true")
+    ax[1].bar(idx + 0.2, fit["params"], 0.4, label="fitted")
+    ax[1].set_xticks(idx, ["a", "b", "d", "g"])
+    ax[1].set_title("parameters")
+    ax[1].legend()
     _common.history_axis(ax[2], hist)
-    summary = {"problem": "lotka_volterra", "steps": steps, "method": repr(method), "objective": float(res.fun),
-               "params": fit["params"], "x0": fit["x0"], "true_params": TRUE_PARAMS, "iterations": int(res.nit),
-               "history": hist}
+    summary = {
+        "problem": "lotka_volterra",
+        "steps": steps,
+        "method": repr(method),
+        "objective": float(res.fun),
+        "params": fit["params"],
+        "x0": fit["x0"],
+        "true_params": TRUE_PARAMS,
+        "iterations": int(res.nit),
+        "history": hist,
+    }
     summary["png"], summary["json"] = _common.save(output_dir, "lotka_volterra", fig, summary)
     return summary

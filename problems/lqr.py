@@ -11,6 +11,7 @@ Objective on the explicit-Euler grid (the *discrete* problem)::
 ``exact_optimum(steps)`` computes the exact minimiser of this discrete quadratic by a dense
 linear solve (no use of the library), so the optimiser's result can be checked to rounding.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,8 +71,9 @@ TERMINAL = adjoint.Cost(terminal_value, terminal_grad, name="final_quadratic")
 
 def make_problem(steps: int = 100) -> adjoint.ControlProblem:
     """The LQR problem on ``steps`` explicit-Euler steps over ``[0, T_END]``."""
-    return adjoint.ControlProblem(DYNAMICS, X0, (0.0, T_END), steps, terminal_cost=TERMINAL,
-                                  running_cost=RUNNING, name="lqr")
+    return adjoint.ControlProblem(
+        DYNAMICS, X0, (0.0, T_END), steps, terminal_cost=TERMINAL, running_cost=RUNNING, name="lqr"
+    )
 
 
 def exact_optimum(steps: int):
@@ -106,6 +108,7 @@ def exact_optimum(steps: int):
 def solve(output_dir="out", steps=None, method=None, maxiter=500, verbose=True):
     """Optimise with L-BFGS-B from zero controls and compare with :func:`exact_optimum`."""
     from . import _common
+
     steps = 100 if steps is None else steps
     if method not in (None, "euler") and not isinstance(method, adjoint.Euler):
         raise ValueError("the LQR reference optimum is computed for explicit Euler; use method='euler'")
@@ -120,13 +123,25 @@ def solve(output_dir="out", steps=None, method=None, maxiter=500, verbose=True):
         print(f"  objective {res.fun:.12e}  exact discrete optimum {j_opt:.12e}  relative gap {rel:.2e}")
     t = prob.times
     fig, ax = _common.figure()
-    ax[0].plot(t, traj[:, 0], label="position"); ax[0].plot(t, traj[:, 1], label="velocity")
-    ax[0].set_xlabel("t"); ax[0].set_title("state"); ax[0].legend()
+    ax[0].plot(t, traj[:, 0], label="position")
+    ax[0].plot(t, traj[:, 1], label="velocity")
+    ax[0].set_xlabel("t")
+    ax[0].set_title("state")
+    ax[0].legend()
     ax[1].step(t[:-1], u[:, 0], where="post", label="L-BFGS-B")
     ax[1].plot(t[:-1], c_opt[:, 0], "k--", lw=1, label="exact (dense solve)")
-    ax[1].set_xlabel("t"); ax[1].set_title("control"); ax[1].legend()
+    ax[1].set_xlabel("t")
+    ax[1].set_title("control")
+    ax[1].legend()
     _common.history_axis(ax[2], hist)
-    summary = {"problem": "lqr", "steps": steps, "objective": float(res.fun), "exact_optimum": j_opt,
-               "relative_gap": rel, "iterations": int(res.nit), "history": hist}
+    summary = {
+        "problem": "lqr",
+        "steps": steps,
+        "objective": float(res.fun),
+        "exact_optimum": j_opt,
+        "relative_gap": rel,
+        "iterations": int(res.nit),
+        "history": hist,
+    }
     summary["png"], summary["json"] = _common.save(output_dir, "lqr", fig, summary)
     return summary

@@ -13,6 +13,7 @@ Objective: bring the pendulum upright and at rest at ``T_END`` with little effor
 The torque is bounded, ``|torque| <= U_MAX`` (L-BFGS-B bounds), so the controller has to pump
 energy by swinging back and forth.
 """
+
 from __future__ import annotations
 
 import math
@@ -74,8 +75,9 @@ UPRIGHT = adjoint.Cost(upright_value, upright_grad, name="upright")
 
 def make_problem(steps: int = 200) -> adjoint.ControlProblem:
     """The swing-up problem with ``steps`` per-step torques over ``[0, T_END]``."""
-    return adjoint.ControlProblem(DYNAMICS, X0, (0.0, T_END), steps, terminal_cost=UPRIGHT,
-                                  running_cost=EFFORT, name="pendulum")
+    return adjoint.ControlProblem(
+        DYNAMICS, X0, (0.0, T_END), steps, terminal_cost=UPRIGHT, running_cost=EFFORT, name="pendulum"
+    )
 
 
 def initial_guess(steps: int) -> np.ndarray:
@@ -87,12 +89,14 @@ def initial_guess(steps: int) -> np.ndarray:
 def solve(output_dir="out", steps=None, method=None, maxiter=2000, verbose=True):
     """Optimise the torques with L-BFGS-B (bounds ``|torque| <= U_MAX``); save a PNG and JSON."""
     from . import _common
+
     steps = 200 if steps is None else steps
     method = _common.method_from_name(method) or adjoint.Euler()
     prob = make_problem(steps)
     fun = prob.objective(wrt="controls", controls=initial_guess(steps), method=method)
-    res, hist = _common.lbfgs(fun, fun.initial(), bounds=fun.bounds(controls=(-U_MAX, U_MAX)), maxiter=maxiter,
-                              verbose=verbose)
+    res, hist = _common.lbfgs(
+        fun, fun.initial(), bounds=fun.bounds(controls=(-U_MAX, U_MAX)), maxiter=maxiter, verbose=verbose
+    )
     torque = fun.unpack(res.x)["controls"]
     _, traj = adjoint.simulate(prob, controls=torque, method=method)
     t = prob.times
@@ -100,12 +104,22 @@ def solve(output_dir="out", steps=None, method=None, maxiter=2000, verbose=True)
     ax[0].plot(t, traj[:, 0], label="theta")
     ax[0].plot(t, traj[:, 1], label="omega")
     ax[0].axhline(np.pi, color="k", lw=0.5, ls="--")
-    ax[0].set_xlabel("t"); ax[0].set_title("state"); ax[0].legend()
+    ax[0].set_xlabel("t")
+    ax[0].set_title("state")
+    ax[0].legend()
     ax[1].step(t[:-1], torque[:, 0], where="post")
-    ax[1].set_xlabel("t"); ax[1].set_title("torque (control)")
+    ax[1].set_xlabel("t")
+    ax[1].set_title("torque (control)")
     _common.history_axis(ax[2], hist)
-    summary = {"problem": "pendulum", "steps": steps, "method": repr(method), "objective": float(res.fun),
-               "final_state": traj[-1], "iterations": int(res.nit), "message": str(res.message),
-               "history": hist}
+    summary = {
+        "problem": "pendulum",
+        "steps": steps,
+        "method": repr(method),
+        "objective": float(res.fun),
+        "final_state": traj[-1],
+        "iterations": int(res.nit),
+        "message": str(res.message),
+        "history": hist,
+    }
     summary["png"], summary["json"] = _common.save(output_dir, "pendulum", fig, summary)
     return summary

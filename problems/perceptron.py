@@ -14,6 +14,7 @@ with per-layer weights ``c_k = (vec(W_k), b_k)`` as the per-step controls
 
     J = mean_i log(1 + exp(-y_i s_i)) + sum_k 0.5 * DECAY * |c_k|^2
 """
+
 from __future__ import annotations
 
 import math
@@ -130,16 +131,22 @@ def loss_grad(x, c, p, t, out_x, out_c, out_p):
         out_x[i * d] = sig * (-LABELS[i] * SCALE) / ns
 
 
-DYNAMICS = adjoint.Dynamics(f, vjp, state_dim=N_SAMPLES * WIDTH, control_dim=WIDTH * WIDTH + WIDTH,
-                            name="perceptron")
+DYNAMICS = adjoint.Dynamics(f, vjp, state_dim=N_SAMPLES * WIDTH, control_dim=WIDTH * WIDTH + WIDTH, name="perceptron")
 LOSS = adjoint.Cost(loss_value, loss_grad, name="logistic")
 DECAY_COST = adjoint.Cost(decay_value, decay_grad, name="weight_decay")
 
 
 def make_problem(steps: int = LAYERS) -> adjoint.ControlProblem:
     """The training problem with ``steps`` layers (``t_span = (0, steps)`` so ``tau = 1``)."""
-    return adjoint.ControlProblem(DYNAMICS, embed(POINTS), (0.0, float(steps)), steps, terminal_cost=LOSS,
-                                  running_cost=DECAY_COST, name="perceptron")
+    return adjoint.ControlProblem(
+        DYNAMICS,
+        embed(POINTS),
+        (0.0, float(steps)),
+        steps,
+        terminal_cost=LOSS,
+        running_cost=DECAY_COST,
+        name="perceptron",
+    )
 
 
 def initial_guess(steps: int = LAYERS, seed: int = 1) -> np.ndarray:
@@ -148,8 +155,8 @@ def initial_guess(steps: int = LAYERS, seed: int = 1) -> np.ndarray:
     c = np.zeros((steps, WIDTH * WIDTH + WIDTH))
     for k in range(steps):
         W = np.eye(WIDTH) + 0.5 * rng.standard_normal((WIDTH, WIDTH))
-        c[k, :WIDTH * WIDTH] = W.ravel()
-        c[k, WIDTH * WIDTH:] = 0.1 * rng.standard_normal(WIDTH)
+        c[k, : WIDTH * WIDTH] = W.ravel()
+        c[k, WIDTH * WIDTH :] = 0.1 * rng.standard_normal(WIDTH)
     return c
 
 
@@ -158,14 +165,15 @@ def predict(controls, points):
     x = np.zeros((points.shape[0], WIDTH))
     x[:, :2] = points
     for ck in controls:
-        W = ck[:WIDTH * WIDTH].reshape(WIDTH, WIDTH)
-        x = np.tanh(x @ W.T + ck[WIDTH * WIDTH:])
+        W = ck[: WIDTH * WIDTH].reshape(WIDTH, WIDTH)
+        x = np.tanh(x @ W.T + ck[WIDTH * WIDTH :])
     return SCALE * x[:, 0]
 
 
 def solve(output_dir="out", steps=None, method=None, maxiter=1000, verbose=True):
     """Train the layer weights with L-BFGS-B; save the decision boundary and history."""
     from . import _common
+
     steps = LAYERS if steps is None else steps
     prob = make_problem(steps)
     fun = prob.objective(wrt="controls", controls=initial_guess(steps), method=adjoint.DiscreteMap())
@@ -183,7 +191,13 @@ def solve(output_dir="out", steps=None, method=None, maxiter=1000, verbose=True)
     ax[0].scatter(POINTS[:, 0], POINTS[:, 1], c=LABELS, cmap="RdBu", edgecolors="k", s=18)
     ax[0].set_title(f"decision boundary ({steps} layers, accuracy {acc:.2f})")
     _common.history_axis(ax[1], hist)
-    summary = {"problem": "perceptron", "layers": steps, "objective": float(res.fun), "accuracy": acc,
-               "iterations": int(res.nit), "history": hist}
+    summary = {
+        "problem": "perceptron",
+        "layers": steps,
+        "objective": float(res.fun),
+        "accuracy": acc,
+        "iterations": int(res.nit),
+        "history": hist,
+    }
     summary["png"], summary["json"] = _common.save(output_dir, "perceptron", fig, summary)
     return summary

@@ -14,6 +14,7 @@ decreases monotonically for ``lr <= 1``.
 ``mode="envelope"``, exact at convergence for the regularised cost), saves
 ``point_cloud_flow.png`` (snapshots and the cost curve) and returns a :class:`FlowResult`.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,19 @@ def make_problem(n=300, m=400, seed=0):
     return np.full(n, 1.0 / n), np.full(m, 1.0 / m), x0, y
 
 
-def solve(output_dir=".", *, n=300, m=400, eps=2e-3, steps=40, lr=0.5, mode="envelope",
-          seed=0, snapshots=(0, 2, 5, 10, 40), verbose=True):
+def solve(
+    output_dir=".",
+    *,
+    n=300,
+    m=400,
+    eps=2e-3,
+    steps=40,
+    lr=0.5,
+    mode="envelope",
+    seed=0,
+    snapshots=(0, 2, 5, 10, 40),
+    verbose=True,
+):
     """Run the flow; save the figure in ``output_dir`` (None: no figure)."""
     a, b, x, y = make_problem(n, m, seed)
     values = []
@@ -58,16 +70,18 @@ def solve(output_dir=".", *, n=300, m=400, eps=2e-3, steps=40, lr=0.5, mode="env
             snap_steps.append(k)
         if k == steps:
             break
-        res = sinkhorn_value_and_grad(a, b, x, y, eps, mode=mode, tol=1e-7,
-                                      eps_scaling=0.7, max_iter=20_000)
+        res = sinkhorn_value_and_grad(a, b, x, y, eps, mode=mode, tol=1e-7, eps_scaling=0.7, max_iter=20_000)
         values.append(res.value)
         x = x - lr * res.grad_x / (2 * a[:, None])
         if verbose:
-            print(f"step {k:3d}  J = {res.value:.6f}  transport = "
-                  f"{res.solution.transport_cost:.6f}  iters = {res.solution.iterations}")
+            print(
+                f"step {k:3d}  J = {res.value:.6f}  transport = "
+                f"{res.solution.transport_cost:.6f}  iters = {res.solution.iterations}"
+            )
     fig_path = None
     if output_dir is not None:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
@@ -91,9 +105,14 @@ def solve(output_dir=".", *, n=300, m=400, eps=2e-3, steps=40, lr=0.5, mode="env
         fig_path = os.path.join(output_dir, "point_cloud_flow.png")
         fig.savefig(fig_path, dpi=110)
         plt.close(fig)
-    return FlowResult(x_final=x, target=y, values=np.asarray(values),
-                      snapshots=tuple(snaps), snapshot_steps=tuple(snap_steps),
-                      figure=fig_path)
+    return FlowResult(
+        x_final=x,
+        target=y,
+        values=np.asarray(values),
+        snapshots=tuple(snaps),
+        snapshot_steps=tuple(snap_steps),
+        figure=fig_path,
+    )
 
 
 if __name__ == "__main__":

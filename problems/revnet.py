@@ -15,6 +15,7 @@ The batch of N samples is one state: ``x`` stacks the N inputs (``x_dim = 2N``),
 parts (``y_dim = H N``); ``params`` is ``theta = (W1, b1, W2, b2, w, c)`` flattened
 (:func:`unpack`). Data: :func:`two_moons` (generated in code, fixed seed).
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -53,11 +54,16 @@ def unpack(theta, hidden: int):
     """``theta -> (W1 (2, H), b1 (2,), W2 (H, 2), b2 (H,), w (2 + H,), c)``."""
     H = hidden
     i = 0
-    W1 = theta[i:i + 2 * H].reshape(2, H); i += 2 * H
-    b1 = theta[i:i + 2]; i += 2
-    W2 = theta[i:i + 2 * H].reshape(H, 2); i += 2 * H
-    b2 = theta[i:i + H]; i += H
-    w = theta[i:i + 2 + H]; i += 2 + H
+    W1 = theta[i : i + 2 * H].reshape(2, H)
+    i += 2 * H
+    b1 = theta[i : i + 2]
+    i += 2
+    W2 = theta[i : i + 2 * H].reshape(H, 2)
+    i += 2 * H
+    b2 = theta[i : i + H]
+    i += H
+    w = theta[i : i + 2 + H]
+    i += 2 + H
     return W1, b1, W2, b2, w, theta[i]
 
 
@@ -178,8 +184,9 @@ def _loss(H: int):
 @lru_cache(maxsize=None)
 def _dynamics(H: int, n_samples: int) -> SeparableDynamics:
     u, vjp_u, v, vjp_v = _fields(H)
-    return SeparableDynamics(u, vjp_u, v, vjp_v, x_dim=2 * n_samples, y_dim=H * n_samples,
-                             param_dim=param_dim(H) + n_samples, name="revnet")
+    return SeparableDynamics(
+        u, vjp_u, v, vjp_v, x_dim=2 * n_samples, y_dim=H * n_samples, param_dim=param_dim(H) + n_samples, name="revnet"
+    )
 
 
 def make_problem(points=None, labels=None, steps: int = 20, hidden: int = 4, t_end: float = T_END):
@@ -194,8 +201,14 @@ def make_problem(points=None, labels=None, steps: int = 20, hidden: int = 4, t_e
     N = points.shape[0]
     s0 = np.concatenate([points.ravel(), np.zeros(hidden * N)])
     value, grad = _loss(hidden)
-    prob = adjoint.ControlProblem(_dynamics(hidden, N), s0, (0.0, t_end), steps,
-                                  terminal_cost=adjoint.Cost(value, grad, name="logistic"), name="revnet")
+    prob = adjoint.ControlProblem(
+        _dynamics(hidden, N),
+        s0,
+        (0.0, t_end),
+        steps,
+        terminal_cost=adjoint.Cost(value, grad, name="logistic"),
+        name="revnet",
+    )
     return prob, np.asarray(labels, dtype=float)
 
 
@@ -222,27 +235,33 @@ def predict(theta, points, hidden: int = 4, steps: int = 20, t_end: float = T_EN
 
 def _train(steps, hidden, checkpoint, maxiter, seed, verbose):
     """L-BFGS-B on two moons via ``_common.lbfgs``; returns ``(theta, result, accuracy, data, history)``."""
-    from . import _common
     from adjoint.checkpointing._reversible import Reversible
+
+    from . import _common
+
     points, labels = two_moons()
     prob, labels = make_problem(points, labels, steps=steps, hidden=hidden)
     checkpoint = Reversible() if checkpoint is None else checkpoint
     npar = param_dim(hidden)
 
     def fun(theta):
-        res = adjoint.solve_adjoint(prob, params=with_labels(theta, labels), method=Leapfrog(),
-                                    checkpoint=checkpoint)
+        res = adjoint.solve_adjoint(prob, params=with_labels(theta, labels), method=Leapfrog(), checkpoint=checkpoint)
         return res.value, res.grad.params[:npar].copy()
 
     # scipy's default L-BFGS-B tolerances (a tighter fit does not change the boundary)
-    opt, hist = _common.lbfgs(_common.Counted(fun), initial_params(hidden, seed), maxiter=maxiter, verbose=verbose,
-                              gtol=1e-5, ftol=2.220446049250313e-09)
+    opt, hist = _common.lbfgs(
+        _common.Counted(fun),
+        initial_params(hidden, seed),
+        maxiter=maxiter,
+        verbose=verbose,
+        gtol=1e-5,
+        ftol=2.220446049250313e-09,
+    )
     acc = float(np.mean(np.sign(predict(opt.x, points, hidden, steps)) == labels))
     return opt.x, opt, acc, (points, labels), hist
 
 
-def train(steps: int = 20, hidden: int = 4, checkpoint=None, maxiter: int = 300, seed: int = 1,
-          verbose: bool = False):
+def train(steps: int = 20, hidden: int = 4, checkpoint=None, maxiter: int = 300, seed: int = 1, verbose: bool = False):
     """Train with L-BFGS-B. Returns ``(theta, scipy_result, accuracy, (points, labels))``."""
     theta, opt, acc, data, _ = _train(steps, hidden, checkpoint, maxiter, seed, verbose)
     return theta, opt, acc, data
@@ -257,6 +276,7 @@ def solve(output_dir="out", steps=None, maxiter=300, verbose=True, hidden=4, che
     there is no ``method`` option.
     """
     from . import _common
+
     steps = 20 if steps is None else steps
     theta, opt, acc, (points, labels), hist = _train(steps, hidden, checkpoint, maxiter, seed, verbose)
     if verbose:
@@ -273,10 +293,19 @@ def solve(output_dir="out", steps=None, maxiter=300, verbose=True, hidden=4, che
     ax[0].set_title(f"reversible ResNet, {steps} layers, H={hidden}: accuracy {acc:.1%}")
     ax[0].legend(fontsize=8)
     _common.history_axis(ax[1], hist)
-    summary = {"problem": "revnet", "layers": steps, "steps": steps, "hidden": hidden,
-               "checkpoint": repr(checkpoint) if checkpoint is not None else "Reversible()",
-               "objective": float(opt.fun), "accuracy": acc, "theta": theta, "iterations": int(opt.nit),
-               "message": str(opt.message), "history": hist}
+    summary = {
+        "problem": "revnet",
+        "layers": steps,
+        "steps": steps,
+        "hidden": hidden,
+        "checkpoint": repr(checkpoint) if checkpoint is not None else "Reversible()",
+        "objective": float(opt.fun),
+        "accuracy": acc,
+        "theta": theta,
+        "iterations": int(opt.nit),
+        "message": str(opt.message),
+        "history": hist,
+    }
     summary["png"], summary["json"] = _common.save(output_dir, "revnet", fig, summary)
     return summary
 

@@ -21,6 +21,7 @@ Closed forms, with ``H = A^T A / m + lambda I`` and ``lambda = exp(theta)``::
 ``loss(x, theta)``, their hand-written numba derivatives (``derivatives()`` gives the keyword
 arguments of :func:`adjoint.solve_argmin`) and the closed forms.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -94,8 +95,12 @@ def make_data(n_features=20, n_train=40, n_val=40, noise=0.5, seed=0):
     x_true = rng.standard_normal(n_features)
     A = rng.standard_normal((n_train + n_val, n_features))
     b = A @ x_true + noise * np.sqrt(n_features) * rng.standard_normal(n_train + n_val)
-    return (np.ascontiguousarray(A[:n_train]), np.ascontiguousarray(b[:n_train]),
-            np.ascontiguousarray(A[n_train:]), np.ascontiguousarray(b[n_train:]))
+    return (
+        np.ascontiguousarray(A[:n_train]),
+        np.ascontiguousarray(b[:n_train]),
+        np.ascontiguousarray(A[n_train:]),
+        np.ascontiguousarray(b[n_train:]),
+    )
 
 
 def make_problem(n_features=20, n_train=40, n_val=40, noise=0.5, seed=0) -> Ridge:
@@ -175,8 +180,14 @@ def solve(output_dir="out", maxiter=100, verbose=True, problem: Ridge | None = N
         r = solve_argmin(prob.energy, prob.loss, th, x0, **kw)
         return r.value, r.grad
 
-    best, hist = _common.lbfgs(_common.Counted(fun), np.atleast_1d(float(theta0)), maxiter=maxiter, verbose=verbose,
-                               gtol=1e-5, ftol=2.220446049250313e-09)  # scipy's defaults, as before
+    best, hist = _common.lbfgs(
+        _common.Counted(fun),
+        np.atleast_1d(float(theta0)),
+        maxiter=maxiter,
+        verbose=verbose,
+        gtol=1e-5,
+        ftol=2.220446049250313e-09,
+    )  # scipy's defaults, as before
     theta = float(best.x[0])
     grad_cf = float(prob.closed_form_grad([theta])[0])
     if verbose:
@@ -200,10 +211,20 @@ def solve(output_dir="out", maxiter=100, verbose=True, problem: Ridge | None = N
     ax2.set_title("hyper-gradient")
     ax2.legend()
     _common.history_axis(ax3, hist)
-    summary = {"problem": "ridge", "objective": float(best.fun), "theta": theta, "lambda": float(np.exp(theta)),
-               "theta0": float(theta0), "closed_form_value": prob.closed_form_value([theta]),
-               "closed_form_grad": grad_cf, "n_features": prob.n, "n_train": prob.A.shape[0],
-               "n_val": prob.A_val.shape[0], "iterations": int(best.nit), "message": str(best.message),
-               "history": hist}
+    summary = {
+        "problem": "ridge",
+        "objective": float(best.fun),
+        "theta": theta,
+        "lambda": float(np.exp(theta)),
+        "theta0": float(theta0),
+        "closed_form_value": prob.closed_form_value([theta]),
+        "closed_form_grad": grad_cf,
+        "n_features": prob.n,
+        "n_train": prob.A.shape[0],
+        "n_val": prob.A_val.shape[0],
+        "iterations": int(best.nit),
+        "message": str(best.message),
+        "history": hist,
+    }
     summary["png"], summary["json"] = _common.save(output_dir, "ridge", fig, summary)
     return summary

@@ -1,4 +1,5 @@
 """The lecture's example, the function transformations (grad/jvp/vjp/hvp) and pinned errors."""
+
 import numpy as np
 import pytest
 
@@ -48,9 +49,9 @@ def test_vector_valued_vjp_and_nested_grad():
     f = lambda x: np.array([x[0] * x[1], np.exp(x[0])])  # noqa: E731
     y, back = ad.vjp(f, np.array([1.0, 2.0]))
     np.testing.assert_allclose(back(np.array([1.0, 1.0]))[0], [2.0 + np.e, 1.0])
-    d2 = ad.grad(ad.grad(lambda x: x ** 3 * np.sin(x)))
+    d2 = ad.grad(ad.grad(lambda x: x**3 * np.sin(x)))
     x = 0.7
-    assert d2(x) == pytest.approx(6 * x * np.sin(x) + 6 * x ** 2 * np.cos(x) - x ** 3 * np.sin(x), rel=1e-13)
+    assert d2(x) == pytest.approx(6 * x * np.sin(x) + 6 * x**2 * np.cos(x) - x**3 * np.sin(x), rel=1e-13)
 
 
 def test_compiled_once_per_shape():
@@ -58,7 +59,7 @@ def test_compiled_once_per_shape():
 
     def f(x):
         calls.append(1)
-        return np.sum(x ** 2)
+        return np.sum(x**2)
 
     g = ad.grad(f)
     g(np.ones(3))
@@ -81,6 +82,7 @@ def test_error_control_flow():
         if x > 0:
             return x
         return -x
+
     with pytest.raises(TraceError, match="data-dependent Python control flow.*np.where"):
         ad.grad(f)(1.0)
 
@@ -102,6 +104,7 @@ def test_error_unsupported_function():
 
 def test_error_math_and_float_arrays():
     import math
+
     with pytest.raises(TraceError, match="cannot be converted to a Python float"):
         ad.grad(lambda x: math.exp(x))(1.0)
 

@@ -1,8 +1,10 @@
 """Every primitive's JVP and VJP against complex step / central differences, and the dot-product
 test <J u, w> = <u, J^T w>, on hypothesis-generated inputs (with broadcasting)."""
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st, HealthCheck
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import adjoint.ad as ad
@@ -32,8 +34,10 @@ def check(fn, args, method="complex", rtol=1e-7, atol=1e-9, seed=0):
         ref = np.imag(np.asarray(fn(*[a + 1j * h * u for a, u in zip(args, us)]))) / h
     else:
         h = 1e-6
-        ref = (np.asarray(fn(*[a + h * u for a, u in zip(args, us)]))
-               - np.asarray(fn(*[a - h * u for a, u in zip(args, us)]))) / (2 * h)
+        ref = (
+            np.asarray(fn(*[a + h * u for a, u in zip(args, us)]))
+            - np.asarray(fn(*[a - h * u for a, u in zip(args, us)]))
+        ) / (2 * h)
     np.testing.assert_allclose(jv, ref, rtol=rtol, atol=atol)
     w = rng.normal(size=np.shape(y))
     cts = vjp_graph(g, with_primals=False).evaluate(*args, w)
@@ -45,11 +49,24 @@ def check(fn, args, method="complex", rtol=1e-7, atol=1e-9, seed=0):
 SHAPES = [(), (3,), (2, 3)]
 
 UNARY = [
-    (np.sin, -3, 3), (np.cos, -3, 3), (np.tan, -1.2, 1.2), (np.exp, -3, 3), (np.log, 0.1, 5),
-    (np.log1p, -0.9, 5), (np.expm1, -3, 3), (np.sqrt, 0.1, 5), (np.tanh, -3, 3), (np.sinh, -3, 3),
-    (np.cosh, -3, 3), (np.arctan, -3, 3), (np.negative, -3, 3), (np.square, -3, 3),
-    (lambda x: x ** 3, -3, 3), (lambda x: x ** -1.5, 0.2, 3), (lambda x: 1.0 / x, 0.2, 3),
-    (lambda x: 2.0 ** x, -2, 2),
+    (np.sin, -3, 3),
+    (np.cos, -3, 3),
+    (np.tan, -1.2, 1.2),
+    (np.exp, -3, 3),
+    (np.log, 0.1, 5),
+    (np.log1p, -0.9, 5),
+    (np.expm1, -3, 3),
+    (np.sqrt, 0.1, 5),
+    (np.tanh, -3, 3),
+    (np.sinh, -3, 3),
+    (np.cosh, -3, 3),
+    (np.arctan, -3, 3),
+    (np.negative, -3, 3),
+    (np.square, -3, 3),
+    (lambda x: x**3, -3, 3),
+    (lambda x: x**-1.5, 0.2, 3),
+    (lambda x: 1.0 / x, 0.2, 3),
+    (lambda x: 2.0**x, -2, 2),
 ]
 
 
@@ -68,7 +85,7 @@ BINARY = [
     ("sub", lambda a, b: a - b, (-3, 3), (-3, 3)),
     ("mul", lambda a, b: a * b, (-3, 3), (-3, 3)),
     ("div", lambda a, b: a / b, (-3, 3), (0.5, 3)),
-    ("pow", lambda a, b: a ** b, (0.3, 3), (-2, 2)),
+    ("pow", lambda a, b: a**b, (0.3, 3), (-2, 2)),
     ("arctan2", np.arctan2, (-3, 3), (0.3, 3)),
 ]
 
@@ -80,7 +97,7 @@ BINARY = [
 def test_binary_broadcasting(name, op, ra, rb, shapes, data):
     a = data.draw(arr(shapes[0], *ra))
     b = data.draw(arr(shapes[1], *rb))
-    if name == "arctan2":   # no complex arctan2 in numpy
+    if name == "arctan2":  # no complex arctan2 in numpy
         check(op, [a, b], method="central", rtol=1e-6, atol=1e-7)
     else:
         check(op, [a, b])
@@ -96,8 +113,12 @@ def _away_from_ties(a, b):
 def test_nonsmooth(shapes, data):
     a = data.draw(arr(shapes[0]))
     b = data.draw(arr(shapes[1]))
-    if (not _away_from_ties(a, b) or np.any(np.abs(a) < 1e-3) or np.any(np.abs(b) < 1e-3)
-            or np.any(np.abs(np.abs(a) - 0.5) < 1e-3)):
+    if (
+        not _away_from_ties(a, b)
+        or np.any(np.abs(a) < 1e-3)
+        or np.any(np.abs(b) < 1e-3)
+        or np.any(np.abs(np.abs(a) - 0.5) < 1e-3)
+    ):
         return
     check(np.maximum, [a, b], method="central", rtol=1e-6)
     check(np.minimum, [a, b], method="central", rtol=1e-6)
@@ -149,7 +170,7 @@ REDUCE_STRUCT = [
 @given(data=st.data())
 def test_reductions_and_structure(name, fn, shape, data):
     x = data.draw(arr(shape))
-    if name == "norm":      # numpy's norm of a complex array is not complex-analytic
+    if name == "norm":  # numpy's norm of a complex array is not complex-analytic
         check(fn, [x], method="central", rtol=1e-6, atol=1e-8)
     else:
         check(fn, [x])

@@ -1,5 +1,6 @@
 """Traced vector fields (Lotka-Volterra, pendulum, neural ODE) against hand-written numba
 derivatives; the Dynamics/Cost objects; trace_dynamics and the line-emission API."""
+
 import math
 
 import numba
@@ -9,7 +10,7 @@ import pytest
 import adjoint.ad as ad
 from adjoint._problem import Cost, Dynamics
 
-H = 8       # neural ODE hidden width in tests (the benchmark uses 32 and 128)
+H = 8  # neural ODE hidden width in tests (the benchmark uses 32 and 128)
 N = 2
 
 
@@ -24,10 +25,10 @@ def pendulum(x, c, p, t):
 
 
 def neural_ode(x, c, p, t):
-    W1 = p[:H * N].reshape(H, N)
-    b1 = p[H * N:H * N + H]
-    W2 = p[H * N + H:H * N + H + N * H].reshape(N, H)
-    b2 = p[H * N + H + N * H:]
+    W1 = p[: H * N].reshape(H, N)
+    b1 = p[H * N : H * N + H]
+    W2 = p[H * N + H : H * N + H + N * H].reshape(N, H)
+    b2 = p[H * N + H + N * H :]
     return W2 @ np.tanh(W1 @ x + b1) + b2
 
 
@@ -115,8 +116,13 @@ def traced():
 
 
 def _point(rng, n, m, q):
-    return (rng.normal(size=n), rng.normal(size=m), 0.5 * rng.normal(size=q) + (q == 4) * 1.0,
-            float(rng.normal()), rng.normal(size=n))
+    return (
+        rng.normal(size=n),
+        rng.normal(size=m),
+        0.5 * rng.normal(size=q) + (q == 4) * 1.0,
+        float(rng.normal()),
+        rng.normal(size=n),
+    )
 
 
 def _rel(a, b):
@@ -187,8 +193,9 @@ def test_cost_object():
     np.testing.assert_allclose(gx, x - p[:2], rtol=1e-14)
     np.testing.assert_allclose(gc, 0.2 * c * np.exp(-0.4), rtol=1e-14)
     np.testing.assert_allclose(gp, [-(x[0] - p[0]), -(x[1] - p[1]), 0.0], rtol=1e-14)
-    lines = cst.traced.grad_lines(["x0", "x1"], ["c0"], ["p0", "p1", "p2"], "t", ["gx0", "gx1"],
-                                  ["gc0"], ["gp0", "gp1", "gp2"], prefix="_k")
+    lines = cst.traced.grad_lines(
+        ["x0", "x1"], ["c0"], ["p0", "p1", "p2"], "t", ["gx0", "gx1"], ["gc0"], ["gp0", "gp1", "gp2"], prefix="_k"
+    )
     assert any(ln.startswith("gx0 = ") for ln in lines)
     assert all(ln.split(" = ")[0].startswith(("_k", "g")) for ln in lines)
 
@@ -210,13 +217,23 @@ def test_line_emission_api(traced, name):
     ps = [f"p{i}" for i in range(q)]
     zs = [f"z{i}" for i in range(n)]
     fl = tr.forward_lines(xs, cs, ps, "t", [f"u{i}" for i in range(n)], prefix="_a")
-    vl = tr.vjp_lines(xs, cs, ps, "t", zs, [f"gx{i}" for i in range(n)], [f"gc{i}" for i in range(m)],
-                      [f"gp{i}" for i in range(q)], prefix="_b")
+    vl = tr.vjp_lines(
+        xs,
+        cs,
+        ps,
+        "t",
+        zs,
+        [f"gx{i}" for i in range(n)],
+        [f"gc{i}" for i in range(m)],
+        [f"gp{i}" for i in range(q)],
+        prefix="_b",
+    )
     assert not any(ln.startswith(" ") for ln in fl + vl)
     assert not ({ln.split(" = ")[0] for ln in fl} & {ln.split(" = ")[0] for ln in vl})
     args = xs + cs + ps + ["t"] + zs
-    k = _kernel_from_lines(fl + vl, args, [f"u{i}" for i in range(n)] + [f"gx{i}" for i in range(n)]
-                           + [f"gp{i}" for i in range(q)])
+    k = _kernel_from_lines(
+        fl + vl, args, [f"u{i}" for i in range(n)] + [f"gx{i}" for i in range(n)] + [f"gp{i}" for i in range(q)]
+    )
     rng = np.random.default_rng(3)
     x, c, p, t, z = _point(rng, n, m, q)
     res = np.array(k(*x, *c, *p, t, *z))

@@ -5,6 +5,7 @@ The schedules are checked by a simulated executor that follows the actions of th
 step needs is present, that no more than ``s`` slots are used and that every step is reversed once,
 in order. Forward-step counts are compared with Griewank and Walther's formula, computed here.
 """
+
 from __future__ import annotations
 
 from math import comb
@@ -19,10 +20,10 @@ from adjoint.checkpointing import MemoryBudget, Revolve, StoreAll, Uniform, pars
 from problems import lotka_volterra as lv
 from problems import pendulum
 
-
 # --------------------------------------------------------------------------------------------
 # reference formula and simulated executor
 # --------------------------------------------------------------------------------------------
+
 
 def optimal_forward_steps(K: int, s: int) -> int:
     """``t(K, s) + 1``, ``t(l, s) = r l - C(s + r, s + 1)``, ``C(s + r - 1, s) < l <= C(s + r, s)``."""
@@ -37,8 +38,8 @@ def simulate(schedule, K: int, s: int):
 
     The working state and the slots hold state indices. Invariants checked after every action.
     """
-    work = 0             # index of the state in the working register (x0 at the start)
-    slots = {}           # slot -> state index
+    work = 0  # index of the state in the working register (x0 at the start)
+    slots = {}  # slot -> state index
     next_adjoint = K - 1
     terminal_done = False
     fwd = 0
@@ -54,7 +55,7 @@ def simulate(schedule, K: int, s: int):
             work = a.k
         elif a.op == "advance":
             assert work == a.k and a.arg > a.k, where
-            assert a.arg <= next_adjoint, where   # never past the next state the adjoint needs
+            assert a.arg <= next_adjoint, where  # never past the next state the adjoint needs
             fwd += a.arg - a.k
             work = a.arg
         elif a.op == "terminal":
@@ -63,8 +64,8 @@ def simulate(schedule, K: int, s: int):
             fwd += 1
         elif a.op == "adjoint":
             assert terminal_done, where
-            assert a.k == next_adjoint, where     # every step reversed once, in descending order
-            assert work == a.k, where             # its input state is present
+            assert a.k == next_adjoint, where  # every step reversed once, in descending order
+            assert work == a.k, where  # its input state is present
             next_adjoint -= 1
             # states after the reversed step are no longer needed: their slots are free
             slots = {sl: k for sl, k in slots.items() if k <= a.k}
@@ -81,6 +82,7 @@ def simulate(schedule, K: int, s: int):
 # --------------------------------------------------------------------------------------------
 # schedules, exhaustively for small cases and with hypothesis for larger ones
 # --------------------------------------------------------------------------------------------
+
 
 def test_formula_examples():
     assert optimal_forward_steps(5, 2) == 7
@@ -116,6 +118,7 @@ def test_random_larger_schedules(K, s):
 def _action_stream(K: int, s: int, rule: int, compound: bool):
     """The compiled planner's actions ``(op, arg0, arg1)``, primitive or in compound mode."""
     from adjoint.checkpointing import _streamed as sm
+
     stack, meta = (sm.plan_compound if compound else sm.plan_init)(K, s, rule)
     cap = max(sm.CHUNK, 2 * min(s, K) + 16)
     ops, a0, a1 = (np.empty(cap, dtype=np.int64) for _ in range(3))
@@ -130,8 +133,15 @@ def _action_stream(K: int, s: int, rule: int, compound: bool):
 
 def _check_compound(K: int, s: int):
     """The executors' compound actions stand for exactly the primitive actions users print."""
-    from adjoint.checkpointing._streamed import (OP_MASK, OP_ONESLOT, OP_SWEEP, RULE_BINOMIAL, RULE_UNIFORM,
-                                                 expand_compound)
+    from adjoint.checkpointing._streamed import (
+        OP_MASK,
+        OP_ONESLOT,
+        OP_SWEEP,
+        RULE_BINOMIAL,
+        RULE_UNIFORM,
+        expand_compound,
+    )
+
     for rule in (RULE_BINOMIAL, RULE_UNIFORM):
         prim = _action_stream(K, s, rule, False)
         comp = _action_stream(K, s, rule, True)
@@ -177,6 +187,7 @@ def test_plan_is_printable():
 def test_plan_for_ten_million_steps_is_streamed():
     """Planning K = 10^7 with s = 20 keeps O(s) state: the first actions come at once."""
     from adjoint.checkpointing._streamed import plan_init
+
     stack, meta = plan_init(10**7, 20, 0)
     assert stack.nbytes < 1000 and meta.nbytes < 100
     plan = Revolve(snapshots=20).plan(10**7)
@@ -200,8 +211,16 @@ def test_ten_million_step_plan_counts():
 # gradients: bitwise equal to store-all, stats
 # --------------------------------------------------------------------------------------------
 
-SCHEDULES = [Revolve(snapshots=1), Revolve(snapshots=2), Revolve(snapshots=5), Revolve(snapshots=30),
-             Uniform(snapshots=1), Uniform(snapshots=3), Uniform(snapshots=12), MemoryBudget(16 * 9)]
+SCHEDULES = [
+    Revolve(snapshots=1),
+    Revolve(snapshots=2),
+    Revolve(snapshots=5),
+    Revolve(snapshots=30),
+    Uniform(snapshots=1),
+    Uniform(snapshots=3),
+    Uniform(snapshots=12),
+    MemoryBudget(16 * 9),
+]
 
 
 @pytest.fixture(scope="session")
@@ -215,9 +234,13 @@ def pendulum_problem():
 
 
 def _same(a, b):
-    return (a.value == b.value and np.array_equal(a.grad.params, b.grad.params)
-            and np.array_equal(a.grad.controls, b.grad.controls) and np.array_equal(a.grad.x0, b.grad.x0)
-            and np.array_equal(a.x_final, b.x_final))
+    return (
+        a.value == b.value
+        and np.array_equal(a.grad.params, b.grad.params)
+        and np.array_equal(a.grad.controls, b.grad.controls)
+        and np.array_equal(a.grad.x0, b.grad.x0)
+        and np.array_equal(a.x_final, b.x_final)
+    )
 
 
 @pytest.mark.parametrize("method", [adjoint.Euler(), adjoint.RK4()], ids=["euler", "rk4"])
@@ -298,6 +321,7 @@ def test_divergence_is_reported_at_the_same_step():
 # memory budgets and "auto"
 # --------------------------------------------------------------------------------------------
 
+
 def test_parse_bytes():
     assert parse_bytes("200 MB") == 200 * 10**6
     assert parse_bytes("200MB") == 200 * 10**6
@@ -332,6 +356,7 @@ def test_auto_is_default_budget():
 # --------------------------------------------------------------------------------------------
 # bad input
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("cls", [Revolve, Uniform])
 def test_bad_snapshot_counts(cls):

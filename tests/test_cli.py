@@ -1,4 +1,5 @@
 """The newcomer's main job: python -m adjoint list / solve."""
+
 import json
 import os
 import subprocess
@@ -9,8 +10,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run(*args):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "adjoint", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "adjoint", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
 
 
 def test_list_names_problems():
@@ -42,11 +44,13 @@ def test_solve_reports_only_its_own_outputs(tmp_path, monkeypatch, capsys):
     import types
 
     from adjoint import cli
+
     fake = types.ModuleType("fake_problem")
     fake.__doc__ = "A fake problem."
 
     def solve(output_dir="."):
         return {"objective": 1.5}
+
     fake.solve = solve
     monkeypatch.setitem(sys.modules, "fake_problem", fake)
     monkeypatch.setattr(cli, "PROBLEMS", {"fake": "fake_problem"})

@@ -1,4 +1,5 @@
 """`python -m adjoint solve NAME` for the separable, reversible and argmin problems (small settings)."""
+
 import json
 import os
 import subprocess
@@ -20,8 +21,9 @@ CASES = {
 
 def run(*args):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, "-m", "adjoint", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "adjoint", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -1,4 +1,5 @@
 """Core acceptance: exact discrete adjoints for Euler, Runge-Kutta and discrete maps."""
+
 import numpy as np
 import pytest
 from numba import njit
@@ -24,8 +25,10 @@ def lv_loss_numpy(p, x0, steps, rk4):
         y = np.array([np.interp(t, lv.T_OBS, lv.Y_OBS[:, 0]), np.interp(t, lv.T_OBS, lv.Y_OBS[:, 1])])
         total = total + 0.5 * np.sum((x - y) ** 2) / lv.T_END
         if rk4:
-            k1 = lv_rhs(x, p); k2 = lv_rhs(x + 0.5 * tau * k1, p)
-            k3 = lv_rhs(x + 0.5 * tau * k2, p); k4 = lv_rhs(x + tau * k3, p)
+            k1 = lv_rhs(x, p)
+            k2 = lv_rhs(x + 0.5 * tau * k1, p)
+            k3 = lv_rhs(x + 0.5 * tau * k2, p)
+            k4 = lv_rhs(x + tau * k3, p)
             x = x + tau / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         else:
             x = x + tau * lv_rhs(x, p)
@@ -70,9 +73,8 @@ def pendulum_loss_numpy(u, steps):
     run = 0.0
     for k in range(steps):
         run = run + 0.5 * pendulum.R * u[k] ** 2
-        th, om = (th + tau * om,
-                  om + tau * (-pendulum.G_OVER_L * np.sin(th) - pendulum.DAMPING * om + u[k]))
-    return tau * run + 0.5 * pendulum.W_FINAL * ((th - np.pi) ** 2 + om ** 2)
+        th, om = (th + tau * om, om + tau * (-pendulum.G_OVER_L * np.sin(th) - pendulum.DAMPING * om + u[k]))
+    return tau * run + 0.5 * pendulum.W_FINAL * ((th - np.pi) ** 2 + om**2)
 
 
 def test_pendulum_control_gradient_vs_complex_step():
@@ -86,7 +88,8 @@ def test_pendulum_control_gradient_vs_complex_step():
     # central differences of the same independent loop, as a second reference
     h = 1e-6
     for k in (0, 57, 199):
-        e = np.zeros(steps); e[k] = h
+        e = np.zeros(steps)
+        e[k] = h
         fd = (pendulum_loss_numpy(u[:, 0] + e, steps).real - pendulum_loss_numpy(u[:, 0] - e, steps).real) / (2 * h)
         assert abs(fd - res.grad.controls[k, 0]) <= 1e-6 * max(1.0, abs(fd))
 
@@ -126,8 +129,9 @@ MIDPOINT = adjoint.RungeKutta([[0, 0], [0.5, 0]], [0, 1], [0, 0.5], order=2)
 RALSTON3 = adjoint.RungeKutta([[0, 0, 0], [0.5, 0, 0], [0, 0.75, 0]], [2 / 9, 1 / 3, 4 / 9], [0, 0.5, 0.75], order=3)
 
 
-@pytest.mark.parametrize("method, order", [(adjoint.Euler(), 1), (adjoint.Heun(), 2), (MIDPOINT, 2),
-                                           (RALSTON3, 3), (adjoint.RK4(), 4)])
+@pytest.mark.parametrize(
+    "method, order", [(adjoint.Euler(), 1), (adjoint.Heun(), 2), (MIDPOINT, 2), (RALSTON3, 3), (adjoint.RK4(), 4)]
+)
 def test_convergence_order(growth, method, order):
     exact = np.exp(np.sin(2.0))
     steps = np.array([16, 32, 64, 128])
@@ -161,11 +165,13 @@ def test_runge_kutta_gradient_exact_for_discrete_scheme(growth, method):
 
 def test_lqr_reaches_exact_optimum():
     from scipy.optimize import minimize
+
     steps = 100
     prob = lqr.make_problem(steps)
     fun = prob.objective(wrt="controls", controls=np.zeros((steps, 1)))
-    res = minimize(fun, fun.initial(), jac=True, method="L-BFGS-B",
-                   options={"maxiter": 1000, "gtol": 1e-12, "ftol": 1e-15})
+    res = minimize(
+        fun, fun.initial(), jac=True, method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-12, "ftol": 1e-15}
+    )
     c_opt, j_opt = lqr.exact_optimum(steps)
     assert abs(res.fun - j_opt) <= 1e-6 * abs(j_opt)
     # the exact optimum is a stationary point of the adjoint gradient
@@ -201,16 +207,18 @@ def test_discrete_map_perceptron_gradient_vs_central_differences(rng):
     prob = perceptron.make_problem()
     c0 = perceptron.initial_guess()
     res = adjoint.solve_adjoint(prob, controls=c0, method=adjoint.DiscreteMap())
+
     # independent numpy forward pass of the same network and loss
     def loss(c):
         x = prob.x0.reshape(-1, perceptron.WIDTH)
         d = perceptron.WIDTH
         reg = 0.0
         for ck in c:
-            x = np.tanh(x @ ck[:d * d].reshape(d, d).T + ck[d * d:])
-            reg += 0.5 * perceptron.DECAY * np.sum(ck ** 2)
+            x = np.tanh(x @ ck[: d * d].reshape(d, d).T + ck[d * d :])
+            reg += 0.5 * perceptron.DECAY * np.sum(ck**2)
         s = -perceptron.LABELS * perceptron.SCALE * x[:, 0]
         return np.mean(np.logaddexp(0.0, s)) + reg
+
     assert abs(loss(c0) - res.value) <= 1e-12 * abs(res.value)
     h = 1e-6
     for _ in range(5):
@@ -246,8 +254,9 @@ def test_check_gradient_reports_small_error_and_catches_wrong_vjp():
         out_c[0] = z[1]
 
     dyn = adjoint.Dynamics(pendulum.f, bad_vjp, 2, 1)
-    prob = adjoint.ControlProblem(dyn, pendulum.X0, (0.0, pendulum.T_END), 50, terminal_cost=pendulum.UPRIGHT,
-                                  running_cost=pendulum.EFFORT)
+    prob = adjoint.ControlProblem(
+        dyn, pendulum.X0, (0.0, pendulum.T_END), 50, terminal_cost=pendulum.UPRIGHT, running_cost=pendulum.EFFORT
+    )
     bad = adjoint.check_gradient(prob, controls=pendulum.initial_guess(50))
     assert bad.max_rel_error > 1e-3
 
@@ -256,8 +265,11 @@ def test_check_gradient_reports_small_error_and_catches_wrong_vjp():
 def test_fused_scalar_kernel_is_bitwise_equal_to_generic_kernel(method, monkeypatch):
     """The generated scalar sweep performs the generic kernel's operations in the same order."""
     from adjoint import _fused, _solve
-    cases = [(pendulum.make_problem(300), dict(controls=pendulum.initial_guess(300) + 0.2)),
-             (lv.make_problem(500), dict(params=lv.initial_guess(), x0=[1.2, 0.8]))]
+
+    cases = [
+        (pendulum.make_problem(300), dict(controls=pendulum.initial_guess(300) + 0.2)),
+        (lv.make_problem(500), dict(params=lv.initial_guess(), x0=[1.2, 0.8])),
+    ]
     for prob, kw in cases:
         comp, p, C, _ = _solve._prepare(prob, kw.get("params"), kw.get("controls"), None, method)
         assert _fused.fused_kernels(comp, method, prob.state_dim, C.shape[1], p.shape[0]) is not None
@@ -268,8 +280,11 @@ def test_fused_scalar_kernel_is_bitwise_equal_to_generic_kernel(method, monkeypa
         gval = adjoint.evaluate(prob, method=method, **kw)
         monkeypatch.delenv("ADJOINT_DISABLE_FUSED")
         assert fused.value == generic.value and fval == gval
-        for a, b in ((fused.grad.params, generic.grad.params), (fused.grad.controls, generic.grad.controls),
-                     (fused.grad.x0, generic.grad.x0)):
+        for a, b in (
+            (fused.grad.params, generic.grad.params),
+            (fused.grad.controls, generic.grad.controls),
+            (fused.grad.x0, generic.grad.x0),
+        ):
             assert a.tobytes() == b.tobytes()  # bit for bit, signed zeros included
 
 
@@ -278,6 +293,7 @@ def test_fold_of_zero_adjoint_terms_is_an_identity():
     ``(a + b) + 0.0`` and ``(a + 0.0) + b`` agree bit for bit on every pair of doubles tried (signed
     zeros, infinities, NaN, subnormals, random magnitudes), and the rewrite fires on the pattern."""
     from adjoint._fused import _fold_zero_adjoint_terms
+
     rng = np.random.default_rng(3)
     special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, -5e-324, 1e308, -1e308, 1.0, -1.0])
     vals = np.concatenate([special, rng.standard_normal(200) * 10.0 ** rng.integers(-300, 300, 200)])
@@ -287,8 +303,12 @@ def test_fold_of_zero_adjoint_terms_is_an_identity():
         lhs, rhs = (a + b) + zero, (a + 0.0) + b
     assert lhs.tobytes() == rhs.tobytes()
     loop = ["_r0 = 0.0", "z_0 = l_0 + tau * _v0", "g = 2.0", "z_0 += tau * _r0", "l_0 = z_0"]
-    assert _fold_zero_adjoint_terms(loop, ["z_0"]) == ["_r0 = 0.0", "z_0 = (l_0 + 0.0) + tau * _v0", "g = 2.0",
-                                                       "l_0 = z_0"]
+    assert _fold_zero_adjoint_terms(loop, ["z_0"]) == [
+        "_r0 = 0.0",
+        "z_0 = (l_0 + 0.0) + tau * _v0",
+        "g = 2.0",
+        "l_0 = z_0",
+    ]
     read_between = ["_r0 = 0.0", "z_0 = l_0 + tau * _v0", "g = z_0", "z_0 += tau * _r0"]
     assert _fold_zero_adjoint_terms(read_between, ["z_0"]) == read_between
     not_zero = ["_r0 = x_0", "z_0 = l_0 + tau * _v0", "z_0 += tau * _r0"]
@@ -303,7 +323,7 @@ def test_untraceable_dynamics_fall_back_to_generic_kernel():
     def f_loop(x, c, p, t, out):
         s = 0.0
         k = 0
-        while s < abs(x[0]) and k < 3:   # data-dependent loop
+        while s < abs(x[0]) and k < 3:  # data-dependent loop
             s += 1.0
             k += 1
         out[0] = -p[0] * x[0] + 0.0 * s
@@ -319,7 +339,7 @@ def test_untraceable_dynamics_fall_back_to_generic_kernel():
     assert _fused.fused_kernels(comp, adjoint.Euler(), 1, 0, 1) is None
     res = adjoint.solve_adjoint(prob, params=[0.5])
     assert abs(res.value - (1 - 0.5 / 50) ** 50) < 1e-14
-    assert abs(res.grad.params[0] - (-(1 - 0.5 / 50) ** 49)) < 1e-13
+    assert abs(res.grad.params[0] - (-((1 - 0.5 / 50) ** 49))) < 1e-13
 
 
 def test_fused_discrete_map_is_bitwise_equal_and_exact(monkeypatch):
@@ -331,14 +351,22 @@ def test_fused_discrete_map_is_bitwise_equal_and_exact(monkeypatch):
         return np.tanh(c[0] * x + c[1]) * p[0]
 
     def running(x, c, p, t):
-        return 0.5 * np.sum(x ** 2) + 0.1 * c[0] ** 2
+        return 0.5 * np.sum(x**2) + 0.1 * c[0] ** 2
 
     def final(x, p):
         return np.sum((x - 0.3) ** 2)
 
     K = 12
-    prob = adjoint.ControlProblem(layer, [0.5, -0.2, 0.9], (0.0, float(K)), K, terminal_cost=final,
-                                  running_cost=running, control_dim=2, param_dim=1)
+    prob = adjoint.ControlProblem(
+        layer,
+        [0.5, -0.2, 0.9],
+        (0.0, float(K)),
+        K,
+        terminal_cost=final,
+        running_cost=running,
+        control_dim=2,
+        param_dim=1,
+    )
     rng = np.random.default_rng(5)
     C = 0.8 + 0.3 * rng.standard_normal((K, 2))
     kw = dict(params=[1.1], controls=C, method=adjoint.DiscreteMap())
@@ -354,9 +382,10 @@ def test_fused_discrete_map_is_bitwise_equal_and_exact(monkeypatch):
     def loss(Cv, pv):
         x, run = np.array([0.5, -0.2, 0.9]), 0.0
         for k in range(K):
-            run += 0.5 * np.sum(x ** 2) + 0.1 * Cv[k, 0] ** 2
+            run += 0.5 * np.sum(x**2) + 0.1 * Cv[k, 0] ** 2
             x = np.tanh(Cv[k, 0] * x + Cv[k, 1]) * pv
-        return np.sum((x - 0.3) ** 2) + run          # tau = 1
+        return np.sum((x - 0.3) ** 2) + run  # tau = 1
+
     assert abs(loss(C, 1.1) - res.value) <= 1e-13 * abs(res.value)
     h = 1e-6
     D = rng.standard_normal((K, 2))

@@ -1,4 +1,5 @@
 """Bad input gets a clear error naming the argument (pinned messages)."""
+
 import numpy as np
 import pytest
 from numba import njit
@@ -55,9 +56,12 @@ def test_params_missing_and_wrong_shape():
 def test_controls_shape_and_nan(pend):
     with pytest.raises(ValueError, match=r"`controls` is required: the dynamics has control_dim=1"):
         adjoint.solve_adjoint(pend)
-    with pytest.raises(ValueError, match=r"`controls` must have shape \(steps, control_dim\) = \(20, 1\); got shape \(19, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"`controls` must have shape \(steps, control_dim\) = \(20, 1\); got shape \(19, 1\)"
+    ):
         adjoint.solve_adjoint(pend, controls=np.zeros((19, 1)))
-    c = np.zeros((20, 1)); c[7] = np.nan
+    c = np.zeros((20, 1))
+    c[7] = np.nan
     with pytest.raises(ValueError, match=r"`controls` must be finite; row 7"):
         adjoint.solve_adjoint(pend, controls=c)
 
@@ -91,16 +95,18 @@ def test_vjp_with_wrong_signature():
     @njit
     def vjp_short(x, c, p, t, z, out_x):
         out_x[0] = z[0]
+
     with pytest.raises(TypeError, match=r"`vjp` must take 8 positional arguments"):
         adjoint.Dynamics(lv.f, vjp_short, 2, param_dim=4)
 
 
 def _uncompilable_f(branch):
     def f_bad(x, c, p, t, out):
-        out[0] = {"a": x}["a"][0] + len(object.__name__)   # objects numba cannot type
+        out[0] = {"a": x}["a"][0] + len(object.__name__)  # objects numba cannot type
         if branch and x[0] > 0.5:  # a data-dependent branch: not traceable, the compiled f is needed
             out[0] += 1.0
         out[1] = 0.0
+
     return f_bad
 
 
@@ -113,8 +119,11 @@ def test_function_numba_cannot_compile(branch, fused, monkeypatch):
         monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
     dyn = adjoint.Dynamics(_uncompilable_f(branch), lv.vjp, 2, param_dim=4)
     prob = adjoint.ControlProblem(dyn, [1.0, 1.0], (0, 1), 10, terminal_cost=lv.TERMINAL)
-    with pytest.raises(TypeError, match=r"`dynamics.f` \(the vector field f\(x, c, p, t, out\)\) could not be "
-                                        r"compiled by numba"):
+    with pytest.raises(
+        TypeError,
+        match=r"`dynamics.f` \(the vector field f\(x, c, p, t, out\)\) could not be "
+        r"compiled by numba",
+    ):
         adjoint.solve_adjoint(prob, params=lv.TRUE_PARAMS)
 
 
@@ -126,7 +135,7 @@ def test_interpreted_check_defers_to_the_compiled_functions():
     @njit
     def f(x, c, p, t, out):
         out[0] = -x[1]
-        out[1] = x[0] + 0.0 * math.sqrt(x[0] - 2.0)   # Python raises ValueError at x0; numba gives NaN
+        out[1] = x[0] + 0.0 * math.sqrt(x[0] - 2.0)  # Python raises ValueError at x0; numba gives NaN
 
     @njit
     def vjp(x, c, p, t, z, ox, oc, op):
@@ -143,7 +152,8 @@ def test_vjp_that_does_not_write_everything():
     @njit
     def vjp_partial(x, c, p, t, z, out_x, out_c, out_p):
         out_x[0] = z[0]
-        out_x[1] = z[1]          # out_p never written
+        out_x[1] = z[1]  # out_p never written
+
     dyn = adjoint.Dynamics(lv.f, vjp_partial, 2, param_dim=4)
     prob = adjoint.ControlProblem(dyn, [1.0, 1.0], (0, 1), 10, terminal_cost=lv.TERMINAL)
     with pytest.raises(ValueError, match=r"`dynamics.vjp` left entries of `out_p` unset"):
@@ -187,13 +197,16 @@ def test_objective_errors(pend):
 
 def test_untraceable_plain_functions_name_the_argument():
     def field_with_if(x, c, p, t):
-        if x[0] > 0:            # data-dependent control flow
+        if x[0] > 0:  # data-dependent control flow
             return -x
         return x
 
-    prob = adjoint.ControlProblem(field_with_if, [1.0, 2.0], (0, 1), 10, terminal_cost=lambda x, p: np.sum(x ** 2))
-    with pytest.raises(adjoint.ad.TraceError, match=r"tracing `dynamics` .* data-dependent Python control flow.*"
-                                                    r"np\.where"):
+    prob = adjoint.ControlProblem(field_with_if, [1.0, 2.0], (0, 1), 10, terminal_cost=lambda x, p: np.sum(x**2))
+    with pytest.raises(
+        adjoint.ad.TraceError,
+        match=r"tracing `dynamics` .* data-dependent Python control flow.*"
+        r"np\.where",
+    ):
         adjoint.solve_adjoint(prob)
 
     def cost_with_inv(x, p):

@@ -3,6 +3,7 @@
 Every result that comes through the lane must be bitwise the result of the general path, and
 every bad input that reaches it must still raise the general path's error.
 """
+
 import numpy as np
 import pytest
 
@@ -22,6 +23,7 @@ def lane_calls(monkeypatch):
         res = orig(self, *args)
         calls["hit" if res is not None else "miss"] += 1
         return res
+
     monkeypatch.setattr(_solve._Lane, "run", counted)
     return calls
 
@@ -38,8 +40,17 @@ def assert_same(a, b):
         assert ga.shape == gb.shape and ga.dtype == gb.dtype
         np.testing.assert_array_equal(ga, gb)
     np.testing.assert_array_equal(a.x_final, b.x_final)
-    for f in ("forward_steps", "adjoint_steps", "peak_stored_states", "peak_stored_bytes", "snapshots",
-              "recomputation_ratio", "schedule", "reversal_drift", "fallback"):
+    for f in (
+        "forward_steps",
+        "adjoint_steps",
+        "peak_stored_states",
+        "peak_stored_bytes",
+        "snapshots",
+        "recomputation_ratio",
+        "schedule",
+        "reversal_drift",
+        "fallback",
+    ):
         assert getattr(a.stats, f) == getattr(b.stats, f), f
 
 
@@ -95,12 +106,12 @@ def test_traced_tape_kernel_bitwise(lane_calls):
     H, N = 8, 2
 
     def field(x, c, p, t):
-        W1 = p[:H * N].reshape(H, N)
-        W2 = p[H * N + H:H * N + H + N * H].reshape(N, H)
-        return W2 @ np.tanh(W1 @ x + p[H * N:H * N + H]) + p[H * N + H + N * H:]
+        W1 = p[: H * N].reshape(H, N)
+        W2 = p[H * N + H : H * N + H + N * H].reshape(N, H)
+        return W2 @ np.tanh(W1 @ x + p[H * N : H * N + H]) + p[H * N + H + N * H :]
 
     def terminal(x, c, p, t):
-        return 0.5 * np.sum(x ** 2)
+        return 0.5 * np.sum(x**2)
 
     prob = adjoint.ControlProblem(field, [1.0, 0.5], (0.0, 1.0), 200, terminal_cost=terminal, param_dim=5 * H + 2)
     rng = np.random.default_rng(1)
@@ -231,8 +242,8 @@ def test_read_only_inputs_share_the_compiled_kernel(lane_calls):
     p_ro, x0_ro = p.copy(), prob.x0.copy()
     p_ro.flags.writeable = False
     x0_ro.flags.writeable = False
-    first = adjoint.solve_adjoint(prob, params=p_ro, x0=x0_ro)      # general path, read-only
-    lane = adjoint.solve_adjoint(prob, params=p_ro, x0=x0_ro)       # lane, read-only
+    first = adjoint.solve_adjoint(prob, params=p_ro, x0=x0_ro)  # general path, read-only
+    lane = adjoint.solve_adjoint(prob, params=p_ro, x0=x0_ro)  # lane, read-only
     rw = adjoint.solve_adjoint(prob, params=p.copy(), x0=prob.x0.copy())
     assert lane_calls["hit"] == 2
     assert_same(first, lane)

@@ -1,4 +1,5 @@
 """Leapfrog and velocity Verlet: order, symplecticity, discrete adjoint vs complex step."""
+
 import numpy as np
 import pytest
 from numba import njit
@@ -78,8 +79,14 @@ C_CS = 0.3 * np.cos(np.linspace(0.0, 3.0, K_CS)).reshape(K_CS, 1)
 @pytest.fixture(scope="session")
 def nonlinear_problem():
     dyn = SeparableDynamics(u, vjp_u, v, vjp_v, x_dim=2, y_dim=1, control_dim=1, param_dim=2, name="toy")
-    return adjoint.ControlProblem(dyn, X0_CS, (0.0, T_CS), K_CS, terminal_cost=adjoint.Cost(term_value, term_grad),
-                                  running_cost=adjoint.Cost(run_value, run_grad))
+    return adjoint.ControlProblem(
+        dyn,
+        X0_CS,
+        (0.0, T_CS),
+        K_CS,
+        terminal_cost=adjoint.Cost(term_value, term_grad),
+        running_cost=adjoint.Cost(run_value, run_grad),
+    )
 
 
 def reference_objective(method, s0, C, p):
@@ -116,15 +123,18 @@ def complex_step_gradient(method):
     s0 = X0_CS.astype(complex)
     gp = np.empty(2)
     for i in range(2):
-        pp = p.copy(); pp[i] += 1j * h
+        pp = p.copy()
+        pp[i] += 1j * h
         gp[i] = reference_objective(method, s0, C, pp).imag / h
     gx = np.empty(3)
     for i in range(3):
-        ss = s0.copy(); ss[i] += 1j * h
+        ss = s0.copy()
+        ss[i] += 1j * h
         gx[i] = reference_objective(method, ss, C, p).imag / h
     gc = np.empty((K_CS, 1))
     for k in range(K_CS):
-        cc = C.copy(); cc[k, 0] += 1j * h
+        cc = C.copy()
+        cc[k, 0] += 1j * h
         gc[k, 0] = reference_objective(method, s0, cc, p).imag / h
     return reference_objective(method, s0, C, p).real, gp, gc, gx
 
@@ -212,14 +222,15 @@ def test_leapfrog_is_symplectic_energy_bounded_over_a_million_steps():
     dev = np.abs(energy - e0) / e0
     # bounded O(w tau) oscillation, no secular growth: last tenth no worse than the first tenth
     assert dev.max() < 2 * w * tau
-    first, last = dev[: K // 10].max(), dev[-K // 10:].max()
+    first, last = dev[: K // 10].max(), dev[-K // 10 :].max()
     assert last <= 1.05 * first
     # the map's exact invariant (modified energy) is conserved to rounding
     me = ho.modified_energy(traj, w, tau)
     assert np.max(np.abs(me - me[0])) / me[0] < 1e-9
     # explicit Euler on the same field gains energy: e^{w^2 tau^2 K} (not bounded)
     euler = ho.make_problem(10_000, t_end=10_000 * tau).__class__(
-        ho.DYNAMICS.as_dynamics(), ho.S0, (0.0, 10_000 * tau), 10_000, terminal_cost=ho.TERMINAL)
+        ho.DYNAMICS.as_dynamics(), ho.S0, (0.0, 10_000 * tau), 10_000, terminal_cost=ho.TERMINAL
+    )
     _, te = adjoint.simulate(euler, params=[w], method=adjoint.Euler())
     assert (w * w * te[-1, 0] ** 2 + te[-1, 1] ** 2) / e0 > 10.0
 
@@ -269,15 +280,16 @@ def test_separable_dynamics_from_plain_functions_matches_hand_written():
 
     hand = kepler.DYNAMICS
 
-    def u(y, c, p, t):          # x' = y  (positions driven by velocities)
+    def u(y, c, p, t):  # x' = y  (positions driven by velocities)
         return 1.0 * y
 
-    def v(x, c, p, t):          # y' = -mu x / |x|^3
+    def v(x, c, p, t):  # y' = -mu x / |x|^3
         r2 = x[0] * x[0] + x[1] * x[1]
         return -p[0] * x / (r2 * np.sqrt(r2))
 
-    plain = adjoint.SeparableDynamics(u, None, v, None, x_dim=2, y_dim=2,
-                                      control_dim=hand.control_dim, param_dim=hand.param_dim)
+    plain = adjoint.SeparableDynamics(
+        u, None, v, None, x_dim=2, y_dim=2, control_dim=hand.control_dim, param_dim=hand.param_dim
+    )
     rng = np.random.default_rng(3)
     for dyn_a, dyn_b in ((plain, hand),):
         s = np.array([1.0, 0.2, -0.1, 0.9])

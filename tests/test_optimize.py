@@ -1,4 +1,5 @@
 """scipy plug-in: memoisation, block layout, bounds."""
+
 import numpy as np
 from scipy.optimize import minimize
 

@@ -1,26 +1,31 @@
 """Dot-product test <J u, v> = <u, J^T v> for every hand-written VJP in problems/, and every
 hand-written cost gradient against central differences."""
+
 import numpy as np
 import pytest
 
-import adjoint
 from problems import harmonic_oscillator, kepler, lotka_volterra, lqr, pendulum, perceptron, revnet
 
 
 def _dynamics():
-    out = [(m.__name__, m.DYNAMICS) for m in (lotka_volterra, pendulum, lqr, perceptron,
-                                               harmonic_oscillator, kepler)]
-    prob, _ = revnet.make_problem(points=np.random.default_rng(0).normal(size=(6, 2)),
-                                  labels=np.array([1.0, -1, 1, -1, 1, -1]), hidden=3)
+    out = [(m.__name__, m.DYNAMICS) for m in (lotka_volterra, pendulum, lqr, perceptron, harmonic_oscillator, kepler)]
+    prob, _ = revnet.make_problem(
+        points=np.random.default_rng(0).normal(size=(6, 2)), labels=np.array([1.0, -1, 1, -1, 1, -1]), hidden=3
+    )
     out.append(("problems.revnet", prob.dynamics))
     return out
 
 
 def _costs():
     out = []
-    for m, names in ((lotka_volterra, ("RUNNING", "TERMINAL")), (pendulum, ("EFFORT", "UPRIGHT")),
-                     (lqr, ("RUNNING", "TERMINAL")), (perceptron, ("LOSS", "DECAY_COST")),
-                     (harmonic_oscillator, ("TERMINAL",)), (kepler, ("MISS",))):
+    for m, names in (
+        (lotka_volterra, ("RUNNING", "TERMINAL")),
+        (pendulum, ("EFFORT", "UPRIGHT")),
+        (lqr, ("RUNNING", "TERMINAL")),
+        (perceptron, ("LOSS", "DECAY_COST")),
+        (harmonic_oscillator, ("TERMINAL",)),
+        (kepler, ("MISS",)),
+    ):
         for nm in names:
             out.append((f"{m.__name__}.{nm}", m.DYNAMICS, getattr(m, nm)))
     return out
@@ -28,13 +33,12 @@ def _costs():
 
 def _point(dyn, rng):
     n, m, q = dyn.state_dim, dyn.control_dim, dyn.param_dim
-    return (0.5 + 0.3 * rng.standard_normal(n), 0.3 * rng.standard_normal(m), 0.5 + 0.2 * rng.random(q),
-            0.37)
+    return (0.5 + 0.3 * rng.standard_normal(n), 0.3 * rng.standard_normal(m), 0.5 + 0.2 * rng.random(q), 0.37)
 
 
 def _field_pairs(dyn):
     pairs = [("f", dyn.f, dyn.vjp)]
-    if getattr(dyn, "g", dyn.f) is not dyn.f:   # separable: second half-field
+    if getattr(dyn, "g", dyn.f) is not dyn.f:  # separable: second half-field
         pairs.append(("g", dyn.g, dyn.gvjp))
     return pairs
 
@@ -70,7 +74,9 @@ def test_cost_gradient_vs_central_differences(name, dyn, cost):
     c = 0.3 * rng.standard_normal(m)
     ux, uc, up = rng.standard_normal(n), rng.standard_normal(m), rng.standard_normal(q)
     h = 1e-6
-    fd = (cost.value(x + h * ux, c + h * uc, p + h * up, t) - cost.value(x - h * ux, c - h * uc, p - h * up, t)) / (2 * h)
+    fd = (cost.value(x + h * ux, c + h * uc, p + h * up, t) - cost.value(x - h * ux, c - h * uc, p - h * up, t)) / (
+        2 * h
+    )
     gx, gc, gp = np.full(n, np.nan), np.full(m, np.nan), np.full(q, np.nan)
     cost.grad(x, c, p, t, gx, gc, gp)
     ad = ux @ gx + uc @ gc + up @ gp

@@ -1,4 +1,5 @@
 """The README's quickstart runs as written, and its commands are the ones CI runs."""
+
 import os
 import re
 

@@ -1,7 +1,9 @@
 """The reversible adjoint: agreement with store-all, bounded memory, drift report and fallback."""
+
 import numpy as np
 import pytest
 from numba import njit
+from test_leapfrog import C_CS, P_CS, nonlinear_problem  # noqa: F401  (session fixture)
 
 import adjoint
 from adjoint import checkpointing
@@ -9,8 +11,6 @@ from adjoint._separable import SeparableDynamics
 from adjoint.checkpointing._reversible import Reversible
 from adjoint.integrators import Leapfrog, VelocityVerlet
 from problems import harmonic_oscillator as ho
-
-from test_leapfrog import C_CS, P_CS, nonlinear_problem  # noqa: F401  (session fixture)
 
 
 def rel(a, b):
@@ -47,8 +47,11 @@ def test_reversible_with_controls_running_cost_and_verlet(nonlinear_problem, met
     ref = adjoint.solve_adjoint(nonlinear_problem, params=P_CS, controls=C_CS, method=method)
     res = adjoint.solve_adjoint(nonlinear_problem, params=P_CS, controls=C_CS, method=method, checkpoint=Reversible())
     assert res.stats.fallback is None and res.stats.reversal_drift < 1e-13
-    for a, b in ((res.grad.params, ref.grad.params), (res.grad.controls, ref.grad.controls),
-                 (res.grad.x0, ref.grad.x0)):
+    for a, b in (
+        (res.grad.params, ref.grad.params),
+        (res.grad.controls, ref.grad.controls),
+        (res.grad.x0, ref.grad.x0),
+    ):
         assert rel(a, b) <= 1e-12
     assert abs(res.value - ref.value) <= 1e-13 * abs(ref.value)
 
@@ -98,8 +101,9 @@ def expanding_problem():
 
 def test_expanding_case_reports_drift_without_fallback_when_disabled(expanding_problem):
     ref = adjoint.solve_adjoint(expanding_problem, params=[4.0], method=Leapfrog())
-    res = adjoint.solve_adjoint(expanding_problem, params=[4.0], method=Leapfrog(),
-                                checkpoint=Reversible(max_drift=None))
+    res = adjoint.solve_adjoint(
+        expanding_problem, params=[4.0], method=Leapfrog(), checkpoint=Reversible(max_drift=None)
+    )
     assert res.stats.reversal_drift > 1e-3  # the rebuilt x0 is far off
     assert res.stats.fallback is None
     # the parameter gradient uses the rebuilt states (the x0 gradient of this linear model does not)
@@ -125,16 +129,21 @@ def test_expanding_case_triggers_fallback_with_correct_gradient(expanding_proble
 def test_fallback_to_revolve_gives_the_store_all_gradient(expanding_problem):
     revolve = checkpointing.Revolve
     ref = adjoint.solve_adjoint(expanding_problem, params=[4.0], method=Leapfrog())
-    res = adjoint.solve_adjoint(expanding_problem, params=[4.0], method=Leapfrog(),
-                                checkpoint=Reversible(fallback=revolve(snapshots=10)))
+    res = adjoint.solve_adjoint(
+        expanding_problem, params=[4.0], method=Leapfrog(), checkpoint=Reversible(fallback=revolve(snapshots=10))
+    )
     assert "Revolve(snapshots=10)" in res.stats.fallback and res.stats.reversal_drift > 1e-8
     np.testing.assert_array_equal(res.grad.params, ref.grad.params)
     np.testing.assert_array_equal(res.grad.x0, ref.grad.x0)
 
 
 def test_explicit_fallback_schedule(expanding_problem):
-    res = adjoint.solve_adjoint(expanding_problem, params=[4.0], method=Leapfrog(),
-                                checkpoint=Reversible(max_drift=1e-10, fallback=adjoint.StoreAll()))
+    res = adjoint.solve_adjoint(
+        expanding_problem,
+        params=[4.0],
+        method=Leapfrog(),
+        checkpoint=Reversible(max_drift=1e-10, fallback=adjoint.StoreAll()),
+    )
     assert res.stats.schedule == "StoreAll" and "StoreAll()" in res.stats.fallback
 
 
@@ -151,9 +160,13 @@ def test_checkpointed_schedules_work_with_leapfrog(nonlinear_problem, name):  # 
 
 def test_reversible_rejects_non_invertible_method():
     from problems import lotka_volterra as lv
+
     prob = lv.make_problem(steps=10)
-    with pytest.raises(TypeError, match=r"Reversible\(\) needs an invertible method; got method=RK4\(.*"
-                                        r"adjoint.Leapfrog\(\).*SeparableDynamics"):
+    with pytest.raises(
+        TypeError,
+        match=r"Reversible\(\) needs an invertible method; got method=RK4\(.*"
+        r"adjoint.Leapfrog\(\).*SeparableDynamics",
+    ):
         adjoint.solve_adjoint(prob, params=lv.TRUE_PARAMS, method=adjoint.RK4(), checkpoint=Reversible())
 
 
@@ -166,6 +179,7 @@ def test_reversible_argument_validation():
 
 def test_kepler_shooting_gradient_and_solution():
     from problems import kepler
+
     prob = kepler.make_problem(800)
     p = kepler.params()
     s0 = np.array([1.0, 0.0, 0.1, 0.9])
@@ -174,9 +188,12 @@ def test_kepler_shooting_gradient_and_solution():
     assert rel(res.grad.x0, ref.grad.x0) <= 1e-12 and rel(res.grad.params, ref.grad.params) <= 1e-12
     h = 1e-6  # central differences on the initial velocity
     for i in (2, 3):
-        e = np.zeros(4); e[i] = h
-        fd = (adjoint.simulate(prob, params=p, x0=s0 + e, method=Leapfrog())[0]
-              - adjoint.simulate(prob, params=p, x0=s0 - e, method=Leapfrog())[0]) / (2 * h)
+        e = np.zeros(4)
+        e[i] = h
+        fd = (
+            adjoint.simulate(prob, params=p, x0=s0 + e, method=Leapfrog())[0]
+            - adjoint.simulate(prob, params=p, x0=s0 - e, method=Leapfrog())[0]
+        ) / (2 * h)
         assert abs(fd - ref.grad.x0[i]) <= 1e-6 * max(1.0, abs(fd))
     opt = kepler.shoot(prob, [0.0, 1.0], checkpoint=Reversible())
     assert opt.fun < 1e-20
@@ -184,6 +201,7 @@ def test_kepler_shooting_gradient_and_solution():
 
 def test_revnet_reversible_gradient_matches_store_all_and_numpy_forward():
     from problems import revnet
+
     pts, lab = revnet.two_moons(30, seed=2)
     prob, lab = revnet.make_problem(pts, lab, steps=15, hidden=3)
     theta = revnet.initial_params(3)
@@ -194,11 +212,14 @@ def test_revnet_reversible_gradient_matches_store_all_and_numpy_forward():
     assert rel(res.grad.params, ref.grad.params) <= 1e-12
     margin = revnet.predict(theta, pts, hidden=3, steps=15)
     m = margin * lab
-    loss = np.mean(np.log1p(np.exp(-m))) + 0.5 * revnet.REG * np.sum(theta ** 2)
+    loss = np.mean(np.log1p(np.exp(-m))) + 0.5 * revnet.REG * np.sum(theta**2)
     assert abs(loss - ref.value) <= 1e-12 * loss
     h = 1e-6
     for i in (0, 7, 20):
-        e = np.zeros_like(params); e[i] = h
-        fd = (adjoint.simulate(prob, params=params + e, method=Leapfrog())[0]
-              - adjoint.simulate(prob, params=params - e, method=Leapfrog())[0]) / (2 * h)
+        e = np.zeros_like(params)
+        e[i] = h
+        fd = (
+            adjoint.simulate(prob, params=params + e, method=Leapfrog())[0]
+            - adjoint.simulate(prob, params=params - e, method=Leapfrog())[0]
+        ) / (2 * h)
         assert abs(fd - ref.grad.params[i]) <= 1e-7 * max(1.0, abs(fd))

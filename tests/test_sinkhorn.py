@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import adjoint
-
 from adjoint._sinkhorn import (
     SinkhornGradResult,
     SinkhornResult,
@@ -43,8 +42,7 @@ def compiled():
         solve_sinkhorn(a, b, C, 0.1, method=method, tol=1e-10)
     for mode in ("implicit", "unrolled", "envelope"):
         sinkhorn_value_and_grad(a, b, x, y, 0.1, mode=mode, tol=1e-10)
-    sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled", tol=1e-10,
-                            checkpoint=adjoint.Revolve(snapshots=2))
+    sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled", tol=1e-10, checkpoint=adjoint.Revolve(snapshots=2))
     return True
 
 
@@ -52,8 +50,7 @@ def compiled():
 
 
 def test_polynomial_exp_matches_numpy():
-    x = np.concatenate([np.linspace(-745.0, 709.0, 200_001),
-                        np.linspace(-1.0, 1.0, 10_001), [-np.inf, 0.0]])
+    x = np.concatenate([np.linspace(-745.0, 709.0, 200_001), np.linspace(-1.0, 1.0, 10_001), [-np.inf, 0.0]])
     out = np.empty_like(x)
     _k_exp_array(x, out)
     ref = np.exp(x)
@@ -73,14 +70,12 @@ def test_plan_and_cost_match_pot(compiled, method, eps):
     ot = pytest.importorskip("ot")
     a, b, x, y, C = _problem(40, 30, seed=1)
     res = solve_sinkhorn(a, b, C, eps, tol=TIGHT, method=method)
-    P_ref = ot.sinkhorn(a, b, C, eps, method="sinkhorn_log", stopThr=1e-15,
-                        numItermax=100_000)
+    P_ref = ot.sinkhorn(a, b, C, eps, method="sinkhorn_log", stopThr=1e-15, numItermax=100_000)
     cost_ref = float(np.sum(P_ref * C))
     assert res.converged
     np.testing.assert_allclose(res.plan, P_ref, rtol=1e-8, atol=1e-8 * P_ref.max())
     assert abs(res.transport_cost - cost_ref) <= 1e-8 * abs(cost_ref)
-    cost2 = float(ot.sinkhorn2(a, b, C, eps, method="sinkhorn_log", stopThr=1e-15,
-                               numItermax=100_000))
+    cost2 = float(ot.sinkhorn2(a, b, C, eps, method="sinkhorn_log", stopThr=1e-15, numItermax=100_000))
     assert abs(res.transport_cost - cost2) <= 1e-8 * abs(cost2)
 
 
@@ -89,8 +84,7 @@ def test_small_eps_matches_pot_log(compiled):
     a, b, x, y, C = _problem(25, 20, seed=2)
     eps = 5e-3
     res = solve_sinkhorn(a, b, C, eps, tol=TIGHT, method="log", max_iter=200_000)
-    P_ref = ot.sinkhorn(a, b, C, eps, method="sinkhorn_log", stopThr=1e-15,
-                        numItermax=200_000)
+    P_ref = ot.sinkhorn(a, b, C, eps, method="sinkhorn_log", stopThr=1e-15, numItermax=200_000)
     np.testing.assert_allclose(res.plan, P_ref, rtol=1e-8, atol=1e-8 * P_ref.max())
 
 
@@ -126,16 +120,14 @@ def test_eps_1e3_no_overflow(compiled, method):
     C = C / C.max()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = solve_sinkhorn(a, b, C, 1e-3, tol=1e-10, max_iter=100_000,
-                             method=method, eps_scaling=0.8)
+        res = solve_sinkhorn(a, b, C, 1e-3, tol=1e-10, max_iter=100_000, method=method, eps_scaling=0.8)
     assert res.converged
     assert np.all(np.isfinite(res.f)) and np.all(np.isfinite(res.g))
     P = res.plan
     assert np.all(np.isfinite(P))
     np.testing.assert_allclose(P.sum(0), b, atol=1e-9)
     # without annealing: still finite (slower convergence)
-    res2 = solve_sinkhorn(a, b, C, 1e-3, tol=1e-10, max_iter=100_000,
-                          method=method)
+    res2 = solve_sinkhorn(a, b, C, 1e-3, tol=1e-10, max_iter=100_000, method=method)
     np.testing.assert_allclose(res2.plan, P, atol=1e-7)
 
 
@@ -143,10 +135,8 @@ def test_eps_1e3_matches_pot(compiled):
     ot = pytest.importorskip("ot")
     a, b, x, y, C = _problem(30, 30, seed=6)
     C = C / C.max()
-    res = solve_sinkhorn(a, b, C, 1e-3, tol=1e-13, max_iter=200_000,
-                         eps_scaling=0.8)
-    P_ref = ot.sinkhorn(a, b, C, 1e-3, method="sinkhorn_log", stopThr=1e-14,
-                        numItermax=200_000)
+    res = solve_sinkhorn(a, b, C, 1e-3, tol=1e-13, max_iter=200_000, eps_scaling=0.8)
+    P_ref = ot.sinkhorn(a, b, C, 1e-3, method="sinkhorn_log", stopThr=1e-14, numItermax=200_000)
     np.testing.assert_allclose(res.plan, P_ref, atol=1e-8 * P_ref.max())
     assert abs(res.transport_cost - np.sum(P_ref * C)) < 1e-8 * np.sum(P_ref * C)
 
@@ -190,8 +180,7 @@ def test_implicit_gradient_of_a_singular_unconverged_solve_is_a_clear_error(comp
         with pytest.raises(FloatingPointError, match=r"singular at eps=0.002.*did NOT converge.*eps_scaling"):
             adjoint.sinkhorn_value_and_grad(a, b, x, y, 0.002, mode="implicit")
         # the fix it names works: converged with eps scaling, the implicit gradient exists
-        out = adjoint.sinkhorn_value_and_grad(a, b, x, y, 0.002, mode="implicit", eps_scaling=0.9,
-                                              max_iter=100_000)
+        out = adjoint.sinkhorn_value_and_grad(a, b, x, y, 0.002, mode="implicit", eps_scaling=0.9, max_iter=100_000)
     assert out.solution.converged and np.all(np.isfinite(out.grad_x))
 
 
@@ -234,8 +223,7 @@ def test_converged_gradients_match_central_differences(compiled, mode):
     assert isinstance(res, SinkhornGradResult)
 
     def value(a=a, b=b, x=x, y=y):
-        return solve_sinkhorn(a, b, ((x[:, None] - y[None]) ** 2).sum(-1), eps,
-                              **kw).reg_cost
+        return solve_sinkhorn(a, b, ((x[:, None] - y[None]) ** 2).sum(-1), eps, **kw).reg_cost
 
     _check_fd(value, res, a, b, x, y, rtol=1e-6)
     assert abs(res.value - value()) < 1e-12
@@ -257,15 +245,15 @@ def test_unrolled_gradient_matches_central_differences(compiled):
 def test_three_modes_agree_at_convergence(compiled):
     a, b, x, y, C = _problem(40, 25, seed=12)
     eps = 0.05
-    out = {m: sinkhorn_value_and_grad(a, b, x, y, eps, mode=m, tol=TIGHT,
-                                      max_iter=100_000)
-           for m in ("implicit", "unrolled", "envelope")}
+    out = {
+        m: sinkhorn_value_and_grad(a, b, x, y, eps, mode=m, tol=TIGHT, max_iter=100_000)
+        for m in ("implicit", "unrolled", "envelope")
+    }
     ref = out["implicit"]
     for m in ("unrolled", "envelope"):
         assert abs(out[m].value - ref.value) < 1e-13
         for name in ("grad_a", "grad_b", "grad_x", "grad_y"):
-            np.testing.assert_allclose(getattr(out[m], name), getattr(ref, name),
-                                       atol=1e-10, err_msg=f"{m} {name}")
+            np.testing.assert_allclose(getattr(out[m], name), getattr(ref, name), atol=1e-10, err_msg=f"{m} {name}")
     assert abs(ref.grad_a.sum()) < 1e-13 and abs(ref.grad_b.sum()) < 1e-13
 
 
@@ -275,8 +263,7 @@ def test_unrolled_converges_to_implicit(compiled):
     ref = sinkhorn_value_and_grad(a, b, x, y, eps, mode="implicit", tol=TIGHT)
     errs = []
     for K in (5, 20, 80, 320):
-        r = sinkhorn_value_and_grad(a, b, x, y, eps, mode="unrolled", tol=0.0,
-                                    max_iter=K)
+        r = sinkhorn_value_and_grad(a, b, x, y, eps, mode="unrolled", tol=0.0, max_iter=K)
         errs.append(np.abs(r.grad_x - ref.grad_x).max())
     assert all(e2 < e1 for e1, e2 in zip(errs, errs[1:])), errs
     assert errs[-1] < 1e-9
@@ -288,16 +275,13 @@ def test_user_loss_of_plan_and_potentials(compiled):
     T = np.random.default_rng(0).random(C.shape)
 
     def loss(P, f, g):
-        return (float(np.sum(P * T) + 0.5 * f @ f + np.sum(np.sin(g))), T, f,
-                np.cos(g))
+        return (float(np.sum(P * T) + 0.5 * f @ f + np.sum(np.sin(g))), T, f, np.cos(g))
 
-    for mode, kw in (("implicit", dict(tol=TIGHT, max_iter=100_000)),
-                     ("unrolled", dict(tol=0.0, max_iter=40))):
+    for mode, kw in (("implicit", dict(tol=TIGHT, max_iter=100_000)), ("unrolled", dict(tol=0.0, max_iter=40))):
         res = sinkhorn_value_and_grad(a, b, x, y, eps, mode=mode, loss=loss, **kw)
 
         def value(a=a, b=b, x=x, y=y, mode=mode, kw=kw):
-            return sinkhorn_value_and_grad(a, b, x, y, eps, mode=mode, loss=loss,
-                                           **kw).value
+            return sinkhorn_value_and_grad(a, b, x, y, eps, mode=mode, loss=loss, **kw).value
 
         _check_fd(value, res, a, b, x, y, rtol=1e-6)
 
@@ -316,10 +300,8 @@ def test_implicit_dense_and_cg_agree(compiled):
     def loss(P, f, g):
         return float(np.sum(P * T) + f.sum()), T, np.ones_like(f), None
 
-    rd = sinkhorn_value_and_grad(a, b, x, y, 0.05, linear_solver="dense",
-                                 loss=loss, **kw)
-    rc = sinkhorn_value_and_grad(a, b, x, y, 0.05, linear_solver="cg", loss=loss,
-                                 **kw)
+    rd = sinkhorn_value_and_grad(a, b, x, y, 0.05, linear_solver="dense", loss=loss, **kw)
+    rc = sinkhorn_value_and_grad(a, b, x, y, 0.05, linear_solver="cg", loss=loss, **kw)
     np.testing.assert_allclose(rc.grad_a, rd.grad_a, atol=1e-9)
     np.testing.assert_allclose(rc.grad_y, rd.grad_y, atol=1e-9)
 
@@ -340,8 +322,7 @@ def test_checkpoint_store_all_accepted(compiled):
         pass
 
     a, b, x, y, C = _problem(8, 7)
-    r1 = sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled",
-                                 checkpoint=StoreAll(), tol=1e-10)
+    r1 = sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled", checkpoint=StoreAll(), tol=1e-10)
     r2 = sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled", tol=1e-10)
     np.testing.assert_array_equal(r1.grad_x, r2.grad_x)
     assert r1.stored_bytes >= (r1.solution.iterations + 1) * (8 + 7) * 8
@@ -355,23 +336,25 @@ _GRADS = ("grad_a", "grad_b", "grad_x", "grad_y")
 def _assert_bitwise(r, ref):
     assert r.value == ref.value
     for name in _GRADS:
-        np.testing.assert_array_equal(getattr(r, name), getattr(ref, name),
-                                      err_msg=name)
+        np.testing.assert_array_equal(getattr(r, name), getattr(ref, name), err_msg=name)
     np.testing.assert_array_equal(r.solution.f, ref.solution.f)
     assert r.solution.iterations == ref.solution.iterations
 
 
 # MemoryBudget("2800 B") holds 5 iterates of n + m = 70 floats (560 B each)
-_SCHEDULES = [adjoint.Revolve(snapshots=3), adjoint.Uniform(snapshots=4),
-              adjoint.MemoryBudget(2800), adjoint.Revolve(snapshots=1)]
+_SCHEDULES = [
+    adjoint.Revolve(snapshots=3),
+    adjoint.Uniform(snapshots=4),
+    adjoint.MemoryBudget(2800),
+    adjoint.Revolve(snapshots=1),
+]
 
 
 @pytest.mark.parametrize("ck", _SCHEDULES, ids=repr)
 @pytest.mark.parametrize("fixed", [True, False], ids=["K=50", "converged"])
 def test_checkpointed_unrolled_is_bitwise_store_all(compiled, ck, fixed):
     a, b, x, y, C = _problem(30, 40, seed=20)
-    kw = dict(mode="unrolled", tol=0.0, max_iter=50) if fixed else \
-        dict(mode="unrolled", tol=1e-9, max_iter=10_000)
+    kw = dict(mode="unrolled", tol=0.0, max_iter=50) if fixed else dict(mode="unrolled", tol=1e-9, max_iter=10_000)
     ref = sinkhorn_value_and_grad(a, b, x, y, 0.05, **kw)
     r = sinkhorn_value_and_grad(a, b, x, y, 0.05, checkpoint=ck, **kw)
     K = ref.solution.iterations
@@ -402,22 +385,24 @@ def test_checkpointed_unrolled_loss_and_eps_scaling(compiled):
     ref = sinkhorn_value_and_grad(a, b, x, y, 0.02, **kw)
     assert ref.solution.converged
     for ck in (adjoint.Revolve(snapshots=4), adjoint.Uniform(snapshots=5)):
-        _assert_bitwise(sinkhorn_value_and_grad(a, b, x, y, 0.02, checkpoint=ck,
-                                                **kw), ref)
+        _assert_bitwise(sinkhorn_value_and_grad(a, b, x, y, 0.02, checkpoint=ck, **kw), ref)
 
 
 def test_checkpoint_enough_slots_stores_all(compiled):
     a, b, x, y, C = _problem(30, 40, seed=22)
     kw = dict(mode="unrolled", tol=0.0, max_iter=20)
     ref = sinkhorn_value_and_grad(a, b, x, y, 0.05, **kw)
-    for ck in (adjoint.Revolve(snapshots=21), adjoint.Uniform(snapshots=100),
-               adjoint.MemoryBudget("1 MB"), adjoint.StoreAll()):
+    for ck in (
+        adjoint.Revolve(snapshots=21),
+        adjoint.Uniform(snapshots=100),
+        adjoint.MemoryBudget("1 MB"),
+        adjoint.StoreAll(),
+    ):
         r = sinkhorn_value_and_grad(a, b, x, y, 0.05, checkpoint=ck, **kw)
         _assert_bitwise(r, ref)
         assert r.schedule == "StoreAll" and r.stored_bytes == ref.stored_bytes
     # K + 1 slots needed for store-all; K slots run the schedule
-    r = sinkhorn_value_and_grad(a, b, x, y, 0.05,
-                                checkpoint=adjoint.Revolve(snapshots=20), **kw)
+    r = sinkhorn_value_and_grad(a, b, x, y, 0.05, checkpoint=adjoint.Revolve(snapshots=20), **kw)
     _assert_bitwise(r, ref)
     assert r.schedule == "Revolve(snapshots=20)"
     # converged K far below max_iter: a budget for K + 1 iterates stores all
@@ -432,8 +417,7 @@ def test_checkpoint_enough_slots_stores_all(compiled):
 def test_checkpointed_unrolled_matches_central_differences(compiled):
     a, b, x, y, C = _problem(12, 9, seed=11)
     eps = 0.05
-    kw = dict(mode="unrolled", tol=0.0, max_iter=15,
-              checkpoint=adjoint.Revolve(snapshots=2))
+    kw = dict(mode="unrolled", tol=0.0, max_iter=15, checkpoint=adjoint.Revolve(snapshots=2))
     res = sinkhorn_value_and_grad(a, b, x, y, eps, **kw)
 
     def value(a=a, b=b, x=x, y=y):
@@ -444,29 +428,32 @@ def test_checkpointed_unrolled_matches_central_differences(compiled):
 
 def test_bad_checkpoint():
     a, b, x, y, C = _problem(5, 4)
-    help_ = (r"`checkpoint` must be None or StoreAll\(\) \(store every iterate\), "
-             r"Revolve\(snapshots=s\), Uniform\(snapshots=s\) or "
-             r"MemoryBudget\(bytes\)")
+    help_ = (
+        r"`checkpoint` must be None or StoreAll\(\) \(store every iterate\), "
+        r"Revolve\(snapshots=s\), Uniform\(snapshots=s\) or "
+        r"MemoryBudget\(bytes\)"
+    )
     with pytest.raises(ValueError, match=help_ + r".*got 'revolve'.*not a string"):
-        sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled",
-                                checkpoint="revolve")
+        sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled", checkpoint="revolve")
     with pytest.raises(ValueError, match=help_ + r".*got <class.*not the class"):
-        sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled",
-                                checkpoint=adjoint.Revolve)
+        sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled", checkpoint=adjoint.Revolve)
     with pytest.raises(ValueError, match=help_ + r".*got 10\."):
         sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled", checkpoint=10)
     with pytest.raises(ValueError, match=r"Reversible.*cannot be inverted"):
-        sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled",
-                                checkpoint=adjoint.Reversible())
-    with pytest.raises(ValueError, match=r"only applies to mode='unrolled'.*"
-                                         r"mode='implicit'"):
-        sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="implicit",
-                                checkpoint=adjoint.Revolve(snapshots=3))
+        sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled", checkpoint=adjoint.Reversible())
+    with pytest.raises(
+        ValueError,
+        match=r"only applies to mode='unrolled'.*"
+        r"mode='implicit'",
+    ):
+        sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="implicit", checkpoint=adjoint.Revolve(snapshots=3))
     # n + m = 9 floats = 72 bytes per iterate
-    with pytest.raises(ValueError, match=r"too small for one state.*dimension 9.*"
-                                         r"at least 72 bytes"):
-        sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled",
-                                checkpoint=adjoint.MemoryBudget(50))
+    with pytest.raises(
+        ValueError,
+        match=r"too small for one state.*dimension 9.*"
+        r"at least 72 bytes",
+    ):
+        sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled", checkpoint=adjoint.MemoryBudget(50))
     with pytest.raises(ValueError, match="`snapshots` must be an integer >= 1"):
         adjoint.Revolve(snapshots=0)
 
@@ -518,8 +505,7 @@ def test_bad_gradient_arguments():
     with pytest.raises(ValueError, match="`cost` must be one of"):
         sinkhorn_value_and_grad(a, b, x, y, 0.1, cost="cityblock")
     with pytest.raises(ValueError, match="envelope.*user `loss`"):
-        sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="envelope",
-                                loss=lambda P, f, g: (0.0, None, None, None))
+        sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="envelope", loss=lambda P, f, g: (0.0, None, None, None))
     with pytest.raises(ValueError, match="`checkpoint` must be None or StoreAll"):
         sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled", checkpoint="revolve")
     with pytest.raises(TypeError):

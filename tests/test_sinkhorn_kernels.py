@@ -59,8 +59,7 @@ def test_row_update_one_pass_and_fallback_match_two_pass(offset):
     f_old = f + offset * eps  # offset 0: one pass; +-1e3: fallback on all rows
     _k_row_update(C, g, np.log(b), f_old, eps, out, work)
     ref = _row_ref(C, g, b, eps)
-    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-14 * np.abs(ref).max()
-                               + 1e-16)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-14 * np.abs(ref).max() + 1e-16)
 
 
 def test_row_update_fallback_on_some_rows_only():
@@ -92,8 +91,7 @@ def test_col_update_one_pass_and_fallback_match_two_pass(offset):
     expected_bad = 0 if offset == 0.0 else m - len(range(0, m, 5))
     assert nbad == expected_bad
     ref = _col_ref(C, f, a, eps)
-    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-14 * np.abs(ref).max()
-                               + 1e-16)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-14 * np.abs(ref).max() + 1e-16)
 
 
 def test_scaling_pass_matches_numpy():
@@ -131,8 +129,7 @@ def test_results_do_not_depend_on_thread_count(method):
     try:
         for t in (1, 2):
             numba.set_num_threads(t)
-            res.append(solve_sinkhorn(a, b, C, 0.01, tol=0.0, max_iter=15,
-                                      method=method, warn=False))
+            res.append(solve_sinkhorn(a, b, C, 0.01, tol=0.0, max_iter=15, method=method, warn=False))
     finally:
         numba.set_num_threads(old)
     np.testing.assert_array_equal(res[0].f, res[1].f)
@@ -192,8 +189,7 @@ def test_fused_row_update_and_column_sums(offset):
     np.testing.assert_allclose(W, W_ref, rtol=1e-13)
     g_new = np.empty(m)
     assert _k_col_from_sums(W, b, g, eps, g_new)
-    np.testing.assert_allclose(g_new, _col_ref(C, f1, a, eps), rtol=0,
-                               atol=1e-14 * np.abs(g_new).max())
+    np.testing.assert_allclose(g_new, _col_ref(C, f1, a, eps), rtol=0, atol=1e-14 * np.abs(g_new).max())
     b0 = b.copy()
     b0[3] = 0.0
     assert not _k_col_from_sums(W, b0, g, eps, g_new)  # zero weight: direct
@@ -216,18 +212,15 @@ def test_fused_log_loop_matches_two_exp_loop(case):
     a /= a.sum()
     b /= b.sum()
     eps = 0.01
-    sched = (np.array([1.0, 0.3, 0.1, 0.03, eps]) if case == "eps_schedule"
-             else np.array([eps]))
+    sched = np.array([1.0, 0.3, 0.1, 0.03, eps]) if case == "eps_schedule" else np.array([eps])
     with np.errstate(divide="ignore"):
         la, lb = np.log(a), np.log(b)
     work = np.empty((_n_chunks(n), m))
     e = np.empty((0, 0))
     f1, g1 = np.zeros(n), np.zeros(m)
-    k1, c1, e1 = _k_log_loop(C, la, lb, b, sched, f1, g1, 20_000, 1e-11, work, e,
-                             e, 0)
+    k1, c1, e1 = _k_log_loop(C, la, lb, b, sched, f1, g1, 20_000, 1e-11, work, e, e, 0)
     f2, g2 = np.zeros(n), np.zeros(m)
-    k2, c2, e2 = _k_log_loop_fused(C, a, la, lb, b, sched, f2, g2, 20_000, 1e-11,
-                                   work)
+    k2, c2, e2 = _k_log_loop_fused(C, a, la, lb, b, sched, f2, g2, 20_000, 1e-11, work)
     assert c1 and c2 and abs(k1 - k2) <= 1
     np.testing.assert_allclose(f2, f1, rtol=0, atol=1e-12)
     np.testing.assert_allclose(g2[b > 0], g1[b > 0], rtol=0, atol=1e-12)

@@ -1,4 +1,5 @@
 """Costs and fields that read data of time (opaque calls of t) and combined value_and_grad costs."""
+
 import numpy as np
 import pytest
 from numba import njit
@@ -36,8 +37,9 @@ def test_plain_cost_reading_data_of_t_is_traced_as_an_opaque_call():
     cst = adjoint.cost(misfit, state_dim=2, param_dim=4)
     prims = [n.prim for n in cst.traced.graph.nodes]
     assert "tcall" in prims
-    plain = adjoint.ControlProblem(lv.DYNAMICS, lv.Y_OBS[0], (0.0, lv.T_END), 400, terminal_cost=lv.TERMINAL,
-                                   running_cost=cst)
+    plain = adjoint.ControlProblem(
+        lv.DYNAMICS, lv.Y_OBS[0], (0.0, lv.T_END), 400, terminal_cost=lv.TERMINAL, running_cost=cst
+    )
     hand = lv.make_problem(400)
     a = adjoint.solve_adjoint(plain, params=P)
     b = adjoint.solve_adjoint(hand, params=P)
@@ -50,8 +52,14 @@ def test_plain_cost_reading_data_of_t_is_traced_as_an_opaque_call():
 def test_field_forced_by_data_of_t_fused_equals_generic_bitwise(monkeypatch):
     """Stage times t + c_i tau reach the opaque call exactly as in the generic kernels."""
     dyn = adjoint.vector_field(forced, state_dim=2, param_dim=4)
-    prob = adjoint.ControlProblem(dyn, [1.0, 0.5], (0.0, lv.T_END), 150, terminal_cost=lv.TERMINAL,
-                                  running_cost=adjoint.cost(misfit, state_dim=2, param_dim=4))
+    prob = adjoint.ControlProblem(
+        dyn,
+        [1.0, 0.5],
+        (0.0, lv.T_END),
+        150,
+        terminal_cost=lv.TERMINAL,
+        running_cost=adjoint.cost(misfit, state_dim=2, param_dim=4),
+    )
     p = np.array([0.7, 0.3, 0.5, 0.2])
     for method in (adjoint.Euler(), adjoint.Heun(), adjoint.RK4()):
         a = adjoint.solve_adjoint(prob, params=p, method=method, checkpoint=adjoint.StoreAll())
@@ -64,8 +72,14 @@ def test_field_forced_by_data_of_t_fused_equals_generic_bitwise(monkeypatch):
 
 def test_field_forced_by_data_of_t_gradient_matches_central_differences():
     dyn = adjoint.vector_field(forced, state_dim=2, param_dim=4)
-    prob = adjoint.ControlProblem(dyn, [1.0, 0.5], (0.0, lv.T_END), 300, terminal_cost=lv.TERMINAL,
-                                  running_cost=adjoint.cost(misfit, state_dim=2, param_dim=4))
+    prob = adjoint.ControlProblem(
+        dyn,
+        [1.0, 0.5],
+        (0.0, lv.T_END),
+        300,
+        terminal_cost=lv.TERMINAL,
+        running_cost=adjoint.cost(misfit, state_dim=2, param_dim=4),
+    )
     p = np.array([0.7, 0.3, 0.5, 0.2])
     for method in (adjoint.Euler(), adjoint.RK4()):
         res = adjoint.solve_adjoint(prob, params=p, method=method)
@@ -79,7 +93,7 @@ def test_field_forced_by_data_of_t_gradient_matches_central_differences():
 
 def test_data_lookup_of_the_state_is_not_opaque_and_fails_clearly():
     def bad(x, c, p, t):
-        y0, y1 = lv.observation(x[0])   # depends on the state: must be differentiated, cannot be opaque
+        y0, y1 = lv.observation(x[0])  # depends on the state: must be differentiated, cannot be opaque
         return y0 * x[1]
 
     with pytest.raises(TraceError, match="int"):
@@ -87,19 +101,21 @@ def test_data_lookup_of_the_state_is_not_opaque_and_fails_clearly():
 
 
 def test_cse_merges_repeated_calls_only_within_a_block_without_reassignment():
-    src = "\n".join([
-        "    for k in range(K):",
-        "        t = t0 + k * tau",
-        "        a = _adj_tc_m.obs(t)[0]",
-        "        b = _adj_tc_m.obs(t)[1]",
-        "        c = _adj_tc_m.obs(t)[0]",
-        "        t = t + 1.0",
-        "        d = _adj_tc_m.obs(t)[0]",
-        "    e = _adj_tc_m.obs(t)[0]",
-    ])
+    src = "\n".join(
+        [
+            "    for k in range(K):",
+            "        t = t0 + k * tau",
+            "        a = _adj_tc_m.obs(t)[0]",
+            "        b = _adj_tc_m.obs(t)[1]",
+            "        c = _adj_tc_m.obs(t)[0]",
+            "        t = t + 1.0",
+            "        d = _adj_tc_m.obs(t)[0]",
+            "    e = _adj_tc_m.obs(t)[0]",
+        ]
+    )
     out = cse_tcalls(src).split("\n")
     calls = [ln for ln in out if "_adj_tc_m.obs(" in ln]
-    assert len(calls) == 3       # first block, after `t` is reassigned, and the outer block
+    assert len(calls) == 3  # first block, after `t` is reassigned, and the outer block
     assert "        a = _tc0[0]" in out and "        b = _tc0[1]" in out and "        c = _tc0[0]" in out
     assert "        d = _tc1[0]" in out and "    e = _tc2[0]" in out
 
@@ -116,8 +132,9 @@ def _vg_no_value(x, c, p, t, out_x, out_c, out_p):
 
 
 def _lv_with_running(running):
-    return adjoint.ControlProblem(lv.DYNAMICS, lv.Y_OBS[0], (0.0, lv.T_END), 200, terminal_cost=lv.TERMINAL,
-                                  running_cost=running)
+    return adjoint.ControlProblem(
+        lv.DYNAMICS, lv.Y_OBS[0], (0.0, lv.T_END), 200, terminal_cost=lv.TERMINAL, running_cost=running
+    )
 
 
 def test_value_and_grad_cost_is_bitwise_equal_to_separate_value_and_grad(monkeypatch):
@@ -146,15 +163,16 @@ def test_value_and_grad_that_disagrees_with_value_is_rejected():
 @njit
 def _vg_nudged(x, c, p, t, out_x, out_c, out_p):
     lv.running_grad(x, c, p, t, out_x, out_c, out_p)
-    return lv.running_value(x, c, p, t) * (1.0 + 1e-13)   # within the check's tolerance, but visible
+    return lv.running_value(x, c, p, t) * (1.0 + 1e-13)  # within the check's tolerance, but visible
 
 
 def test_generic_kernels_take_the_value_from_value_and_grad(monkeypatch):
     """The sweeps really use value_and_grad's return value (not a second call of value)."""
     monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
     sep = adjoint.solve_adjoint(_lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad)), params=P)
-    nud = adjoint.solve_adjoint(_lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad,
-                                                              value_and_grad=_vg_nudged)), params=P)
+    nud = adjoint.solve_adjoint(
+        _lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad, value_and_grad=_vg_nudged)), params=P
+    )
     assert nud.value != sep.value and abs(nud.value - sep.value) < 1e-11 * abs(sep.value)
     assert np.array_equal(nud.grad.params, sep.grad.params)
 
@@ -163,7 +181,7 @@ def test_generic_kernels_take_the_value_from_value_and_grad(monkeypatch):
 def _loop_value(x, c, p, t):
     s = 0.0
     k = 0
-    while s < abs(x[0]) and k < 2:      # data-dependent loop: not traceable
+    while s < abs(x[0]) and k < 2:  # data-dependent loop: not traceable
         s += 1.0
         k += 1
     return 0.5 * s * (x[0] * x[0] + x[1] * x[1]) / lv.T_END
@@ -189,14 +207,15 @@ def _loop_vg(x, c, p, t, out_x, out_c, out_p):
 
 def test_fused_kernel_calls_value_and_grad_of_an_untraceable_cost(monkeypatch):
     from adjoint import _fused, _solve
+
     cost = adjoint.Cost(_loop_value, _loop_grad, value_and_grad=_loop_vg)
     prob = _lv_with_running(cost)
     comp, p, C, _ = _solve._prepare(prob, P, None, None, adjoint.Euler())
-    assert adjoint.ad.trace_cost(cost, 2, 0, 4) is None              # really untraceable
+    assert adjoint.ad.trace_cost(cost, 2, 0, 4) is None  # really untraceable
     assert _fused.fused_kernels(comp, adjoint.Euler(), 2, 0, 4) is not None
     fused = adjoint.solve_adjoint(prob, params=P)
     plain = adjoint.solve_adjoint(_lv_with_running(adjoint.Cost(_loop_value, _loop_grad)), params=P)
-    assert fused.value != plain.value                                 # the nudged value_and_grad was used
+    assert fused.value != plain.value  # the nudged value_and_grad was used
     monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
     generic = adjoint.solve_adjoint(prob, params=P)
     assert fused.value == generic.value

@@ -9,17 +9,56 @@ Public entry points: :func:`vector_field`, :func:`cost` (build ``adjoint.Dynamic
 :func:`vjp`, :func:`hvp` (alias :func:`hessian_vector_product`), :func:`trace`,
 :func:`trace_dynamics`, :func:`logsumexp`.
 """
-from ._api import (CompiledGraph, TracedCost, TracedDynamics, compile_graph, cost, grad,
-                   hessian_vector_product, hvp, jvp, trace_cost, trace_dynamics, value_and_grad,
-                   vector_field, vjp)
+
+from ._api import (
+    CompiledGraph,
+    TracedCost,
+    TracedDynamics,
+    compile_graph,
+    cost,
+    grad,
+    hessian_vector_product,
+    hvp,
+    jvp,
+    trace_cost,
+    trace_dynamics,
+    value_and_grad,
+    vector_field,
+    vjp,
+)
 from ._codegen import cache_dir, emit_lines
 from ._graph import Graph, Node
 from ._primitives import PRIMITIVES
 from ._tracer import TraceError, Tracer, logsumexp, trace
 from ._transforms import bind_inputs, jvp_graph, replay, select_outputs, vjp_graph
 
-__all__ = ["vector_field", "cost", "grad", "value_and_grad", "jvp", "vjp", "hvp",
-           "hessian_vector_product", "trace", "trace_dynamics", "trace_cost", "logsumexp",
-           "TraceError", "Graph", "Node", "Tracer", "TracedDynamics", "TracedCost", "CompiledGraph",
-           "compile_graph", "jvp_graph", "vjp_graph", "bind_inputs", "select_outputs", "replay",
-           "emit_lines", "cache_dir", "PRIMITIVES"]
+__all__ = [
+    "vector_field",
+    "cost",
+    "grad",
+    "value_and_grad",
+    "jvp",
+    "vjp",
+    "hvp",
+    "hessian_vector_product",
+    "trace",
+    "trace_dynamics",
+    "trace_cost",
+    "logsumexp",
+    "TraceError",
+    "Graph",
+    "Node",
+    "Tracer",
+    "TracedDynamics",
+    "TracedCost",
+    "CompiledGraph",
+    "compile_graph",
+    "jvp_graph",
+    "vjp_graph",
+    "bind_inputs",
+    "select_outputs",
+    "replay",
+    "emit_lines",
+    "cache_dir",
+    "PRIMITIVES",
+]

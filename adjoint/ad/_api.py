@@ -1,5 +1,5 @@
-"""User-facing tracing AD: vector_field, cost, grad, value_and_grad, jvp, vjp, hvp, trace_dynamics.
-"""
+"""User-facing tracing AD: vector_field, cost, grad, value_and_grad, jvp, vjp, hvp, trace_dynamics."""
+
 from __future__ import annotations
 
 import math
@@ -13,12 +13,26 @@ from ._graph import Graph
 from ._tracer import Builder, TraceError, Tracer, array_literals, as_value, trace_shapes
 from ._transforms import bind_inputs, jvp_graph, replay, select_outputs, vjp_graph
 
-__all__ = ["vector_field", "cost", "grad", "value_and_grad", "jvp", "vjp", "hvp",
-           "hessian_vector_product", "trace_dynamics", "trace_cost", "compile_graph",
-           "TracedDynamics", "TracedCost", "CompiledGraph"]
+__all__ = [
+    "vector_field",
+    "cost",
+    "grad",
+    "value_and_grad",
+    "jvp",
+    "vjp",
+    "hvp",
+    "hessian_vector_product",
+    "trace_dynamics",
+    "trace_cost",
+    "compile_graph",
+    "TracedDynamics",
+    "TracedCost",
+    "CompiledGraph",
+]
 
 
 # -- compiled graphs -----------------------------------------------------------------------------
+
 
 class CompiledGraph:
     """A graph compiled to a numba kernel ``k(in_0, ..., in_{n-1}, out_0, ..., out_{m-1})`` on flat
@@ -75,8 +89,7 @@ def _shape_of(a):
 
 
 def _is_traced(args):
-    return any(isinstance(a, Tracer) or (isinstance(a, np.ndarray) and a.dtype == object)
-               for a in args)
+    return any(isinstance(a, Tracer) or (isinstance(a, np.ndarray) and a.dtype == object) for a in args)
 
 
 def _normalize_argnums(argnums, nargs):
@@ -84,8 +97,7 @@ def _normalize_argnums(argnums, nargs):
     nums = [int(argnums)] if single else [int(a) for a in argnums]
     for a in nums:
         if not 0 <= a < nargs:
-            raise ValueError(f"`argnums` entry {a} is out of range for a function of {nargs} "
-                             "positional arguments")
+            raise ValueError(f"`argnums` entry {a} is out of range for a function of {nargs} positional arguments")
     return nums, single
 
 
@@ -100,8 +112,10 @@ def _graph_of(fn, shapes, cache, kind):
 
 def _scalar_output(g, what):
     if len(g.outputs) != 1 or g.output_shapes[0] != ():
-        raise ValueError(f"`{what}` needs a function with one scalar output; this one returns "
-                         f"shape(s) {g.output_shapes} (use adjoint.vjp for non-scalar outputs)")
+        raise ValueError(
+            f"`{what}` needs a function with one scalar output; this one returns "
+            f"shape(s) {g.output_shapes} (use adjoint.vjp for non-scalar outputs)"
+        )
 
 
 def _grad_graph(fn, shapes, nums, cache, with_value):
@@ -191,14 +205,12 @@ def jvp(fn, primals, tangents):
     """
     primals, tangents = _as_tuple(primals), _as_tuple(tangents)
     if len(primals) != len(tangents):
-        raise ValueError(f"`tangents` must have one entry per primal ({len(primals)}); got "
-                         f"{len(tangents)}")
+        raise ValueError(f"`tangents` must have one entry per primal ({len(primals)}); got {len(tangents)}")
     cache = _cache_for(fn)
     shapes = [_shape_of(a) for a in primals]
     for k, (s, t) in enumerate(zip(shapes, tangents)):
         if _shape_of(t) != tuple(s):
-            raise ValueError(f"`tangents[{k}]` must have shape {tuple(s)} like primals[{k}]; got "
-                             f"shape {_shape_of(t)}")
+            raise ValueError(f"`tangents[{k}]` must have shape {tuple(s)} like primals[{k}]; got shape {_shape_of(t)}")
     key = ("jvp", tuple(map(tuple, shapes)))
     jg = cache.get(key + ("graph",))
     if jg is None:
@@ -230,8 +242,7 @@ def vjp(fn, *primals):
     key = ("vjp", tuple(map(tuple, shapes)))
     if key + ("graph",) not in cache:
         g = _graph_of(fn, shapes, cache, "fwd")
-        cache[key + ("graph",)] = (g, vjp_graph(g, with_primals=False),
-                                   _returns_tuple(fn, cache, shapes))
+        cache[key + ("graph",)] = (g, vjp_graph(g, with_primals=False), _returns_tuple(fn, cache, shapes))
     g, vg, is_tuple = cache[key + ("graph",)]
     outs = _run(g, list(primals), cache, key + ("fwd",))
     out_shapes = g.output_shapes
@@ -239,12 +250,10 @@ def vjp(fn, *primals):
     def vjp_fun(cotangent):
         cts = _as_tuple(cotangent) if is_tuple else (cotangent,)
         if len(cts) != len(out_shapes):
-            raise ValueError(f"`cotangent` must match the output structure ({len(out_shapes)} "
-                             f"arrays); got {len(cts)}")
+            raise ValueError(f"`cotangent` must match the output structure ({len(out_shapes)} arrays); got {len(cts)}")
         for k, (c, s) in enumerate(zip(cts, out_shapes)):
             if _shape_of(c) != tuple(s):
-                raise ValueError(f"cotangent {k} must have the output's shape {tuple(s)}; got "
-                                 f"shape {_shape_of(c)}")
+                raise ValueError(f"cotangent {k} must have the output's shape {tuple(s)}; got shape {_shape_of(c)}")
         return tuple(_run(vg, list(primals) + list(cts), cache, key + ("bwd",)))
 
     return (tuple(outs) if is_tuple else outs[0]), vjp_fun
@@ -276,6 +285,7 @@ hessian_vector_product = hvp
 
 # -- vector fields and costs -----------------------------------------------------------------------
 
+
 class TracedDynamics:
     """Traced graphs of a vector field ``u(x, c, p, t)`` and of its VJP, with source emission for
     generated (fused, scalarised) sweeps.
@@ -305,19 +315,26 @@ class TracedDynamics:
 
     def vjp_lines(self, x, c, p, t, z, out_x, out_c, out_p, *, prefix="_t"):
         """Source lines assigning ``[d_x u]^T z``, ``[d_c u]^T z``, ``[d_p u]^T z``."""
-        return emit_lines(self.vjp_graph, [list(x), list(c), list(p), [t], list(z)],
-                          [list(out_x), list(out_c), list(out_p)], prefix)
+        return emit_lines(
+            self.vjp_graph, [list(x), list(c), list(p), [t], list(z)], [list(out_x), list(out_c), list(out_p)], prefix
+        )
 
     def jvp_lines(self, x, c, p, t, dx, dc, dp, out, out_dot, *, prefix="_t"):
         """Source lines assigning ``u`` and ``d_x u dx + d_c u dc + d_p u dp`` (forward mode)."""
         if self._jvp is None:
             self._jvp = jvp_graph(self.graph, wrt=[0, 1, 2])
-        return emit_lines(self._jvp, [list(x), list(c), list(p), [t], list(dx), list(dc), list(dp)],
-                          [list(out), list(out_dot)], prefix)
+        return emit_lines(
+            self._jvp,
+            [list(x), list(c), list(p), [t], list(dx), list(dc), list(dp)],
+            [list(out), list(out_dot)],
+            prefix,
+        )
 
     def __repr__(self):
-        return (f"TracedDynamics(state_dim={self.state_dim}, control_dim={self.control_dim}, "
-                f"param_dim={self.param_dim}, scalar_ops={self.scalar_ops})")
+        return (
+            f"TracedDynamics(state_dim={self.state_dim}, control_dim={self.control_dim}, "
+            f"param_dim={self.param_dim}, scalar_ops={self.scalar_ops})"
+        )
 
 
 class TracedCost:
@@ -339,16 +356,20 @@ class TracedCost:
         return emit_lines(self.graph, [list(x), list(c), list(p), [t]], [[out_name]], prefix)
 
     def grad_lines(self, x, c, p, t, out_x, out_c, out_p, *, prefix="_t"):
-        return emit_lines(self.grad_graph, [list(x), list(c), list(p), [t]],
-                          [list(out_x), list(out_c), list(out_p)], prefix)
+        return emit_lines(
+            self.grad_graph, [list(x), list(c), list(p), [t]], [list(out_x), list(out_c), list(out_p)], prefix
+        )
 
     def __repr__(self):
-        return (f"TracedCost(state_dim={self.state_dim}, control_dim={self.control_dim}, "
-                f"param_dim={self.param_dim}, scalar_ops={self.scalar_ops})")
+        return (
+            f"TracedCost(state_dim={self.state_dim}, control_dim={self.control_dim}, "
+            f"param_dim={self.param_dim}, scalar_ops={self.scalar_ops})"
+        )
 
 
 def _problem_classes():
     from .._problem import Cost, Dynamics
+
     return Dynamics, Cost
 
 
@@ -365,8 +386,7 @@ def _trace_field(fn, n, m, q):
             b = Builder()
             ins = [b.input(g.nodes[i].shape, nm) for i, nm in zip(g.inputs, g.input_names)]
             outs, _ = replay(g, ins)
-            g = b.graph([as_value(outs[0]).reshape((n,)) if isinstance(outs[0], Tracer)
-                         else np.reshape(outs[0], (n,))])
+            g = b.graph([as_value(outs[0]).reshape((n,)) if isinstance(outs[0], Tracer) else np.reshape(outs[0], (n,))])
         else:
             raise ValueError(f"`fn` must return an array of shape ({n},) (state_dim={n}); got shape {s}")
     return g
@@ -374,10 +394,15 @@ def _trace_field(fn, n, m, q):
 
 def _compile_dynamics(g, vg, n, m, q, name):
     Dynamics, _ = _problem_classes()
-    src_f, c1 = kernel_source(g, "f", _XCPT, ["array", "array", "array", "scalar"], ["out"],
-                              prefix="_f")
-    src_v, c2 = kernel_source(vg, "vjp", _XCPT + ["z"], ["array", "array", "array", "scalar", "array"],
-                              ["out_x", "out_c", "out_p"], prefix="_v")
+    src_f, c1 = kernel_source(g, "f", _XCPT, ["array", "array", "array", "scalar"], ["out"], prefix="_f")
+    src_v, c2 = kernel_source(
+        vg,
+        "vjp",
+        _XCPT + ["z"],
+        ["array", "array", "array", "scalar", "array"],
+        ["out_x", "out_c", "out_p"],
+        prefix="_v",
+    )
     mod = load_module(module_source([src_f, src_v], {**c1, **c2}))
     dyn = Dynamics(mod.f, mod.vjp, n, m, q, name=name)
     dyn.traced = TracedDynamics(g, vg, n, m, q)
@@ -472,10 +497,12 @@ def cost(fn, state_dim, control_dim=0, param_dim=0, *, name=None):
 
 def _compile_cost(g, gg, n, m, q, name):
     _, Cost = _problem_classes()
-    src_v, c1 = kernel_source(g, "value", _XCPT, ["array", "array", "array", "scalar"], [],
-                              returns_scalar=True, prefix="_f")
-    src_g, c2 = kernel_source(gg, "grad", _XCPT, ["array", "array", "array", "scalar"],
-                              ["out_x", "out_c", "out_p"], prefix="_g")
+    src_v, c1 = kernel_source(
+        g, "value", _XCPT, ["array", "array", "array", "scalar"], [], returns_scalar=True, prefix="_f"
+    )
+    src_g, c2 = kernel_source(
+        gg, "grad", _XCPT, ["array", "array", "array", "scalar"], ["out_x", "out_c", "out_p"], prefix="_g"
+    )
     mod = load_module(module_source([src_v, src_g], {**c1, **c2}))
     c = Cost(mod.value, mod.grad, name=name)
     c.traced = TracedCost(g, gg, n, m, q)
@@ -487,6 +514,7 @@ def _compile_cost(g, gg, n, m, q, name):
 
 # -- tracing hand-written out-writing kernels ------------------------------------------------------
 
+
 def _traced_math(name, npname):
     real = getattr(math, name)
     npf = getattr(np, npname)
@@ -495,13 +523,29 @@ def _traced_math(name, npname):
         if any(isinstance(a, (Tracer, np.ndarray)) for a in args):
             return npf(*args)
         return real(*args)
+
     f.__name__ = name
     return f
 
 
-_MATH_MAP = {"exp": "exp", "log": "log", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "tan": "tan",
-             "tanh": "tanh", "sinh": "sinh", "cosh": "cosh", "atan": "arctan", "atan2": "arctan2",
-             "log1p": "log1p", "expm1": "expm1", "fabs": "abs", "pow": "power", "hypot": "hypot"}
+_MATH_MAP = {
+    "exp": "exp",
+    "log": "log",
+    "sqrt": "sqrt",
+    "sin": "sin",
+    "cos": "cos",
+    "tan": "tan",
+    "tanh": "tanh",
+    "sinh": "sinh",
+    "cosh": "cosh",
+    "atan": "arctan",
+    "atan2": "arctan2",
+    "log1p": "log1p",
+    "expm1": "expm1",
+    "fabs": "abs",
+    "pow": "power",
+    "hypot": "hypot",
+}
 _MATH_SHIM = types.SimpleNamespace(**{k: getattr(math, k) for k in dir(math) if not k.startswith("_")})
 for _k, _v in _MATH_MAP.items():
     setattr(_MATH_SHIM, _k, _traced_math(_k, _v))
@@ -532,6 +576,7 @@ def _rebind(fn, depth=0):
     """A copy of the Python function ``fn`` whose globals see the math/numpy shims and whose
     numba-compiled callees are replaced by their (rebound) Python functions."""
     from numba.core.dispatcher import Dispatcher
+
     if isinstance(fn, Dispatcher):
         fn = fn.py_func
     if not isinstance(fn, types.FunctionType) or depth > 8:
@@ -558,8 +603,7 @@ def _rebind(fn, depth=0):
             g[k] = conv(g[k])
     closure = None
     if fn.__closure__:
-        closure = tuple(types.CellType(conv(c.cell_contents)) if _cell_ok(c) else c
-                        for c in fn.__closure__)
+        closure = tuple(types.CellType(conv(c.cell_contents)) if _cell_ok(c) else c for c in fn.__closure__)
     new = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, closure)
     new.__kwdefaults__ = fn.__kwdefaults__
     return new
@@ -578,6 +622,7 @@ class _DispatcherCall:
     def __call__(self, *args, **kwargs):
         if not kwargs:
             from ._tcall import try_tcall
+
             got = try_tcall(self.disp, args)
             if got is not None:
                 return got
@@ -586,7 +631,7 @@ class _DispatcherCall:
 
 def _cell_ok(c):
     try:
-        c.cell_contents
+        c.cell_contents  # noqa: B018 - raises ValueError for an empty cell
         return True
     except ValueError:
         return False
@@ -600,6 +645,7 @@ def _collect(buf, what):
 
 def _trace_out_writing(py, in_shapes, in_names, out_shapes, returns=False):
     from ._tcall import opaque_inputs
+
     b = Builder()
     ins = [b.input(s, nm) if nm != "t" else b.input((), "t") for s, nm in zip(in_shapes, in_names)]
     bufs = [_obj(s, None) for s in out_shapes]
@@ -674,7 +720,13 @@ def half_field(fn, in_dim, out_dim, control_dim=0, param_dim=0, *, name=None):
         g = b.graph([as_value(outs[0]).reshape((no,)) if isinstance(outs[0], Tracer) else np.reshape(outs[0], (no,))])
     vg = vjp_graph(g, wrt=[0, 1, 2], with_primals=False)
     src_f, c1 = kernel_source(g, "f", _XCPT, ["array", "array", "array", "scalar"], ["out"], prefix="_f")
-    src_v, c2 = kernel_source(vg, "vjp", _XCPT + ["z"], ["array", "array", "array", "scalar", "array"],
-                              ["out_x", "out_c", "out_p"], prefix="_v")
+    src_v, c2 = kernel_source(
+        vg,
+        "vjp",
+        _XCPT + ["z"],
+        ["array", "array", "array", "scalar", "array"],
+        ["out_x", "out_c", "out_p"],
+        prefix="_v",
+    )
     mod = load_module(module_source([src_f, src_v], {**c1, **c2}))
     return mod.f, mod.vjp

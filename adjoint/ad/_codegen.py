@@ -14,8 +14,10 @@ disk cache (``$ADJOINT_CACHE_DIR``, default ``~/.cache/adjoint``), keyed by a ha
 so a second process loads the compiled machine code instead of recompiling; and (b) bare source
 lines (:func:`emit_lines`) that a caller splices into its own generated kernel.
 """
+
 from __future__ import annotations
 
+import ast as _ast
 import hashlib
 import importlib.util
 import math
@@ -31,15 +33,23 @@ from ._graph import Graph
 from ._primitives import PRIMITIVES, pow_const_fmt, reduce_table
 from ._tcall import cse_tcalls, import_lines, tcall_fmt
 
-__all__ = ["Emitter", "emit_lines", "kernel_source", "load_module", "cache_dir",
-           "CODEGEN_VERSION", "FULL_SCALAR_LIMIT", "SMALL"]
+__all__ = [
+    "Emitter",
+    "emit_lines",
+    "kernel_source",
+    "load_module",
+    "cache_dir",
+    "CODEGEN_VERSION",
+    "FULL_SCALAR_LIMIT",
+    "SMALL",
+]
 
 CODEGEN_VERSION = "3"
 #: A graph with at most this many scalar operations is emitted fully scalarised.
 FULL_SCALAR_LIMIT = 400
 #: Otherwise, nodes with at most this many elements are scalarised, larger ones use loops.
 SMALL = 16
-_UNROLL = 32          # unroll a contraction / reduction of at most this length
+_UNROLL = 32  # unroll a contraction / reduction of at most this length
 #: ... but over buffers (loop operands) only up to this length: longer sums become loops, which run
 #: as fast (LLVM unrolls them) and compile much faster (numba types every unrolled element access)
 _UNROLL_BUF = 4
@@ -181,8 +191,7 @@ class Emitter:
         seen = set()
         for k, (o, tgt) in enumerate(zip(g.outputs, output_targets)):
             node = g.nodes[o]
-            if (tgt[0] == "b" and o not in seen and node.prim not in ("input", "const")
-                    and not self.is_small(node)):
+            if tgt[0] == "b" and o not in seen and node.prim not in ("input", "const") and not self.is_small(node):
                 self.preassigned[o] = tgt[1]
             seen.add(o)
         self._forward_into_outputs()
@@ -243,13 +252,17 @@ class Emitter:
             src, elem = n.attrs["src"], n.attrs["elem"]
             for j, a in enumerate(n.args):
                 an = g.nodes[a]
-                if (an.prim in ("input", "const") or uses.get(a, 0) != 1 or a in self.preassigned
-                        or self.is_small(an) or list(n.args).count(a) != 1):
+                if (
+                    an.prim in ("input", "const")
+                    or uses.get(a, 0) != 1
+                    or a in self.preassigned
+                    or self.is_small(an)
+                    or list(n.args).count(a) != 1
+                ):
                     continue
                 pos = np.flatnonzero(src == j)
                 pa = _affine(pos)
-                if (pa is None or pa[1] != 1 or pos.size != an.size
-                        or not np.array_equal(elem[pos], np.arange(an.size))):
+                if pa is None or pa[1] != 1 or pos.size != an.size or not np.array_equal(elem[pos], np.arange(an.size)):
                     continue
                 self.preassigned[a] = f"{arr}[{pa[0]}:{pa[0] + pos.size}]"
 
@@ -355,10 +368,10 @@ class Emitter:
                     B = self.buf(x)
                     aff = _affine(T[o])
                     if aff is not None:
-                        fn = (lambda a: (lambda j: _lin(a[0], [(j, a[1])])))(aff)
+                        fn = (lambda a: lambda j: _lin(a[0], [(j, a[1])]))(aff)
                     else:
                         K = self.const_array(T[o], "i")
-                        fn = (lambda K: (lambda j: f"{K}[{j}]"))(K)
+                        fn = (lambda K: lambda j: f"{K}[{j}]")(K)
                     self._reduce_loop(n.prim, B, fn, m, nm, 0)
                 names.append(nm)
             self.rep[n.id] = ("s", names)
@@ -368,8 +381,7 @@ class Emitter:
         ov = self.loopvar("o")
         base = _affine(T[:, 0])
         step = _affine(T[0]) if m > 1 else (int(T[0, 0]), 1)
-        if base is not None and step is not None and np.array_equal(
-                T, T[:, :1] + step[1] * np.arange(m)[None, :]):
+        if base is not None and step is not None and np.array_equal(T, T[:, :1] + step[1] * np.arange(m)[None, :]):
             fn = lambda j: _lin(base[0], [(ov, base[1]), (j, step[1])])  # noqa: E731
         else:
             K = self.const_array(T, "i")
@@ -491,8 +503,7 @@ class Emitter:
             exprs = ["0.0" if s < 0 else self.get(n.args[s], int(e)) for s, e in zip(src, elem)]
             self.rep[n.id] = ("s", exprs)
             return
-        if (len(n.args) == 1 and np.all(src == 0) and self.rep[n.args[0]][0] == "b"
-                and n.id not in self.preassigned):
+        if len(n.args) == 1 and np.all(src == 0) and self.rep[n.args[0]][0] == "b" and n.id not in self.preassigned:
             aff = _affine(elem)
             if aff is not None and aff[1] >= 1:
                 B = self.rep[n.args[0]][1]
@@ -583,8 +594,9 @@ def emit_lines(graph: Graph, inputs, outputs, prefix="_t"):
     """
     for k, (nid, ex) in enumerate(zip(graph.inputs, inputs)):
         if len(ex) != graph.nodes[nid].size:
-            raise ValueError(f"input {k} ({graph.input_names[k]}) needs {graph.nodes[nid].size} "
-                             f"expressions; got {len(ex)}")
+            raise ValueError(
+                f"input {k} ({graph.input_names[k]}) needs {graph.nodes[nid].size} expressions; got {len(ex)}"
+            )
     for k, (nid, nm) in enumerate(zip(graph.outputs, outputs)):
         if len(nm) != graph.nodes[nid].size:
             raise ValueError(f"output {k} needs {graph.nodes[nid].size} names; got {len(nm)}")
@@ -596,8 +608,9 @@ def choose_small(graph: Graph):
     return math.inf if graph.num_scalar_ops() <= FULL_SCALAR_LIMIT else SMALL
 
 
-def kernel_source(graph: Graph, fname, arg_names, in_kinds, out_names, *, returns_scalar=False,
-                  prefix="_t", small=None):
+def kernel_source(
+    graph: Graph, fname, arg_names, in_kinds, out_names, *, returns_scalar=False, prefix="_t", small=None
+):
     """Source of one kernel ``def fname(*arg_names, *out_names)``.
 
     ``in_kinds[k]`` is ``'array'`` (a flat float64 array) or ``'scalar'`` (a float).
@@ -645,18 +658,29 @@ def kernel_source(graph: Graph, fname, arg_names, in_kinds, out_names, *, return
 
 def module_source(kernels, consts):
     """Assemble a module from kernel sources (each a list of lines) and constant arrays."""
-    out = ["# generated by adjoint.ad._codegen -- do not edit", "import math",
-           "import numpy as np", "from numba import njit", ""]
+    out = [
+        "# generated by adjoint.ad._codegen -- do not edit",
+        "import math",
+        "import numpy as np",
+        "from numba import njit",
+        "",
+    ]
     for name, arr in consts.items():
         if arr.dtype == np.int64:
-            out.append(f"{name} = np.array({arr.tolist()!r}, dtype=np.int64)"
-                       + (f".reshape({arr.shape})" if arr.ndim > 1 else ""))
+            out.append(
+                f"{name} = np.array({arr.tolist()!r}, dtype=np.int64)"
+                + (f".reshape({arr.shape})" if arr.ndim > 1 else "")
+            )
         else:
-            body = ", ".join(repr(float(v)) if np.isfinite(v) else
-                             ("math.nan" if np.isnan(v) else ("math.inf" if v > 0 else "-math.inf"))
-                             for v in arr.ravel())
-            out.append(f"{name} = np.array([{body}], dtype=np.float64)"
-                       + (f".reshape({arr.shape})" if arr.ndim > 1 else ""))
+            body = ", ".join(
+                repr(float(v))
+                if np.isfinite(v)
+                else ("math.nan" if np.isnan(v) else ("math.inf" if v > 0 else "-math.inf"))
+                for v in arr.ravel()
+            )
+            out.append(
+                f"{name} = np.array([{body}], dtype=np.float64)" + (f".reshape({arr.shape})" if arr.ndim > 1 else "")
+            )
     for src in kernels:
         out.append("")
         out.append("@njit(cache=True, error_model='numpy', nogil=True)")
@@ -664,7 +688,9 @@ def module_source(kernels, consts):
     text = "\n".join(out)
     imports = import_lines(text)  # user modules of opaque calls of t (adjoint.ad._tcall)
     if imports:
-        text = cse_tcalls(text).replace("from numba import njit\n", "from numba import njit\n" + "\n".join(imports) + "\n", 1)
+        text = cse_tcalls(text).replace(
+            "from numba import njit\n", "from numba import njit\n" + "\n".join(imports) + "\n", 1
+        )
     return text + "\n"
 
 
@@ -681,6 +707,7 @@ _MODULES: dict[str, object] = {}
 def load_module(source: str):
     """Write ``source`` into the cache folder (named by its hash) and import it."""
     import numba
+
     h = hashlib.sha256((CODEGEN_VERSION + numba.__version__ + source).encode()).hexdigest()[:24]
     modname = f"adjoint_gen_{h}"
     mod = _MODULES.get(modname)
@@ -716,16 +743,15 @@ def load_module(source: str):
 # fused loop, one element per iteration, written before being read, become scalar locals (no
 # store / load at all).
 
-import ast as _ast
-
 
 class _Acc:
     """The accesses of one statement (or loop): scalar reads / writes and array element accesses."""
+
     __slots__ = ("sr", "sw", "arr")
 
     def __init__(self):
         self.sr, self.sw = set(), set()
-        self.arr = {}   # root -> list of (is_write, spec); spec ('aff', c, s) over the loop var, or None
+        self.arr = {}  # root -> list of (is_write, spec); spec ('aff', c, s) over the loop var, or None
 
     def add(self, other):
         self.sr |= other.sr
@@ -758,20 +784,25 @@ def _affine_expr(e, var):
 
 class _Fuser:
     def __init__(self, stmts):
-        self.views = {}       # name -> (root, offset, step)
-        self.arrays = set()   # names used as arrays
+        self.views = {}  # name -> (root, offset, step)
+        self.arrays = set()  # names used as arrays
         for st in stmts:
             for nd in _ast.walk(st):
                 if isinstance(nd, _ast.Subscript) and isinstance(nd.value, _ast.Name):
                     self.arrays.add(nd.value.id)
         self.bad_roots = set()
-        self.row_of = {}      # array -> the (unparsed) leading index it is accessed with
+        self.row_of = {}  # array -> the (unparsed) leading index it is accessed with
 
     # -- views -------------------------------------------------------------------------------------
     def view_def(self, st):
         """(name, root, offset, step) when ``st`` is ``name = base[a:b(:s)]`` or ``name = base[i, a:b]``."""
-        if not (isinstance(st, _ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], _ast.Name)
-                and isinstance(st.value, _ast.Subscript) and isinstance(st.value.value, _ast.Name)):
+        if not (
+            isinstance(st, _ast.Assign)
+            and len(st.targets) == 1
+            and isinstance(st.targets[0], _ast.Name)
+            and isinstance(st.value, _ast.Subscript)
+            and isinstance(st.value.value, _ast.Name)
+        ):
             return None
         sl = st.value.slice
         lead = None
@@ -858,10 +889,18 @@ class _Fuser:
 
     def loop(self, st):
         """(trip count, loop var, accesses) of ``for v in range(N):`` over assignments, else None."""
-        if not (isinstance(st, _ast.For) and isinstance(st.target, _ast.Name) and not st.orelse
-                and isinstance(st.iter, _ast.Call) and isinstance(st.iter.func, _ast.Name)
-                and st.iter.func.id == "range" and len(st.iter.args) == 1 and not st.iter.keywords
-                and isinstance(st.iter.args[0], _ast.Constant) and type(st.iter.args[0].value) is int):
+        if not (
+            isinstance(st, _ast.For)
+            and isinstance(st.target, _ast.Name)
+            and not st.orelse
+            and isinstance(st.iter, _ast.Call)
+            and isinstance(st.iter.func, _ast.Name)
+            and st.iter.func.id == "range"
+            and len(st.iter.args) == 1
+            and not st.iter.keywords
+            and isinstance(st.iter.args[0], _ast.Constant)
+            and type(st.iter.args[0].value) is int
+        ):
             return None
         var = st.target.id
         acc = _Acc()
@@ -899,7 +938,7 @@ class _Fuser:
                     for i, e in enumerate(self._elems(sa, n)):
                         last[e] = i
                     for i, e in enumerate(self._elems(sb, n)):
-                        if last.get(e, -1) > i or e < 0:   # (a negative index wraps around)
+                        if last.get(e, -1) > i or e < 0:  # (a negative index wraps around)
                             return False
                     if min(last) < 0:
                         return False
@@ -950,6 +989,7 @@ def _rename(stmts, old, new):
             if nd.id == old:
                 return _ast.copy_location(_ast.Name(id=new, ctx=nd.ctx), nd)
             return nd
+
     return [R().visit(s) for s in stmts]
 
 
@@ -970,6 +1010,7 @@ class _Item:
     """A top-level statement of :func:`fuse_loops`: a loop (``n`` iterations of ``var``, fusion class
     ``cls``, None when it stays alone) or a statement (``n == 1``); ``acc`` None for anything the
     fuser does not analyse (nothing moves across it)."""
+
     __slots__ = ("st", "acc", "n", "var", "cls", "loop")
 
     def __init__(self, st, acc, n=1, var=None, cls=None, loop=False):
@@ -1025,14 +1066,17 @@ def fuse_loops(lines, scratch=None, max_trip=None, calls=True, split=False, vect
                 return False
             if not (g.loop and g.cls == it.cls and g.n == it.n and F.ordered(g.acc, it.acc, it.n)):
                 continue
-            between, hoist = items[gi + 1:], []
+            between, hoist = items[gi + 1 :], []
             for j, b in enumerate(between):
                 if F.independent(b.acc, b.n, it.acc, it.n):
                     continue
                 # ``it`` depends on b: b moves above g, if it is a statement that commutes with g and
                 # with what stays in between before it
-                if (b.loop or not F.independent(g.acc, g.n, b.acc, 1)
-                        or any(not F.independent(x.acc, x.n, b.acc, 1) for x in between[:j] if x not in hoist)):
+                if (
+                    b.loop
+                    or not F.independent(g.acc, g.n, b.acc, 1)
+                    or any(not F.independent(x.acc, x.n, b.acc, 1) for x in between[:j] if x not in hoist)
+                ):
                     break
                 hoist.append(b)
             else:
@@ -1048,7 +1092,7 @@ def fuse_loops(lines, scratch=None, max_trip=None, calls=True, split=False, vect
             name, root, off, step = vd
             F.views[name] = (root, off, step)
             if st.value.value.id not in assigned:
-                views.append(st)       # a view of an input or of the workspace: defined up front
+                views.append(st)  # a view of an input or of the workspace: defined up front
             else:
                 items.append(_Item(st, None))
             continue
@@ -1082,21 +1126,24 @@ def _sink_strided(F, items):
                 break
             if not (g.loop and g.cls in ("elementwise", "calls") and g.n == r.n):
                 continue
-            between = items[gi + 1:ri]
+            between = items[gi + 1 : ri]
             accs = [F.simple(b, g.var) for b in g.st.body]
             moved = []
             for i in range(len(g.st.body) - 1, -1, -1):
                 a = accs[i]
-                if (not any(w and sp is not None and abs(sp[2]) > 1 for lst in a.arr.values() for w, sp in lst)
-                        or _call_names(g.st.body[i])):
+                if not any(
+                    w and sp is not None and abs(sp[2]) > 1 for lst in a.arr.values() for w, sp in lst
+                ) or _call_names(g.st.body[i]):
                     continue
                 # it now runs after all of g (the statements before it in g's body: as when fusing
                 # two loops; those after it must commute with it), after everything in between, and
                 # interleaved with r, after r's body (must commute)
-                if (all(F.ordered(accs[j], a, g.n) for j in range(i))
-                        and all(F.independent(accs[j], g.n, a, g.n) for j in range(i + 1, len(accs)))
-                        and all(b.acc is not None and F.independent(b.acc, b.n, a, g.n) for b in between)
-                        and F.independent(r.acc, r.n, a, g.n)):
+                if (
+                    all(F.ordered(accs[j], a, g.n) for j in range(i))
+                    and all(F.independent(accs[j], g.n, a, g.n) for j in range(i + 1, len(accs)))
+                    and all(b.acc is not None and F.independent(b.acc, b.n, a, g.n) for b in between)
+                    and F.independent(r.acc, r.n, a, g.n)
+                ):
                     moved.insert(0, i)
             if moved and len(moved) < len(g.st.body):
                 r.st.body.extend(_rename([g.st.body[i] for i in moved], g.var, r.var))
@@ -1110,11 +1157,15 @@ def _scalarise(F, stmts, scratch):
     """Replace workspace buffers used only inside one loop, one element per iteration (the same
     element of each), written first, by a scalar local."""
     # every access to the scratch root: (statement index, loop var, subscript node, is_write, spec)
-    bufs = {}   # view name defined directly on scratch -> (offset, size)
+    bufs = {}  # view name defined directly on scratch -> (offset, size)
     for st in stmts:
-        if (isinstance(st, _ast.Assign) and isinstance(st.value, _ast.Subscript)
-                and isinstance(st.value.value, _ast.Name) and st.value.value.id == scratch
-                and isinstance(st.targets[0], _ast.Name)):
+        if (
+            isinstance(st, _ast.Assign)
+            and isinstance(st.value, _ast.Subscript)
+            and isinstance(st.value.value, _ast.Name)
+            and st.value.value.id == scratch
+            and isinstance(st.targets[0], _ast.Name)
+        ):
             sl = st.value.slice
             if isinstance(sl, _ast.Slice) and sl.step is None:
                 lo, hi = _affine_expr(sl.lower, None), _affine_expr(sl.upper, None)
@@ -1123,7 +1174,7 @@ def _scalarise(F, stmts, scratch):
     if not bufs:
         return stmts
     ranges = sorted((off, off + sz, nm) for nm, (off, sz) in bufs.items())
-    uses = {}   # buffer -> list of (stmt index, node, is_write, spec, order)
+    uses = {}  # buffer -> list of (stmt index, node, is_write, spec, order)
 
     def owner(e):
         for lo, hi, nm in ranges:
@@ -1142,7 +1193,7 @@ def _scalarise(F, stmts, scratch):
                 return
             a = None if isinstance(nd.slice, (_ast.Slice, _ast.Tuple)) else _affine_expr(nd.slice, var)
             if a is None:
-                for lo, hi, nm in ranges:   # unknown element: pin every buffer of the view
+                for lo, hi, nm in ranges:  # unknown element: pin every buffer of the view
                     if lo < off + step * 10**9 and hi > off:
                         uses.setdefault(nm, []).append((None, nd, write, None, 0))
                 return
@@ -1189,7 +1240,7 @@ def _scalarise(F, stmts, scratch):
         specs = {u[3] for u in lst}
         if None in sis or len(sis) != 1 or len(specs) != 1:
             continue
-        (c, s), = specs
+        ((c, s),) = specs
         lo, sz = bufs[nm]
         if s == 0 or F.loop(stmts[next(iter(sis))]) is None:
             continue
@@ -1210,6 +1261,7 @@ def _scalarise(F, stmts, scratch):
                 return _ast.copy_location(_ast.Name(id=repl[id(nd)], ctx=nd.ctx), nd)
             self.generic_visit(nd)
             return nd
+
     stmts = [R().visit(s) for s in stmts]
     return _drop_dead_views(F, stmts)
 
@@ -1218,13 +1270,20 @@ def _drop_dead_views(F, stmts):
     while True:
         used = set()
         for st in stmts:
-            skip = (isinstance(st, _ast.Assign) and isinstance(st.targets[0], _ast.Name)
-                    and st.targets[0].id in F.views)
+            skip = isinstance(st, _ast.Assign) and isinstance(st.targets[0], _ast.Name) and st.targets[0].id in F.views
             for nd in _ast.walk(st.value if skip else st):
                 if isinstance(nd, _ast.Name):
                     used.add(nd.id)
-        keep = [st for st in stmts if not (isinstance(st, _ast.Assign) and isinstance(st.targets[0], _ast.Name)
-                                           and st.targets[0].id in F.views and st.targets[0].id not in used)]
+        keep = [
+            st
+            for st in stmts
+            if not (
+                isinstance(st, _ast.Assign)
+                and isinstance(st.targets[0], _ast.Name)
+                and st.targets[0].id in F.views
+                and st.targets[0].id not in used
+            )
+        ]
         if len(keep) == len(stmts):
             return keep
         stmts = keep
@@ -1257,11 +1316,17 @@ def accumulate_into(lines, src, dst, scale, size):
             return False
         lst = acc.arr.get(src, [])
         tgt = st.targets[0]
-        if (len(lst) != 1 or not lst[0][0] or lst[0][1] is None or not isinstance(tgt, _ast.Subscript)
-                or tgt.value.id not in aliases or isinstance(tgt.slice, _ast.Tuple)):
+        if (
+            len(lst) != 1
+            or not lst[0][0]
+            or lst[0][1] is None
+            or not isinstance(tgt, _ast.Subscript)
+            or tgt.value.id not in aliases
+            or isinstance(tgt.slice, _ast.Tuple)
+        ):
             return False
         _, c, s = lst[0][1]
-        for e in (range(c, c + s * n, s) if s else [c] * n):
+        for e in range(c, c + s * n, s) if s else [c] * n:
             if not 0 <= e < size:
                 return False
             count[e] += 1
@@ -1296,13 +1361,17 @@ def accumulate_into(lines, src, dst, scale, size):
             val = st.value
             if scale is not None:
                 val = _ast.BinOp(left=_ast.Name(id=scale, ctx=_ast.Load()), op=_ast.Mult(), right=val)
-            new = _ast.AugAssign(target=_ast.Subscript(value=_ast.Name(id=dst, ctx=_ast.Load()), slice=idx,
-                                                       ctx=_ast.Store()), op=_ast.Add(), value=val)
+            new = _ast.AugAssign(
+                target=_ast.Subscript(value=_ast.Name(id=dst, ctx=_ast.Load()), slice=idx, ctx=_ast.Store()),
+                op=_ast.Add(),
+                value=val,
+            )
             return _ast.copy_location(new, st)
 
         def visit_For(self, st):
             st.body = [self.visit(b) for b in st.body]
             return st
+
     stmts = [R().visit(s) for s in stmts]
     stmts = _drop_dead_views(F, stmts)
     if any(isinstance(nd, _ast.Name) and nd.id in aliases for st in stmts for nd in _ast.walk(st)):

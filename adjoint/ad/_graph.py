@@ -5,6 +5,7 @@ stored in the order they were created, which is a topological order (a parent al
 its children); the order is deterministic because the tracer executes the user's Python code once,
 top to bottom. Every node has a fixed shape; values are float64.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -74,8 +75,7 @@ class Graph:
         self.nodes = nodes
         self.inputs = list(inputs)
         self.outputs = list(outputs)
-        self.input_names = list(input_names) if input_names is not None else [
-            f"x{i}" for i in range(len(self.inputs))]
+        self.input_names = list(input_names) if input_names is not None else [f"x{i}" for i in range(len(self.inputs))]
 
     # -- structure -----------------------------------------------------------------------------
     @property
@@ -100,6 +100,7 @@ class Graph:
     def key(self) -> str:
         """A deterministic hash of the graph (structure, shapes, attributes)."""
         import hashlib
+
         h = hashlib.sha256()
         for n in self.nodes:
             h.update(repr((n.prim, n.args, n.shape, attrs_key(n.attrs))).encode())
@@ -118,8 +119,7 @@ class Graph:
             if n.id in live:
                 remap[n.id] = len(nodes)
                 nodes.append(Node(len(nodes), n.prim, [remap[a] for a in n.args], n.attrs, n.shape))
-        return Graph(nodes, [remap[i] for i in self.inputs], [remap[o] for o in self.outputs],
-                     self.input_names)
+        return Graph(nodes, [remap[i] for i in self.inputs], [remap[o] for o in self.outputs], self.input_names)
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, *inputs, dtype=np.float64):
@@ -128,6 +128,7 @@ class Graph:
         ``dtype=complex`` evaluates it in complex arithmetic (for complex-step checks).
         """
         from ._primitives import PRIMITIVES
+
         if len(inputs) != len(self.inputs):
             raise TypeError(f"graph takes {len(self.inputs)} inputs; got {len(inputs)}")
         vals = {}
@@ -170,6 +171,7 @@ class Graph:
     def lines(self):
         """The node list as strings ``"a = log x"``, in linear order (constants are inlined)."""
         from ._primitives import format_node
+
         names = self.names()
         out = []
         for n in self.nodes:
@@ -179,19 +181,21 @@ class Graph:
         return out
 
     def __str__(self):
-        head = ", ".join(f"{nm}{list(self.nodes[i].shape) if self.nodes[i].shape else ''}"
-                         for nm, i in zip(self.input_names, self.inputs))
+        head = ", ".join(
+            f"{nm}{list(self.nodes[i].shape) if self.nodes[i].shape else ''}"
+            for nm, i in zip(self.input_names, self.inputs)
+        )
         names = self.names()
         outs = ", ".join(names[o] for o in self.outputs)
         return f"graph({head}) -> {outs}\n" + "\n".join("  " + s for s in self.lines())
 
     def __repr__(self):
-        return (f"<Graph: {len(self.inputs)} inputs, {self.num_ops()} operations, "
-                f"{len(self.outputs)} outputs>")
+        return f"<Graph: {len(self.inputs)} inputs, {self.num_ops()} operations, {len(self.outputs)} outputs>"
 
     def draw(self, ax=None, title=None):
         """Draw the DAG with matplotlib: inputs on the left, one column per depth level."""
         import matplotlib.pyplot as plt
+
         names = self.names()
         depth = {}
         for n in self.nodes:
@@ -209,6 +213,7 @@ class Graph:
         if ax is None:
             _, ax = plt.subplots(figsize=(1.8 * (max(cols) + 1) + 1, 2.2 + 0.6 * max(len(v) for v in cols.values())))
         from ._primitives import format_node
+
         for n in self.nodes:
             if n.id not in pos:
                 continue
@@ -216,14 +221,22 @@ class Graph:
             for a in n.args:
                 if a in pos:
                     x0, y0 = pos[a]
-                    ax.annotate("", xy=(x1 - 0.18, y1), xytext=(x0 + 0.18, y0),
-                                arrowprops=dict(arrowstyle="->", color="0.4"))
+                    ax.annotate(
+                        "", xy=(x1 - 0.18, y1), xytext=(x0 + 0.18, y0), arrowprops=dict(arrowstyle="->", color="0.4")
+                    )
             label = names[n.id]
             if n.prim != "input":
                 label += "\n" + format_node(n, [names[a] for a in n.args])
             color = "#cfe2f3" if n.prim == "input" else ("#f4cccc" if n.id in self.outputs else "#fff2cc")
-            ax.text(x1, y1, label, ha="center", va="center", fontsize=10,
-                    bbox=dict(boxstyle="round,pad=0.4", fc=color, ec="0.3"))
+            ax.text(
+                x1,
+                y1,
+                label,
+                ha="center",
+                va="center",
+                fontsize=10,
+                bbox=dict(boxstyle="round,pad=0.4", fc=color, ec="0.3"),
+            )
         ax.set_xlim(-0.6, max(cols) + 0.6)
         ys = [p[1] for p in pos.values()]
         ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
@@ -236,6 +249,7 @@ class Graph:
 def _letters(exclude):
     import itertools
     import string
+
     for k in itertools.count(1):
         for tup in itertools.product(string.ascii_lowercase, repeat=k):
             s = "".join(tup)

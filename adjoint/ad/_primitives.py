@@ -15,6 +15,7 @@ Structure: assemble(src, elem, shape) -- ``out.flat[i] = args[src[i]].flat[elem[
     and array literals. scatter_add(idx, shape) -- ``out.flat[idx[i]] += g.flat[i]``.
 Leaves: input(index), const(value)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,8 +43,7 @@ class Primitive:
 
 PRIMITIVES: dict[str, Primitive] = {}
 ELEMENTWISE: set[str] = set()
-NONDIFF = {"lt", "le", "gt", "ge", "eq", "ne", "logical_and", "logical_or", "logical_not", "sign",
-           "stop_gradient"}
+NONDIFF = {"lt", "le", "gt", "ge", "eq", "ne", "logical_and", "logical_or", "logical_not", "sign", "stop_gradient"}
 
 
 def _reg(name, impl, **kw):
@@ -109,8 +109,7 @@ _UNARY = [
     ("arctan", np.arctan, "math.atan({0})", "arctan {0}"),
     ("abs", _abs, "abs({0})", "|{0}|"),
     ("sign", _sign, "(({0} > 0.0) * 1.0 - ({0} < 0.0) * 1.0)", "sign {0}"),
-    ("logical_not", lambda a: (np.real(a) == 0).astype(np.float64), "(({0} == 0.0) * 1.0)",
-     "not {0}"),
+    ("logical_not", lambda a: (np.real(a) == 0).astype(np.float64), "(({0} == 0.0) * 1.0)", "not {0}"),
     ("stop_gradient", lambda a: a, "{0}", "stop_gradient {0}"),
 ]
 _BINARY = [
@@ -128,17 +127,31 @@ _BINARY = [
     ("ge", _cmp(np.greater_equal), "(({0} >= {1}) * 1.0)", "{0} >= {1}"),
     ("eq", _cmp(np.equal), "(({0} == {1}) * 1.0)", "{0} == {1}"),
     ("ne", _cmp(np.not_equal), "(({0} != {1}) * 1.0)", "{0} != {1}"),
-    ("logical_and", lambda a, b: ((np.real(a) != 0) & (np.real(b) != 0)).astype(np.float64),
-     "((({0} != 0.0) & ({1} != 0.0)) * 1.0)", "{0} and {1}"),
-    ("logical_or", lambda a, b: ((np.real(a) != 0) | (np.real(b) != 0)).astype(np.float64),
-     "((({0} != 0.0) | ({1} != 0.0)) * 1.0)", "{0} or {1}"),
+    (
+        "logical_and",
+        lambda a, b: ((np.real(a) != 0) & (np.real(b) != 0)).astype(np.float64),
+        "((({0} != 0.0) & ({1} != 0.0)) * 1.0)",
+        "{0} and {1}",
+    ),
+    (
+        "logical_or",
+        lambda a, b: ((np.real(a) != 0) | (np.real(b) != 0)).astype(np.float64),
+        "((({0} != 0.0) | ({1} != 0.0)) * 1.0)",
+        "{0} or {1}",
+    ),
 ]
 for _n, _i, _t, _s in _UNARY:
     _reg(_n, _i, fmt=_t, show=_s, elementwise=True, nargs=1)
 for _n, _i, _t, _s in _BINARY:
     _reg(_n, _i, fmt=_t, show=_s, elementwise=True, nargs=2)
-_reg("where", lambda c, a, b: np.where(np.real(c) != 0, a, b), fmt="({1} if {0} != 0.0 else {2})",
-     show="where({0}, {1}, {2})", elementwise=True, nargs=3)
+_reg(
+    "where",
+    lambda c, a, b: np.where(np.real(c) != 0, a, b),
+    fmt="({1} if {0} != 0.0 else {2})",
+    show="where({0}, {1}, {2})",
+    elementwise=True,
+    nargs=3,
+)
 _reg("pow_const", _pow_const, fmt=None, show="{0} ** {k}", elementwise=True, nargs=1)
 
 
@@ -161,6 +174,7 @@ def pow_const_fmt(k: float) -> str:
 
 # -- reductions --------------------------------------------------------------------------------
 
+
 def reduce_table(shape, axes):
     """Index table ``T`` of shape ``(out_size, m)``: output element ``o`` reduces the input's flat
     elements ``T[o, :]`` (in C order along the reduced axes)."""
@@ -178,6 +192,7 @@ def _reduce_impl(op):
         if not axes:
             return a.copy()
         return op(a, axis=tuple(axes))
+
     return impl
 
 
@@ -216,6 +231,7 @@ _reg("logsumexp", _lse, show="logsumexp{axes} {0}")
 
 # -- linear algebra ----------------------------------------------------------------------------
 
+
 def _dot(a, b, ta=False, tb=False):
     a = np.asarray(a)
     b = np.asarray(b)
@@ -230,6 +246,7 @@ _reg("dot", _dot, show="{0} @ {1}")
 
 
 # -- structure ---------------------------------------------------------------------------------
+
 
 def _assemble(*args, src, elem, shape):
     dt = np.result_type(np.float64, *[np.asarray(a).dtype for a in args])
@@ -274,6 +291,7 @@ def format_node(node, argnames) -> str:
         return "[" + ", ".join(argnames) + "]"
     if node.prim == "tcall":
         from ._tcall import tcall_show
+
         return tcall_show(a, argnames)
     if node.prim == "scatter_add":
         return f"scatter_add({argnames[0]}) -> shape {list(node.shape)}"

@@ -11,6 +11,7 @@ Convention at kinks (documented in docs/ad.md): ``abs'(0) = 0``; ``maximum``/``m
 ``max``/``min`` reductions split the derivative equally between tied arguments (an element of the
 Clarke subdifferential); ``where``'s condition and the comparisons have zero derivative.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -75,7 +76,7 @@ def _ct_dependent(t) -> bool:
     extends a per-builder table up to ``t``."""
     b = t.builder
     dep = b.__dict__.setdefault("_ct_dep", [])
-    for n in b.nodes[len(dep):t.id + 1]:
+    for n in b.nodes[len(dep) : t.id + 1]:
         if n.prim == "input":
             dep.append(b.names[n.attrs["index"]].startswith("ct"))
         else:
@@ -112,10 +113,13 @@ def _mul_ct(p, g):
 
 # -- elementwise -------------------------------------------------------------------------------
 
+
 def _partials(prim, a, y, attrs, need):
     """d y / d a_i for an elementwise primitive, as traced values (None when not needed)."""
+
     def P(i, f):
         return f() if need[i] else None
+
     if prim == "add":
         return [1.0, 1.0]
     if prim == "sub":
@@ -123,13 +127,14 @@ def _partials(prim, a, y, attrs, need):
     if prim == "mul":
         return [P(0, lambda: a[1]), P(1, lambda: a[0])]
     if prim == "div":
-        return [P(0, lambda: bind("div", 1.0, a[1])),
-                P(1, lambda: bind("neg", bind("div", y, a[1])))]
+        return [P(0, lambda: bind("div", 1.0, a[1])), P(1, lambda: bind("neg", bind("div", y, a[1])))]
     if prim == "neg":
         return [-1.0]
     if prim == "pow":
-        return [P(0, lambda: bind("mul", a[1], bind("pow", a[0], bind("sub", a[1], 1.0)))),
-                P(1, lambda: bind("mul", y, bind("log", a[0])))]
+        return [
+            P(0, lambda: bind("mul", a[1], bind("pow", a[0], bind("sub", a[1], 1.0)))),
+            P(1, lambda: bind("mul", y, bind("log", a[0]))),
+        ]
     if prim == "pow_const":
         k = attrs["k"]
         return [bind("mul", k, bind("pow_const", a[0], k=k - 1.0))]
@@ -186,6 +191,7 @@ def _ew_jvp(prim):
         for p, t in zip(parts, tangents):
             acc = _add(acc, _mul(p, t))
         return _to_shape(acc, _shape(out))
+
     return rule
 
 
@@ -196,12 +202,14 @@ def _ew_vjp(prim):
         need = [isinstance(p, Tracer) for p in primals]
         if prim == "where":
             c = primals[0]
-            return [None,
-                    unbroadcast(bind("where", c, g, 0.0), _shape(primals[1])) if need[1] else None,
-                    unbroadcast(bind("where", c, 0.0, g), _shape(primals[2])) if need[2] else None]
+            return [
+                None,
+                unbroadcast(bind("where", c, g, 0.0), _shape(primals[1])) if need[1] else None,
+                unbroadcast(bind("where", c, 0.0, g), _shape(primals[2])) if need[2] else None,
+            ]
         parts = _partials(prim, primals, out, attrs, need)
-        return [unbroadcast(_mul_ct(p, g), _shape(x)) if n else None
-                for p, x, n in zip(parts, primals, need)]
+        return [unbroadcast(_mul_ct(p, g), _shape(x)) if n else None for p, x, n in zip(parts, primals, need)]
+
     return rule
 
 
@@ -212,6 +220,7 @@ for _name, _p in PRIMITIVES.items():
 
 
 # -- reductions --------------------------------------------------------------------------------
+
 
 def _sum_jvp(primals, tangents, out, axes):
     t = tangents[0]
@@ -243,6 +252,7 @@ def _wred(prim):
     def vjp(g, primals, out, axes):
         w = _weights(prim, primals[0], out, axes)
         return [bind("mul", broadcast_back(g, _shape(primals[0]), axes), w)]
+
     return jvp, vjp
 
 
@@ -253,6 +263,7 @@ for _name in ("reduce_max", "reduce_min", "logsumexp"):
 
 
 # -- dot ---------------------------------------------------------------------------------------
+
 
 def _dot_jvp(primals, tangents, out, ta, tb):
     a, b = primals
@@ -279,17 +290,17 @@ def _dot_vjp(g, primals, out, ta, tb):
     if na == 1 and nb == 1:
         da = bind("mul", g, b) if need_a else None
         db = bind("mul", g, a) if need_b else None
-    elif na == 2 and nb == 1:            # A' (m,k) @ b (k,) -> (m,)
+    elif na == 2 and nb == 1:  # A' (m,k) @ b (k,) -> (m,)
         if need_a:
             da = _outer(b, g) if ta else _outer(g, b)
         if need_b:
             db = bind("dot", a, g, ta=not ta)
-    elif na == 1 and nb == 2:            # a (k,) @ B' (k,n) -> (n,)
+    elif na == 1 and nb == 2:  # a (k,) @ B' (k,n) -> (n,)
         if need_a:
             da = bind("dot", b, g, ta=tb)
         if need_b:
             db = _outer(g, a) if tb else _outer(a, g)
-    else:                                # A' (m,k) @ B' (k,n) -> (m,n)
+    else:  # A' (m,k) @ B' (k,n) -> (m,n)
         if need_a:
             da = bind("dot", b, g, ta=tb, tb=True) if ta else bind("dot", g, b, tb=not tb)
         if need_b:
@@ -302,6 +313,7 @@ PRIMITIVES["dot"].vjp = _dot_vjp
 
 
 # -- structure ---------------------------------------------------------------------------------
+
 
 def _assemble_jvp(primals, tangents, out, src, elem, shape):
     if all(t is None for t in tangents):
@@ -327,8 +339,7 @@ def _assemble_vjp(g, primals, out, src, elem, shape):
             e2[e] = pos
             cts.append(bind("assemble", g, src=s2, elem=e2, shape=pshape))
         else:
-            gathered = bind("assemble", g, src=np.zeros(pos.size, dtype=np.int64), elem=pos,
-                            shape=(pos.size,))
+            gathered = bind("assemble", g, src=np.zeros(pos.size, dtype=np.int64), elem=pos, shape=(pos.size,))
             cts.append(bind("scatter_add", gathered, idx=e, shape=pshape))
     return cts
 

@@ -13,6 +13,7 @@ differentiated, and only to numba functions importable by name (defined at modul
 whose arguments are ``t``, expressions of ``t`` alone, or constants, and which return a float or a
 tuple of floats. Anything else is traced into as before.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,7 +26,7 @@ from ._primitives import ELEMENTWISE, NONDIFF, PRIMITIVES, Primitive
 __all__ = ["opaque_inputs", "try_tcall", "import_lines", "is_dispatcher"]
 
 _ALIAS_PREFIX = "_adj_tc_"
-_ALIASES: dict[str, str] = {}      # alias -> module name
+_ALIASES: dict[str, str] = {}  # alias -> module name
 _STATE = {"builder": None, "allowed": frozenset()}
 
 
@@ -87,9 +88,11 @@ def import_lines(source: str) -> list[str]:
     the generated module does not see changes of inlined callees in other files, a new digest gives
     a new module)."""
     from .._bind import _file_digest
+
     lines = []
     if _VECMATH_USE.search(source):
         from .. import _vecmath
+
         lines.append(f"from adjoint import _vecmath as {VECMATH_ALIAS}  # {_file_digest(_vecmath.__file__)}")
     for alias in sorted(set(re.findall(re.escape(_ALIAS_PREFIX) + r"\w+", source))):
         mod = _ALIASES[alias]
@@ -117,6 +120,7 @@ class opaque_inputs:
 
 def is_dispatcher(v) -> bool:
     from numba.core.dispatcher import Dispatcher
+
     return isinstance(v, Dispatcher)
 
 
@@ -144,6 +148,7 @@ def try_tcall(disp, args):
     return the traced result, or ``None`` when the call must be traced into instead."""
     from .._bind import _import_path
     from ._tracer import Tracer
+
     builder, allowed = _STATE["builder"], _STATE["allowed"]
     if builder is None or not allowed:
         return None
@@ -177,10 +182,15 @@ def try_tcall(disp, args):
     else:
         return None
     from .._bind import _file_digest
+
     digest = _file_digest(file)
     _alias(module)
-    outs = [builder.node("tcall", tr_ids, {"module": module, "qual": qual, "index": i, "consts": tuple(consts),
-                                           "digest": digest}, ()) for i in indices]
+    outs = [
+        builder.node(
+            "tcall", tr_ids, {"module": module, "qual": qual, "index": i, "consts": tuple(consts), "digest": digest}, ()
+        )
+        for i in indices
+    ]
     return outs[0] if indices == [-1] else tuple(outs)
 
 
@@ -224,7 +234,9 @@ def cse_tcalls(source: str) -> str:
             a = _ASSIGN.match(ln)
             assigned = set(_IDENT.findall(a.group(1))) if a else set()
         if assigned and seen:
-            seen = {k: v for k, v in seen.items()
-                    if not (assigned & set(_IDENT.findall(k[0].split("(", 1)[1])))
-                    and v not in assigned}
+            seen = {
+                k: v
+                for k, v in seen.items()
+                if not (assigned & set(_IDENT.findall(k[0].split("(", 1)[1]))) and v not in assigned
+            }
     return "\n".join(out)

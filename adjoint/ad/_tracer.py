@@ -10,6 +10,7 @@ Anything whose result would depend on a traced value at trace time -- ``if x > 0
 ``math.exp(x)``, indexing by a traced value -- raises :class:`TraceError` with a message naming
 the operation and what to use instead.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -29,11 +30,13 @@ class TraceError(TypeError):
 _CONTROL_FLOW = (
     "data-dependent Python control flow: the truth value of a traced array is unknown at trace "
     "time (`if`/`while` on a traced value, `and`/`or`, Python `max()`/`min()`/`sorted()`). "
-    "Use np.where(cond, a, b), np.maximum / np.minimum or np.abs instead")
+    "Use np.where(cond, a, b), np.maximum / np.minimum or np.abs instead"
+)
 _TO_FLOAT = (
     "a traced value cannot be converted to a Python {what} (by `{what}()`, `math.*` functions or "
     "assignment into a float numpy array). Use numpy functions on the array (np.exp, np.sqrt...) "
-    "and build arrays with np.array([...]), np.stack or np.concatenate")
+    "and build arrays with np.array([...]), np.stack or np.concatenate"
+)
 
 
 class Builder:
@@ -69,9 +72,11 @@ class Builder:
     def id_of(self, v) -> int:
         if isinstance(v, Tracer):
             if v.builder is not self:
-                raise TraceError("a traced value from another trace was mixed into this one "
-                                 "(values captured from an enclosing trace cannot be used inside "
-                                 "adjoint.grad/jvp/vjp of a nested function: pass them as arguments)")
+                raise TraceError(
+                    "a traced value from another trace was mixed into this one "
+                    "(values captured from an enclosing trace cannot be used inside "
+                    "adjoint.grad/jvp/vjp of a nested function: pass them as arguments)"
+                )
             return v.id
         return self.const(v)
 
@@ -120,13 +125,14 @@ def bind(prim: str, *args, **attrs):
         sa = a.shape[::-1] if (ta and len(a.shape) == 2) else _shape(a)
         sc = _shape(c)[::-1] if (tb and len(_shape(c)) == 2) else _shape(c)
         if len(sa) not in (1, 2) or len(sc) not in (1, 2):
-            raise TraceError(f"`dot`/`@` on traced arrays supports 1-D and 2-D operands; got shapes "
-                             f"{tuple(sa)} and {tuple(sc)} (use reshape, or sum of products)")
+            raise TraceError(
+                f"`dot`/`@` on traced arrays supports 1-D and 2-D operands; got shapes "
+                f"{tuple(sa)} and {tuple(sc)} (use reshape, or sum of products)"
+            )
         k1 = sa[-1]
         k2 = sc[0]
         if k1 != k2:
-            raise ValueError(f"`dot`/`@`: shapes {tuple(sa)} and {tuple(sc)} not aligned "
-                             f"({k1} != {k2})")
+            raise ValueError(f"`dot`/`@`: shapes {tuple(sa)} and {tuple(sc)} not aligned ({k1} != {k2})")
         shape = tuple(sa[:-1]) + tuple(sc[1:])
         if _is_const(a, 0.0) or _is_const(c, 0.0):
             return _zeros(shape)
@@ -135,8 +141,9 @@ def bind(prim: str, *args, **attrs):
         return _bind_assemble(b, args, attrs["src"], attrs["elem"], tuple(attrs["shape"]))
     if prim == "scatter_add":
         (g,) = args
-        return b.node("scatter_add", (g.id,), {"idx": attrs["idx"], "shape": tuple(attrs["shape"])},
-                      tuple(attrs["shape"]))
+        return b.node(
+            "scatter_add", (g.id,), {"idx": attrs["idx"], "shape": tuple(attrs["shape"])}, tuple(attrs["shape"])
+        )
     raise TraceError(f"unknown primitive {prim!r}")
 
 
@@ -145,8 +152,9 @@ def _bind_elementwise(b, prim, args, attrs):
     try:
         out = np.broadcast_shapes(*shapes)
     except ValueError:
-        raise ValueError(f"`{prim}`: operands could not be broadcast together with shapes "
-                         + " ".join(str(tuple(s)) for s in shapes)) from None
+        raise ValueError(
+            f"`{prim}`: operands could not be broadcast together with shapes " + " ".join(str(tuple(s)) for s in shapes)
+        ) from None
     simp = _simplify(prim, args, attrs, out)
     if simp is not None:
         return simp
@@ -169,8 +177,10 @@ def _bind_elementwise(b, prim, args, attrs):
 
 def _simplify(prim, args, attrs, out):
     """Algebraic shortcuts that keep graphs small (symbolic zeros from the transforms)."""
+
     def same(t):
         return isinstance(t, Tracer) and t.shape == out
+
     if prim == "add":
         x, y = args
         if _is_const(y, 0.0) and same(x):
@@ -276,11 +286,18 @@ def _bind_assemble(b, args, src, elem, shape):
             new_src[sel] = slot(a)
     new_elem[new_src < 0] = 0
     if not any(isinstance(a, Tracer) for a in new_args):
-        vals = [np.asarray(a, dtype=np.float64) if not isinstance(a, Tracer) else
-                b.nodes[a.id].attrs["value"] for a in new_args]
+        vals = [
+            np.asarray(a, dtype=np.float64) if not isinstance(a, Tracer) else b.nodes[a.id].attrs["value"]
+            for a in new_args
+        ]
         return PRIMITIVES["assemble"].impl(*vals, src=new_src, elem=new_elem, shape=shape)
-    if (len(new_args) == 1 and isinstance(new_args[0], Tracer) and new_args[0].shape == shape
-            and np.all(new_src == 0) and np.array_equal(new_elem, np.arange(new_elem.size))):
+    if (
+        len(new_args) == 1
+        and isinstance(new_args[0], Tracer)
+        and new_args[0].shape == shape
+        and np.all(new_src == 0)
+        and np.array_equal(new_elem, np.arange(new_elem.size))
+    ):
         return new_args[0]
     ids = [b.id_of(a) for a in new_args]
     new_src.setflags(write=False)
@@ -296,8 +313,9 @@ def structural(fn, *sources):
         return np.asarray(fn(*[np.asarray(s, dtype=np.float64) for s in sources]))
     sizes = [int(np.prod(_shape(s), dtype=np.int64)) for s in sources]
     M = max(sizes + [1]) + 1
-    codes = [1 + j * M + np.arange(n, dtype=np.int64).reshape(_shape(s))
-             for j, (s, n) in enumerate(zip(sources, sizes))]
+    codes = [
+        1 + j * M + np.arange(n, dtype=np.int64).reshape(_shape(s)) for j, (s, n) in enumerate(zip(sources, sizes))
+    ]
     r = np.asarray(fn(*codes))
     if r.dtype.kind not in "iu":
         raise TraceError("internal: structural operation did not preserve integer codes")
@@ -318,8 +336,9 @@ def as_value(v):
         flat = [as_value(e) for e in arr.ravel()]
         if any(isinstance(e, Tracer) for e in flat):
             if any(isinstance(e, Tracer) and e.shape != () for e in flat):
-                raise TraceError("an array literal mixes traced arrays of different shapes; "
-                                 "use np.stack or np.concatenate")
+                raise TraceError(
+                    "an array literal mixes traced arrays of different shapes; use np.stack or np.concatenate"
+                )
             src = np.arange(len(flat))
             elem = np.zeros(len(flat), dtype=np.int64)
             return bind("assemble", *flat, src=src, elem=elem, shape=arr.shape)
@@ -331,8 +350,9 @@ def as_value(v):
         if a.dtype.kind != "c":
             a = a.astype(np.float64)
     except (TypeError, ValueError):
-        raise TraceError(f"cannot use a {type(v).__name__} in a traced computation "
-                         "(only float arrays, numbers and traced arrays)") from None
+        raise TraceError(
+            f"cannot use a {type(v).__name__} in a traced computation (only float arrays, numbers and traced arrays)"
+        ) from None
     return a
 
 
@@ -419,60 +439,117 @@ class Tracer:
         raise TraceError(_TO_FLOAT.format(what="int"))
 
     def __index__(self):
-        raise TraceError("a traced value cannot be used as an index or a size (data-dependent "
-                         "indexing, `range(x)`); use constant indices, or np.where for selection")
+        raise TraceError(
+            "a traced value cannot be used as an index or a size (data-dependent "
+            "indexing, `range(x)`); use constant indices, or np.where for selection"
+        )
 
     def __complex__(self):
         raise TraceError(_TO_FLOAT.format(what="complex"))
 
     __hash__ = object.__hash__
 
-
     def __getitem__(self, key):
-        for k in (key if isinstance(key, tuple) else (key,)):
+        for k in key if isinstance(key, tuple) else (key,):
             if isinstance(k, Tracer):
-                raise TraceError("indexing by a traced value is data-dependent; use constant "
-                                 "indices or slices, or np.where(cond, a, b) to select")
+                raise TraceError(
+                    "indexing by a traced value is data-dependent; use constant "
+                    "indices or slices, or np.where(cond, a, b) to select"
+                )
             if isinstance(k, np.ndarray) and k.dtype == object:
                 raise TraceError("indexing by an array of traced values is not supported")
         return structural(lambda c: c[key], self)
 
     def __setitem__(self, key, value):
-        raise TraceError("traced arrays are immutable: `x[i] = ...` on a traced value is not "
-                         "supported; build a new array with np.array([...]), np.stack, "
-                         "np.concatenate or np.where")
+        raise TraceError(
+            "traced arrays are immutable: `x[i] = ...` on a traced value is not "
+            "supported; build a new array with np.array([...]), np.stack, "
+            "np.concatenate or np.where"
+        )
 
     # -- arithmetic ------------------------------------------------------------------------------
-    def __add__(self, o): return bind("add", self, o)
-    def __radd__(self, o): return bind("add", o, self)
-    def __sub__(self, o): return bind("sub", self, o)
-    def __rsub__(self, o): return bind("sub", o, self)
-    def __mul__(self, o): return bind("mul", self, o)
-    def __rmul__(self, o): return bind("mul", o, self)
-    def __truediv__(self, o): return bind("div", self, o)
-    def __rtruediv__(self, o): return bind("div", o, self)
-    def __pow__(self, o): return power(self, o)
-    def __rpow__(self, o): return power(o, self)
-    def __neg__(self): return bind("neg", self)
-    def __pos__(self): return self
-    def __abs__(self): return bind("abs", self)
-    def __matmul__(self, o): return matmul(self, o)
-    def __rmatmul__(self, o): return matmul(o, self)
-    def __lt__(self, o): return bind("lt", self, o)
-    def __le__(self, o): return bind("le", self, o)
-    def __gt__(self, o): return bind("gt", self, o)
-    def __ge__(self, o): return bind("ge", self, o)
-    def __eq__(self, o): return bind("eq", self, o)
-    def __ne__(self, o): return bind("ne", self, o)
-    def __and__(self, o): return bind("logical_and", self, o)
-    def __rand__(self, o): return bind("logical_and", o, self)
-    def __or__(self, o): return bind("logical_or", self, o)
-    def __ror__(self, o): return bind("logical_or", o, self)
-    def __invert__(self): return bind("logical_not", self)
+    def __add__(self, o):
+        return bind("add", self, o)
+
+    def __radd__(self, o):
+        return bind("add", o, self)
+
+    def __sub__(self, o):
+        return bind("sub", self, o)
+
+    def __rsub__(self, o):
+        return bind("sub", o, self)
+
+    def __mul__(self, o):
+        return bind("mul", self, o)
+
+    def __rmul__(self, o):
+        return bind("mul", o, self)
+
+    def __truediv__(self, o):
+        return bind("div", self, o)
+
+    def __rtruediv__(self, o):
+        return bind("div", o, self)
+
+    def __pow__(self, o):
+        return power(self, o)
+
+    def __rpow__(self, o):
+        return power(o, self)
+
+    def __neg__(self):
+        return bind("neg", self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return bind("abs", self)
+
+    def __matmul__(self, o):
+        return matmul(self, o)
+
+    def __rmatmul__(self, o):
+        return matmul(o, self)
+
+    def __lt__(self, o):
+        return bind("lt", self, o)
+
+    def __le__(self, o):
+        return bind("le", self, o)
+
+    def __gt__(self, o):
+        return bind("gt", self, o)
+
+    def __ge__(self, o):
+        return bind("ge", self, o)
+
+    def __eq__(self, o):
+        return bind("eq", self, o)
+
+    def __ne__(self, o):
+        return bind("ne", self, o)
+
+    def __and__(self, o):
+        return bind("logical_and", self, o)
+
+    def __rand__(self, o):
+        return bind("logical_and", o, self)
+
+    def __or__(self, o):
+        return bind("logical_or", self, o)
+
+    def __ror__(self, o):
+        return bind("logical_or", o, self)
+
+    def __invert__(self):
+        return bind("logical_not", self)
 
     def __floordiv__(self, o):
-        raise TraceError("`//` (floor division) has no useful derivative and is not supported on "
-                         "traced values; use `/`")
+        raise TraceError(
+            "`//` (floor division) has no useful derivative and is not supported on traced values; use `/`"
+        )
 
     __rfloordiv__ = __floordiv__
 
@@ -482,38 +559,83 @@ class Tracer:
     __rmod__ = __mod__
 
     # -- methods mirroring ndarray (object arrays call these too) --------------------------------
-    def sum(self, axis=None, keepdims=False): return _reduce("reduce_sum", self, axis, keepdims)
-    def mean(self, axis=None, keepdims=False): return mean(self, axis, keepdims=keepdims)
-    def max(self, axis=None, keepdims=False): return _reduce("reduce_max", self, axis, keepdims)
-    def min(self, axis=None, keepdims=False): return _reduce("reduce_min", self, axis, keepdims)
-    def dot(self, o): return dot(self, o)
-    def reshape(self, *shape): return reshape(self, *shape)
-    def ravel(self): return reshape(self, (self.size,))
-    def flatten(self): return reshape(self, (self.size,))
-    def copy(self): return self
-    def astype(self, dtype, *a, **k): return self
+    def sum(self, axis=None, keepdims=False):
+        return _reduce("reduce_sum", self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return mean(self, axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return _reduce("reduce_max", self, axis, keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return _reduce("reduce_min", self, axis, keepdims)
+
+    def dot(self, o):
+        return dot(self, o)
+
+    def reshape(self, *shape):
+        return reshape(self, *shape)
+
+    def ravel(self):
+        return reshape(self, (self.size,))
+
+    def flatten(self):
+        return reshape(self, (self.size,))
+
+    def copy(self):
+        return self
+
+    def astype(self, dtype, *a, **k):
+        return self
+
     def transpose(self, *axes):
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
         return structural(lambda c: np.transpose(c, axes or None), self)
 
     # Called by numpy on object arrays of tracers (np.sin(obj_array) calls x.sin()).
-    def sin(self): return bind("sin", self)
-    def cos(self): return bind("cos", self)
-    def tan(self): return bind("tan", self)
-    def exp(self): return bind("exp", self)
-    def log(self): return bind("log", self)
-    def log1p(self): return bind("log1p", self)
-    def expm1(self): return bind("expm1", self)
-    def sqrt(self): return bind("sqrt", self)
-    def tanh(self): return bind("tanh", self)
-    def sinh(self): return bind("sinh", self)
-    def cosh(self): return bind("cosh", self)
-    def arctan(self): return bind("arctan", self)
+    def sin(self):
+        return bind("sin", self)
 
-    def arctan2(self, o): return bind("arctan2", self, o)
+    def cos(self):
+        return bind("cos", self)
 
-    def conjugate(self): return self
+    def tan(self):
+        return bind("tan", self)
+
+    def exp(self):
+        return bind("exp", self)
+
+    def log(self):
+        return bind("log", self)
+
+    def log1p(self):
+        return bind("log1p", self)
+
+    def expm1(self):
+        return bind("expm1", self)
+
+    def sqrt(self):
+        return bind("sqrt", self)
+
+    def tanh(self):
+        return bind("tanh", self)
+
+    def sinh(self):
+        return bind("sinh", self)
+
+    def cosh(self):
+        return bind("cosh", self)
+
+    def arctan(self):
+        return bind("arctan", self)
+
+    def arctan2(self, o):
+        return bind("arctan2", self, o)
+
+    def conjugate(self):
+        return self
 
     # -- numpy dispatch ----------------------------------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -522,14 +644,16 @@ class Tracer:
             hint = " (use np.sum / np.max / np.cumsum-free code)" if method == "reduce" else ""
             raise TraceError(f"`np.{name}.{method}` is not supported on traced arrays{hint}")
         if kwargs.get("out") is not None:
-            raise TraceError(f"`np.{name}(..., out=...)` cannot write into a numpy array during "
-                             "tracing; use the returned value")
+            raise TraceError(
+                f"`np.{name}(..., out=...)` cannot write into a numpy array during tracing; use the returned value"
+            )
         fn = UFUNCS.get(name)
         if fn is None:
             raise TraceError(
                 f"`np.{name}` is not supported on traced arrays (no derivative rule). Supported "
                 f"ufuncs: {', '.join(sorted(UFUNCS))}. Express it with these, or hand-write the "
-                "vector field and its vjp")
+                "vector field and its vjp"
+            )
         return fn(*inputs)
 
     def __array_function__(self, func, types, args, kwargs):
@@ -539,11 +663,13 @@ class Tracer:
             raise TraceError(
                 f"`{name}` is not supported on traced arrays. Supported numpy functions: "
                 f"{', '.join(sorted(f.__name__ for f in HANDLED))}; for a max use np.maximum, for "
-                "a smooth max adjoint.ad.logsumexp")
+                "a smooth max adjoint.ad.logsumexp"
+            )
         return fn(*args, **kwargs)
 
 
 # -- functions (numpy-compatible signatures) ------------------------------------------------------
+
 
 def power(a, b):
     a, b = as_value(a), as_value(b)
@@ -599,14 +725,14 @@ def logsumexp(x, axis=None, keepdims=False):
 
 def where(cond, a=None, b=None):
     if a is None or b is None:
-        raise TraceError("np.where(cond) (one argument) returns data-dependent indices; use "
-                         "np.where(cond, a, b)")
+        raise TraceError("np.where(cond) (one argument) returns data-dependent indices; use np.where(cond, a, b)")
     return bind("where", cond, a, b)
 
 
 def _structural_np(npfn):
     def f(*args, **kwargs):
         return structural(lambda *c: npfn(*c, **kwargs), *args)
+
     f.__name__ = npfn.__name__
     return f
 
@@ -615,6 +741,7 @@ def _seq_structural(npfn):
     def f(arrays, *args, **kwargs):
         arrays = list(arrays)
         return structural(lambda *c: npfn(list(c), *args, **kwargs), *arrays)
+
     f.__name__ = npfn.__name__
     return f
 
@@ -634,8 +761,9 @@ def _clip(a, a_min=None, a_max=None, **kw):
 
 def _norm(x, ord=None, axis=None, keepdims=False):
     if ord not in (None, 2, "fro"):
-        raise TraceError(f"np.linalg.norm(ord={ord!r}) is not supported on traced arrays; "
-                         "only the 2-norm / Frobenius norm")
+        raise TraceError(
+            f"np.linalg.norm(ord={ord!r}) is not supported on traced arrays; only the 2-norm / Frobenius norm"
+        )
     return bind("sqrt", _reduce("reduce_sum", bind("mul", x, x), axis, keepdims))
 
 
@@ -692,9 +820,8 @@ UFUNCS = {
     "log10": lambda a: bind("div", bind("log", a), float(np.log(10.0))),
     "exp2": lambda a: bind("exp", bind("mul", a, float(np.log(2.0)))),
 }
-for _u in ("sin", "cos", "tan", "exp", "log", "log1p", "expm1", "sqrt", "tanh", "sinh", "cosh",
-           "arctan"):
-    UFUNCS[_u] = (lambda name: (lambda a: bind(name, a)))(_u)
+for _u in ("sin", "cos", "tan", "exp", "log", "log1p", "expm1", "sqrt", "tanh", "sinh", "cosh", "arctan"):
+    UFUNCS[_u] = (lambda name: lambda a: bind(name, a))(_u)
 
 
 HANDLED = {
@@ -720,10 +847,31 @@ HANDLED = {
     np.copy: lambda a, **k: a,
     np.square: lambda a: bind("pow_const", a, k=2.0),
 }
-for _f in (np.reshape, np.transpose, np.ravel, np.expand_dims, np.squeeze, np.swapaxes,
-           np.moveaxis, np.flip, np.broadcast_to, np.diag, np.atleast_1d, np.atleast_2d, np.roll,
-           np.tile, np.repeat, np.diagonal, np.triu, np.tril, np.fliplr, np.flipud, np.rot90,
-           np.take, np.pad):
+for _f in (
+    np.reshape,
+    np.transpose,
+    np.ravel,
+    np.expand_dims,
+    np.squeeze,
+    np.swapaxes,
+    np.moveaxis,
+    np.flip,
+    np.broadcast_to,
+    np.diag,
+    np.atleast_1d,
+    np.atleast_2d,
+    np.roll,
+    np.tile,
+    np.repeat,
+    np.diagonal,
+    np.triu,
+    np.tril,
+    np.fliplr,
+    np.flipud,
+    np.rot90,
+    np.take,
+    np.pad,
+):
     HANDLED[_f] = _structural_np(_f)
 for _f in (np.stack, np.concatenate, np.hstack, np.vstack, np.column_stack, np.block):
     HANDLED[_f] = _seq_structural(_f)
@@ -823,6 +971,7 @@ class traced_calls:
 
     def __init__(self, builder, tracers, names, opaque):
         from ._tcall import opaque_inputs
+
         self.ctx = opaque_inputs(builder, tracers, names, allowed=tuple(opaque)) if opaque else None
         self.patched = False
 
@@ -831,17 +980,20 @@ class traced_calls:
             return self
         self.ctx.__enter__()
         from numba.core.dispatcher import Dispatcher
+
         if "__call__" not in Dispatcher.__dict__:
 
             def call(self_, *args, **kwargs):
                 if not kwargs and any(isinstance(a, Tracer) for a in args):
                     from ._api import _rebind
                     from ._tcall import try_tcall
+
                     got = try_tcall(self_, args)
                     if got is not None:
                         return got
                     return _rebind(self_)(*args)
                 return super(Dispatcher, self_).__call__(*args, **kwargs)
+
             Dispatcher.__call__ = call
             self.patched = True
         return self
@@ -851,14 +1003,18 @@ class traced_calls:
             return
         if self.patched:
             from numba.core.dispatcher import Dispatcher
+
             del Dispatcher.__call__
         self.ctx.__exit__(*exc)
 
 
 def _param_names(fn, n):
     try:
-        ps = [p.name for p in inspect.signature(fn).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        ps = [
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         ps = []
     if len(ps) < n:

@@ -9,14 +9,15 @@ Forward mode (the lecture's forward chain rule) carries a tangent beside every v
 Reverse mode (the backward chain rule) first replays the program, then sweeps the nodes in reverse
 linear order accumulating ``grad_{x_k} = sum_{m in children(k)} [d f_m / d x_k]^T grad_{x_m}``.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from . import _rules  # noqa: F401  (registers the derivative rules)
-from ._rules import _ct_dependent
 from ._graph import Graph
 from ._primitives import NONDIFF, PRIMITIVES
+from ._rules import _ct_dependent
 from ._tracer import Builder, Tracer, bind
 
 __all__ = ["replay", "jvp_graph", "vjp_graph", "bind_inputs", "select_outputs"]
@@ -86,10 +87,8 @@ def _accumulate(contribs):
         return None
     if len(contribs) == 1:
         return contribs[0]
-    pieces = [c for c in contribs if isinstance(c, Tracer)
-              and c.builder.nodes[c.id].prim == "assemble"]
-    rest = [c for c in contribs if not (isinstance(c, Tracer)
-                                        and c.builder.nodes[c.id].prim == "assemble")]
+    pieces = [c for c in contribs if isinstance(c, Tracer) and c.builder.nodes[c.id].prim == "assemble"]
+    rest = [c for c in contribs if not (isinstance(c, Tracer) and c.builder.nodes[c.id].prim == "assemble")]
     merged = None
     if len(pieces) > 1:
         b = pieces[0].builder
@@ -220,5 +219,4 @@ def bind_inputs(graph: Graph, values: dict) -> Graph:
 
 def select_outputs(graph: Graph, idx) -> Graph:
     """Keep only the outputs at positions ``idx`` (and the nodes they need)."""
-    return Graph(graph.nodes, graph.inputs, [graph.outputs[i] for i in idx],
-                 graph.input_names).pruned()
+    return Graph(graph.nodes, graph.inputs, [graph.outputs[i] for i in idx], graph.input_names).pruned()

@@ -3,6 +3,7 @@
 The actions come from the compiled planner of :mod:`adjoint.checkpointing._streamed`, the same code
 the gradient kernel runs.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -70,6 +71,7 @@ def _uniform_cost(l: int, f: int) -> int:
 def binomial_forward_steps(steps: int, slots: int) -> int:
     """``p(K, s) + 1`` with ``p(l, s) = r l - C(s + r, s + 1)`` (Griewank and Walther 2000)."""
     from math import comb
+
     if steps <= 0:
         return 0
     r = binomial_steps_r(steps, slots)
@@ -83,6 +85,7 @@ def uniform_forward_steps(steps: int, slots: int) -> int:
     if slots > steps:
         return steps
     import sys
+
     old = sys.getrecursionlimit()
     try:
         sys.setrecursionlimit(max(old, 10_000))

@@ -7,6 +7,7 @@ adjoint step there. In floating point the rebuilt states drift from the true one
 measured on ``x_0`` (the one state known exactly) and, above ``max_drift``, the gradient is thrown
 away and recomputed with a checkpointing schedule.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -24,12 +25,36 @@ __all__ = ["Reversible", "gradient_reversible"]
 
 _TINY = 1e-300
 #: Memory allowed to the fallback schedule when the library offers no default budget (bytes).
-FALLBACK_BYTES = 256 * 2 ** 20
+FALLBACK_BYTES = 256 * 2**20
 
 
 @njit
-def gradient_reversible(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, x0, C, p, t0, tau, K,
-                        A, b, cn, x_final, grad_c, grad_p, grad_x0):
+def gradient_reversible(
+    kind,
+    f,
+    vjp,
+    g,
+    gvjp,
+    rv,
+    rg,
+    has_run,
+    tv,
+    tg,
+    has_term,
+    x0,
+    C,
+    p,
+    t0,
+    tau,
+    K,
+    A,
+    b,
+    cn,
+    x_final,
+    grad_c,
+    grad_p,
+    grad_x0,
+):
     """Forward sweep keeping one state, backward sweep rebuilding states with ``inverse_step``.
 
     Returns ``(value, status, drift)`` with ``drift = |x0_rebuilt - x0| / max(|x0|, tiny)`` (inf
@@ -64,8 +89,9 @@ def gradient_reversible(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term
     for k in range(K - 1, -1, -1):
         t = t0 + k * tau
         kern.inverse_step(kind, f, g, x, C[k], p, t, tau, A, b, cn, buf, stage_xs, xn)
-        kern.splitting_adjoint(vjp, gvjp, stage_xs, C[k], p, t, tau, A, b, cn, buf, lam, tmp_c, tmp_p, z,
-                               grad_c[k], grad_p)
+        kern.splitting_adjoint(
+            vjp, gvjp, stage_xs, C[k], p, t, tau, A, b, cn, buf, lam, tmp_c, tmp_p, z, grad_c[k], grad_p
+        )
         if has_run:
             run += kern.running_adjoint(rv, rg, xn, C[k], p, t, tau, gx, tmp_c, tmp_p, z, grad_c[k], grad_p)
         for i in range(n):
@@ -97,7 +123,7 @@ def _default_fallback(sweep: Sweep):
     if revolve is not None:
         snaps = int(max(2, min(sweep.K + 1, FALLBACK_BYTES // (8 * sweep.state_dim))))
         sched = revolve(snapshots=snaps)
-        return sched, f"{sched!r} ({FALLBACK_BYTES // 2 ** 20} MiB budget)"
+        return sched, f"{sched!r} ({FALLBACK_BYTES // 2**20} MiB budget)"
     return StoreAll(), "StoreAll() (Revolve is not available in this build)"
 
 
@@ -141,50 +167,86 @@ class Reversible(Schedule):
     def __post_init__(self):
         md = self.max_drift
         if md is not None:
-            if isinstance(md, bool) or not isinstance(md, (int, float, np.integer, np.floating)) \
-                    or not (float(md) >= 0.0):
+            if (
+                isinstance(md, bool)
+                or not isinstance(md, (int, float, np.integer, np.floating))
+                or not (float(md) >= 0.0)
+            ):
                 raise ValueError(f"`max_drift` must be a number >= 0 or None; got {md!r}")
             object.__setattr__(self, "max_drift", float(md))
-        if self.fallback is not None and (not isinstance(self.fallback, Schedule) or isinstance(self.fallback, Reversible)):
-            raise TypeError("`fallback` must be a checkpoint schedule such as adjoint.Revolve(snapshots=20) or "
-                            f"adjoint.StoreAll() (not Reversible); got {self.fallback!r}")
+        if self.fallback is not None and (
+            not isinstance(self.fallback, Schedule) or isinstance(self.fallback, Reversible)
+        ):
+            raise TypeError(
+                "`fallback` must be a checkpoint schedule such as adjoint.Revolve(snapshots=20) or "
+                f"adjoint.StoreAll() (not Reversible); got {self.fallback!r}"
+            )
 
     def _run(self, sweep: Sweep) -> SweepOutcome:
         if sweep.kind != kern.KIND_LEAPFROG:
             raise TypeError(
                 f"checkpoint=adjoint.Reversible() needs an invertible method; got method={sweep.method!r}. "
                 "Use method=adjoint.Leapfrog() or adjoint.VelocityVerlet() with adjoint.SeparableDynamics, or "
-                "a checkpointing schedule such as adjoint.StoreAll() or adjoint.Revolve(snapshots=20).")
+                "a checkpointing schedule such as adjoint.StoreAll() or adjoint.Revolve(snapshots=20)."
+            )
         K, n = sweep.K, sweep.state_dim
         x_final = np.empty(n)
         if hasattr(sweep, "run"):  # binds the user's functions (disk-cached when importable)
             value, status, drift = sweep.run(gradient_reversible, x_final, sweep.grad_c, sweep.grad_p, sweep.grad_x0)
         else:
-            value, status, drift = gradient_reversible(*sweep.kernel_args(), x_final, sweep.grad_c, sweep.grad_p,
-                                                       sweep.grad_x0)
+            value, status, drift = gradient_reversible(
+                *sweep.kernel_args(), x_final, sweep.grad_c, sweep.grad_p, sweep.grad_x0
+            )
         drift = float(drift)
         if status:
-            return SweepOutcome(value=value, status=status, x_final=x_final, forward_steps=K, peak_stored_states=2,
-                                snapshots=2, schedule="Reversible")
+            return SweepOutcome(
+                value=value,
+                status=status,
+                x_final=x_final,
+                forward_steps=K,
+                peak_stored_states=2,
+                snapshots=2,
+                schedule="Reversible",
+            )
         if not math.isfinite(drift):
             drift = math.inf
         grads_ok = all(np.all(np.isfinite(a)) for a in (sweep.grad_c, sweep.grad_p, sweep.grad_x0))
         if (self.max_drift is None or drift <= self.max_drift) and grads_ok:
-            return SweepOutcome(value=value, status=0, x_final=x_final, forward_steps=2 * K, peak_stored_states=2,
-                                snapshots=2, schedule="Reversible", extra={"reversal_drift": drift})
+            return SweepOutcome(
+                value=value,
+                status=0,
+                x_final=x_final,
+                forward_steps=2 * K,
+                peak_stored_states=2,
+                snapshots=2,
+                schedule="Reversible",
+                extra={"reversal_drift": drift},
+            )
         # reject: recompute with a checkpointing schedule (it overwrites the gradient arrays)
         if self.fallback is not None:
             sched, note = self.fallback, repr(self.fallback)
         else:
             sched, note = _default_fallback(sweep)
-        why = (f"reversal drift {drift:.3g} > max_drift {self.max_drift:.3g}" if grads_ok
-               else f"non-finite reversible gradient (drift {drift:.3g})")
+        why = (
+            f"reversal drift {drift:.3g} > max_drift {self.max_drift:.3g}"
+            if grads_ok
+            else f"non-finite reversible gradient (drift {drift:.3g})"
+        )
         out = sched._run(sweep)
         extra = dict(out.extra or {})
-        extra.update(reversal_drift=drift,
-                     fallback=f"{why}: gradient recomputed with {note}; the rejected reversible sweep cost "
-                              f"{2 * K} steps and {K} adjoint steps more (included in forward_steps)")
-        return SweepOutcome(value=out.value, status=out.status, x_final=out.x_final,
-                            forward_steps=out.forward_steps + 2 * K,
-                            peak_stored_states=max(2, out.peak_stored_states), snapshots=out.snapshots,
-                            schedule=out.schedule, trajectory=out.trajectory, extra=extra)
+        extra.update(
+            reversal_drift=drift,
+            fallback=f"{why}: gradient recomputed with {note}; the rejected reversible sweep cost "
+            f"{2 * K} steps and {K} adjoint steps more (included in forward_steps)",
+        )
+        return SweepOutcome(
+            value=out.value,
+            status=out.status,
+            x_final=out.x_final,
+            forward_steps=out.forward_steps + 2 * K,
+            peak_stored_states=max(2, out.peak_stored_states),
+            snapshots=out.snapshots,
+            schedule=out.schedule,
+            trajectory=out.trajectory,
+            extra=extra,
+        )

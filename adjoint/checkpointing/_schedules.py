@@ -3,6 +3,7 @@
 Every schedule implements ``_run(sweep) -> SweepOutcome`` (see ``adjoint._sweep``): it calls one
 compiled kernel that runs the whole gradient. ``plan(steps)`` shows the actions a schedule takes.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,17 @@ from . import _streamed
 from ._plan import Action, binomial_forward_steps, iter_actions, uniform_forward_steps
 from ._streamed import RULE_BINOMIAL, RULE_UNIFORM
 
-__all__ = ["Schedule", "StoreAll", "Uniform", "Revolve", "MemoryBudget", "Plan", "Action",
-           "DEFAULT_MEMORY_BUDGET", "parse_bytes"]
+__all__ = [
+    "Schedule",
+    "StoreAll",
+    "Uniform",
+    "Revolve",
+    "MemoryBudget",
+    "Plan",
+    "Action",
+    "DEFAULT_MEMORY_BUDGET",
+    "parse_bytes",
+]
 
 #: Budget of ``checkpoint="auto"`` (the default of ``solve_adjoint``): store every state when
 #: ``(K + 1) * state_dim * 8`` bytes fit, else Revolve with as many snapshots as fit.
@@ -43,11 +53,12 @@ def _check_steps(steps) -> int:
 
 def _check_snapshots(value) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`snapshots` must be an integer >= 1 (the number of stored states, x0 included); "
-                        f"got {value!r} of type {type(value).__name__}")
+        raise TypeError(
+            f"`snapshots` must be an integer >= 1 (the number of stored states, x0 included); "
+            f"got {value!r} of type {type(value).__name__}"
+        )
     if value < 1:
-        raise ValueError(f"`snapshots` must be an integer >= 1 (the number of stored states, x0 included); "
-                         f"got {value}")
+        raise ValueError(f"`snapshots` must be an integer >= 1 (the number of stored states, x0 included); got {value}")
     return int(value)
 
 
@@ -70,8 +81,10 @@ class Plan:
         return iter_actions(self.steps, self.slots, self.rule)
 
     def __repr__(self) -> str:
-        return (f"Plan({self.name}, steps={self.steps}: forward_steps={self.forward_steps}, "
-                f"peak_stored_states<={self.peak_stored_states})")
+        return (
+            f"Plan({self.name}, steps={self.steps}: forward_steps={self.forward_steps}, "
+            f"peak_stored_states<={self.peak_stored_states})"
+        )
 
     def __str__(self, limit: int = 200) -> str:
         lines = [repr(self)]
@@ -87,14 +100,14 @@ class Plan:
 #: them (an optimiser calls the gradient hundreds of times with the same shapes; a fresh array of
 #: more than ~128 kB comes from mmap and pays its page faults again at every call: measured 20-60 us
 #: on a 0.2 ms pendulum gradient). At most _POOL_SHAPES arrays are kept.
-_POOL_MAX_BYTES = 8 * 2 ** 20
+_POOL_MAX_BYTES = 8 * 2**20
 _POOL_SHAPES = 4
 _TRAJ_POOL: dict = {}
 
 
 def _take_traj(shape, keep: bool):
     nbytes = 8 * shape[0] * shape[1]
-    if keep or nbytes > _POOL_MAX_BYTES or nbytes < 2 ** 16:
+    if keep or nbytes > _POOL_MAX_BYTES or nbytes < 2**16:
         return np.empty(shape), False
     lst = _TRAJ_POOL.get(shape)
     if lst:
@@ -129,13 +142,21 @@ def run_store_all(sweep: Sweep, name: str = "StoreAll", snapshots: int | None = 
 def _store_all(sweep, traj, name, snapshots, pooled):
     K = sweep.K
     if sweep.fused is not None:  # generated scalar kernel: same arithmetic, state in registers
-        value, status = sweep.fused[0](sweep.x0, sweep.C, sweep.p, sweep.t0, sweep.tau, K, traj, sweep.grad_c,
-                                       sweep.grad_p, sweep.grad_x0)
+        value, status = sweep.fused[0](
+            sweep.x0, sweep.C, sweep.p, sweep.t0, sweep.tau, K, traj, sweep.grad_c, sweep.grad_p, sweep.grad_x0
+        )
     else:
         value, status = sweep.run(kern.gradient_store_all, traj, sweep.grad_c, sweep.grad_p, sweep.grad_x0)
-    return SweepOutcome(value=value, status=status, x_final=traj[K].copy(), forward_steps=K,
-                        peak_stored_states=K, snapshots=K if snapshots is None else snapshots,
-                        schedule=name, trajectory=None if pooled else traj)
+    return SweepOutcome(
+        value=value,
+        status=status,
+        x_final=traj[K].copy(),
+        forward_steps=K,
+        peak_stored_states=K,
+        snapshots=K if snapshots is None else snapshots,
+        schedule=name,
+        trajectory=None if pooled else traj,
+    )
 
 
 def run_streamed(sweep: Sweep, rule: int, snapshots: int, name: str) -> SweepOutcome:
@@ -144,15 +165,43 @@ def run_streamed(sweep: Sweep, rule: int, snapshots: int, name: str) -> SweepOut
     x_final = np.full(n, np.nan)
     counters = np.zeros(3, dtype=np.int64)
     if sweep.fused is not None:  # generated scalar executor: same actions, same arithmetic
-        value, status = sweep.fused[2](sweep.x0, sweep.C, sweep.p, sweep.t0, sweep.tau, sweep.K, rule, snapshots,
-                                       x_final, sweep.grad_c, sweep.grad_p, sweep.grad_x0, counters)
+        value, status = sweep.fused[2](
+            sweep.x0,
+            sweep.C,
+            sweep.p,
+            sweep.t0,
+            sweep.tau,
+            sweep.K,
+            rule,
+            snapshots,
+            x_final,
+            sweep.grad_c,
+            sweep.grad_p,
+            sweep.grad_x0,
+            counters,
+        )
     else:
-        value, status = sweep.run(_streamed.gradient_checkpointed, rule, snapshots, x_final, sweep.grad_c,
-                                  sweep.grad_p, sweep.grad_x0, counters)
+        value, status = sweep.run(
+            _streamed.gradient_checkpointed,
+            rule,
+            snapshots,
+            x_final,
+            sweep.grad_c,
+            sweep.grad_p,
+            sweep.grad_x0,
+            counters,
+        )
     if counters[2]:  # pragma: no cover - planner bug
         raise RuntimeError("checkpoint planner stack overflow (please report)")
-    return SweepOutcome(value=value, status=status, x_final=x_final, forward_steps=int(counters[0]),
-                        peak_stored_states=int(counters[1]), snapshots=snapshots, schedule=name)
+    return SweepOutcome(
+        value=value,
+        status=status,
+        x_final=x_final,
+        forward_steps=int(counters[0]),
+        peak_stored_states=int(counters[1]),
+        snapshots=snapshots,
+        schedule=name,
+    )
 
 
 @dataclass(frozen=True)
@@ -267,8 +316,21 @@ class Uniform(_SlotSchedule):
         return uniform_forward_steps(steps, min(self.snapshots, steps))
 
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 10**3, "m": 10**6, "g": 10**9}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+}
 
 
 def parse_bytes(value) -> int:
@@ -278,14 +340,15 @@ def parse_bytes(value) -> int:
     if isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
         if m is None or m.group(2).lower() not in _UNITS:
-            raise ValueError(f"`bytes` string must be a number with an optional unit B, kB, MB, GB, TB, KiB, "
-                             f"MiB, GiB, TiB (e.g. '200 MB'); got {value!r}")
+            raise ValueError(
+                f"`bytes` string must be a number with an optional unit B, kB, MB, GB, TB, KiB, "
+                f"MiB, GiB, TiB (e.g. '200 MB'); got {value!r}"
+            )
         nbytes = float(m.group(1)) * _UNITS[m.group(2).lower()]
     elif isinstance(value, (int, np.integer, float, np.floating)):
         nbytes = float(value)
     else:
-        raise TypeError(f"`bytes` must be a number of bytes or a string such as '200 MB'; "
-                        f"got {type(value).__name__}")
+        raise TypeError(f"`bytes` must be a number of bytes or a string such as '200 MB'; got {type(value).__name__}")
     if not math.isfinite(nbytes) or nbytes < 1:
         raise ValueError(f"`bytes` must be a positive, finite number of bytes; got {value!r}")
     return int(nbytes)
@@ -335,8 +398,10 @@ class MemoryBudget(Schedule):
         per = 8 * int(state_dim)
         s = self.nbytes // per
         if s < 1:
-            raise ValueError(f"MemoryBudget({self.nbytes} bytes) is too small for one state: the state has "
-                             f"dimension {state_dim}, i.e. {per} bytes; give at least {per} bytes")
+            raise ValueError(
+                f"MemoryBudget({self.nbytes} bytes) is too small for one state: the state has "
+                f"dimension {state_dim}, i.e. {per} bytes; give at least {per} bytes"
+            )
         return s
 
     def resolve(self, steps: int, state_dim: int) -> Schedule:

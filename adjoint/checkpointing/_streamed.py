@@ -37,6 +37,7 @@ emits an interval reversed with one slot (``OP_ONESLOT``) or with a slot per ste
 ``OP_SWEEP_FULL``) as one action, executed in one tight loop. Each stands for a fixed run of
 primitive actions (:func:`expand_compound`); users see the primitive actions.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,8 +53,8 @@ OP_ADJOINT = 4
 OP_NAMES = ("advance", "store", "restore", "terminal", "adjoint")
 # compound actions (only in compound mode, see :func:`plan_compound`): ``ops = code + 8 * slot``,
 # ``arg0, arg1 = a, b``; each stands for a fixed run of the primitive actions above
-OP_SWEEP = 5     # ``2 <= b - a <= f``: store-all reversal of ``[a, b)`` in slots ``slot .. slot + b - a - 1``
-OP_ONESLOT = 6   # ``f == 1``: reverse ``[a, b)`` by recomputing from ``x_a`` (``slot``) to each ``x_k``
+OP_SWEEP = 5  # ``2 <= b - a <= f``: store-all reversal of ``[a, b)`` in slots ``slot .. slot + b - a - 1``
+OP_ONESLOT = 6  # ``f == 1``: reverse ``[a, b)`` by recomputing from ``x_a`` (``slot``) to each ``x_k``
 OP_SWEEP_FULL = 7  # binomial, ``b - a == f + 1 >= 3``: as OP_SWEEP, but ``x_{b-1}`` is not stored
 OP_MASK = 7
 OP_SHIFT = 3
@@ -62,12 +63,12 @@ RULE_BINOMIAL = 0
 RULE_UNIFORM = 1
 
 # planner state ``meta``
-_M_SP = 0      # stack size
-_M_W = 1       # index of the state held by the working state
-_M_K = 2       # steps
-_M_FIRST = 3   # 1 until the initial ``store x_0 in slot 0`` was emitted
+_M_SP = 0  # stack size
+_M_W = 1  # index of the state held by the working state
+_M_K = 2  # steps
+_M_FIRST = 3  # 1 until the initial ``store x_0 in slot 0`` was emitted
 _M_RULE = 4
-_M_ERR = 5     # 1 if the stack overflowed (a bug)
+_M_ERR = 5  # 1 if the stack overflowed (a bug)
 _M_COMPOUND = 6  # 1: emit the compound actions OP_SWEEP / OP_ONESLOT (executors only)
 _META_LEN = 7
 
@@ -325,8 +326,35 @@ def expand_compound(op, a, b):
 
 
 @njit
-def gradient_checkpointed(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, x0, C, p, t0, tau, K,
-                          A, b, cn, rule, s, x_final, grad_c, grad_p, grad_x0, counters):
+def gradient_checkpointed(
+    kind,
+    f,
+    vjp,
+    g,
+    gvjp,
+    rv,
+    rg,
+    has_run,
+    tv,
+    tg,
+    has_term,
+    x0,
+    C,
+    p,
+    t0,
+    tau,
+    K,
+    A,
+    b,
+    cn,
+    rule,
+    s,
+    x_final,
+    grad_c,
+    grad_p,
+    grad_x0,
+    counters,
+):
     """Gradient with ``s`` snapshot slots (``x_0`` included) under planner ``rule``.
 
     Returns ``(value, status)``; writes ``x_K`` into ``x_final`` and
@@ -384,11 +412,33 @@ def gradient_checkpointed(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_te
             elif op == OP_ADJOINT:
                 k = arg0[j]
                 t = t0 + k * tau
-                kern.adjoint_step(kind, f, vjp, g, gvjp, x, C[k], p, t, tau, A, b, cn, stage_k, stage_x,
-                                  stage_bar, stage_xbar, lam, tmp_c, tmp_p, z, grad_c[k], grad_p)
+                kern.adjoint_step(
+                    kind,
+                    f,
+                    vjp,
+                    g,
+                    gvjp,
+                    x,
+                    C[k],
+                    p,
+                    t,
+                    tau,
+                    A,
+                    b,
+                    cn,
+                    stage_k,
+                    stage_x,
+                    stage_bar,
+                    stage_xbar,
+                    lam,
+                    tmp_c,
+                    tmp_p,
+                    z,
+                    grad_c[k],
+                    grad_p,
+                )
                 if has_run:
-                    run += kern.running_adjoint(rv, rg, x, C[k], p, t, tau, gx, tmp_c, tmp_p, z, grad_c[k],
-                                                grad_p)
+                    run += kern.running_adjoint(rv, rg, x, C[k], p, t, tau, gx, tmp_c, tmp_p, z, grad_c[k], grad_p)
                 for i in range(n):
                     lam[i] = z[i]
             elif op == OP_RESTORE:

@@ -19,6 +19,7 @@ Methods are data. ``tableau_arrays()`` returns ``(A, b, cn)`` for the compiled k
 ``v``). The kernels never need ``x_dim``: the split is done by the half-field wrappers that
 :class:`adjoint.SeparableDynamics` compiles (``.f/.vjp`` = F, ``.g/.gvjp`` = G).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from ._methods import Method
 KIND_LEAPFROG = 3  # must match adjoint._kernels.KIND_LEAPFROG
 
 DRIFT = 0.0  # x += tau b u(y)
-KICK = 1.0   # y += tau b v(x)
+KICK = 1.0  # y += tau b v(x)
 
 
 def _splitting_arrays(fields, weights, nodes):

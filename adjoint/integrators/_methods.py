@@ -3,6 +3,7 @@
 A method is a small frozen object. Explicit Runge-Kutta methods are a validated Butcher tableau
 fed to one generic compiled kernel (``adjoint._kernels``); a new method is a few coefficients.
 """
+
 from __future__ import annotations
 
 import functools
@@ -125,7 +126,11 @@ def RK4() -> RungeKutta:
     """The classical fourth-order Runge-Kutta method."""
     return RungeKutta(
         [[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1.0, 0]],
-        [1 / 6, 1 / 3, 1 / 3, 1 / 6], [0, 0.5, 0.5, 1.0], order=4, name="RK4")
+        [1 / 6, 1 / 3, 1 / 3, 1 / 6],
+        [0, 0.5, 0.5, 1.0],
+        order=4,
+        name="RK4",
+    )
 
 
 _EULER_TABLEAU = (np.zeros((1, 1)), np.ones(1), np.zeros(1))
