@@ -12,65 +12,25 @@ module level in a file), we generate a tiny module in a cache folder::
         return _m0.gradient_store_all(kind, _m1.f, _m1.vjp, ...)
 
 whose functions reference the user's functions as globals; numba caches those on disk, so a second
-process loads machine code instead of compiling. The file name hashes the source files of the user's
-modules, of this package's kernels and the numba version, so editing any of them gives a new
-module (stale machine code is never reused). Functions that are not importable (defined in
-``__main__``, closures) are passed directly, uncached.
-
-The folder is ``$ADJOINT_CACHE_DIR`` or ``~/.cache/adjoint``.
+process loads machine code instead of compiling. The module is written and loaded by the one
+module layer (:mod:`adjoint._modules`); its digest covers the source files of the user's modules and
+of this package's kernels, so editing any of them gives a new module (stale machine code is never
+reused). Functions that are not importable (defined in ``__main__``, closures) are passed directly,
+uncached.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import inspect
 import os
-import sys
-import threading
 
-__all__ = ["bound_kernel", "cache_dir"]
+from . import _modules
+from ._modules import file_digest, import_path
 
-_LOCK = threading.Lock()
+__all__ = ["bound_kernel"]
+
+_GEN_VERSION = "1"
 _BOUND: dict = {}
-_FILE_HASH: dict = {}
-
-
-def cache_dir() -> str:
-    """The folder holding generated kernel modules (created on demand)."""
-    d = os.environ.get("ADJOINT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "adjoint")
-    return os.path.join(d, "kernels")
-
-
-def _file_digest(path: str) -> str:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "missing"
-    key = (path, st.st_mtime_ns, st.st_size)
-    got = _FILE_HASH.get(key)
-    if got is None:
-        with open(path, "rb") as fh:
-            got = hashlib.sha256(fh.read()).hexdigest()[:16]
-        _FILE_HASH[key] = got
-    return got
-
-
-def _import_path(fn):
-    """``(module, qualname, file)`` when ``fn`` is importable by name, else None."""
-    py = getattr(fn, "py_func", None)
-    if py is None:
-        return None
-    mod, qual = getattr(py, "__module__", None), getattr(py, "__qualname__", "")
-    if not mod or mod == "__main__" or "<" in qual or "." in qual:
-        return None
-    module = sys.modules.get(mod)
-    if module is None or getattr(module, qual, None) is not fn:
-        return None
-    path = getattr(module, "__file__", None)
-    if not path or not os.path.exists(path):
-        return None
-    return mod, qual, path
 
 
 def bound_kernel(kernel, funcs: dict, literals: dict | None = None):
@@ -104,25 +64,17 @@ def bound_kernel(kernel, funcs: dict, literals: dict | None = None):
     for name, val in literals.items():
         if not isinstance(val, (bool, int)):
             raise TypeError(f"literal {name!r} must be an int or bool; got {val!r}")
-    targets = {name: _import_path(fn) for name, fn in funcs.items()}
-    kpath = _import_path(kernel)
-    if os.environ.get("ADJOINT_DISABLE_CACHE") or kpath is None or any(t is None for t in targets.values()):
+    targets = {name: import_path(fn) for name, fn in funcs.items()}
+    kpath = import_path(kernel)
+    if kpath is None or any(t is None for t in targets.values()):
         fn = _in_memory(kernel, funcs, literals, params, rest)
         _BOUND[key] = fn
         return fn
-    import numba
-
-    h = hashlib.sha256()
-    h.update(numba.__version__.encode())
-    for name in sorted(targets):
-        mod, qual, path = targets[name]
-        h.update(f"{name}={mod}.{qual}:{_file_digest(path)};".encode())
-    h.update(f"{kpath[0]}.{kpath[1]}:{_file_digest(kpath[2])}".encode())
-    h.update(repr(sorted(literals.items())).encode())
-    for dep in ("_kernels.py", "_bind.py"):
-        h.update(_file_digest(os.path.join(os.path.dirname(__file__), dep)).encode())
-    digest = h.hexdigest()[:20]
-    modname = f"_adjoint_bound_{kpath[1]}_{digest}"
+    # the generated module calls the kernel's helpers by name: their files enter the digest (numba's
+    # cache of the generated module does not see changes of callees in other files)
+    stamp = "".join(f"{name}={mod}.{qual}:{file_digest(path)};" for name, (mod, qual, path) in sorted(targets.items()))
+    kernels_file = os.path.join(os.path.dirname(__file__), "_kernels.py")
+    stamp += f"{kpath[0]}:{file_digest(kpath[2])};_kernels:{file_digest(kernels_file)}"
     # Reference every function as a module attribute (``_m0.f``): numba lowers a dispatcher reached
     # that way as a constant, whereas a bare imported alias passed as an argument is compiled as a
     # "dynamic global" that the disk cache refuses.
@@ -137,33 +89,9 @@ def bound_kernel(kernel, funcs: dict, literals: dict | None = None):
         lines.append(f"from {kpath[0]} import {', '.join(used)}")
     lines += ["", "", "@njit(cache=True)", _specialised_source(kernel, ref), ""]
     src = "\n".join(lines)
-    module = load_generated(modname, src, cache_dir())
-    fn = module.bound if module is not None else _in_memory(kernel, funcs, literals, params, rest)
+    fn = _modules.load("bound", _GEN_VERSION, src, stamp).bound
     _BOUND[key] = fn
     return fn
-
-
-def load_generated(modname: str, src: str, folder: str):
-    """Write ``src`` to ``folder/modname.py`` (once, atomically) and import it; None if the folder
-    cannot be written (read-only home, full disk), so the caller falls back to uncached code."""
-    path = os.path.join(folder, modname + ".py")
-    with _LOCK:
-        try:
-            os.makedirs(folder, exist_ok=True)
-            if not os.path.exists(path):
-                tmp = f"{path}.{os.getpid()}.tmp"
-                with open(tmp, "w") as fh:
-                    fh.write(src)
-                os.replace(tmp, path)
-        except OSError:
-            return None
-        module = sys.modules.get(modname)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(modname, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[modname] = module
-            spec.loader.exec_module(module)
-    return module
 
 
 def _in_memory(kernel, funcs, literals, params, rest):

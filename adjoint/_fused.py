@@ -11,19 +11,19 @@ The generated code performs the same floating-point operations in the same order
 kernels of :mod:`adjoint._kernels` (explicit Euler, explicit Runge-Kutta, discrete maps), so the
 results agree bit for bit with the checkpointed schedules that use those kernels.
 
-Modules are written to ``<cache>/fused/`` (see :func:`adjoint._bind.cache_dir`), named by a hash
+Modules are written and loaded by the one module layer (:mod:`adjoint._modules`), named by a digest
 of their source, and compiled with ``cache=True``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import types
 
 from . import _kernels as kern
-from ._bind import _file_digest, _import_path, cache_dir, load_generated
+from . import _modules
+from ._modules import file_digest as _file_digest
+from ._modules import import_path as _import_path
 from .checkpointing import _streamed
 
 __all__ = ["fused_kernels", "MAX_SCALAR_OPS"]
@@ -805,10 +805,5 @@ def fused_kernels(comp, method, n, m, q):
 
 
 def _load(src: str, stamp: str = ""):
-    digest = hashlib.sha256((_GEN_VERSION + stamp + src).encode()).hexdigest()[:20]
-    modname = f"_adjoint_fused_{digest}"
-    module = load_generated(modname, src, os.path.join(os.path.dirname(cache_dir()), "fused"))
-    if module is None:  # no writable cache folder: compile from memory
-        module = types.ModuleType(modname)
-        exec(compile(src, f"<{modname}>", "exec"), module.__dict__)
+    module = _modules.load("scalar", _GEN_VERSION, src, stamp)
     return module.gradient, module.forward, module.checkpointed

@@ -47,11 +47,9 @@ kernels run. ``ADJOINT_DISABLE_FUSED`` or ``ADJOINT_DISABLE_TAPE`` turns the pat
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import os
 import re
-import types
 
 from llvmlite import ir as _llir
 from numba.core import types as _nbtypes
@@ -419,7 +417,7 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
 
 
 def _cost_refs(comp, imports, files):
-    from ._bind import _import_path
+    from ._modules import import_path as _import_path
 
     refs = {}
     pairs = []
@@ -488,7 +486,8 @@ def tape_kernels(comp, method, checkpoint, K, n, m, q):
 
 
 def _build(comp, td, kind, n, m, q):
-    from ._bind import _file_digest, cache_dir, load_generated
+    from . import _modules
+    from ._modules import file_digest as _file_digest
     from .ad._codegen import module_source
     from .ad._tcall import import_lines
 
@@ -502,10 +501,5 @@ def _build(comp, td, kind, n, m, q):
         head.append(f"from adjoint import _tape as {_ROW.split('.')[0]}")
     src = module_source([], consts) + "\n".join(head) + "\n" + kernel
     stamp = "".join(f"{mm}:{_file_digest(f)};" for mm, f in sorted(files.items()))
-    digest = hashlib.sha256((_GEN_VERSION + stamp + src).encode()).hexdigest()[:20]
-    modname = f"_adjoint_tape_{digest}"
-    module = load_generated(modname, src, os.path.join(os.path.dirname(cache_dir()), "tape"))
-    if module is None:
-        module = types.ModuleType(modname)
-        exec(compile(src, f"<{modname}>", "exec"), module.__dict__)
+    module = _modules.load("tape", _GEN_VERSION, src, stamp)
     return module.gradient, plan.width

@@ -225,7 +225,7 @@ def test_generated_code_uses_vecmath(name, kernel):
     """Traced tanh / exp compile to ``_adj_vm.tanh`` / ``_adj_vm.exp`` (loop and scalarised forms),
     imported with the digest of adjoint/_vecmath.py, and give exactly the values of
     adjoint._vecmath."""
-    from adjoint._bind import _file_digest
+    from adjoint._modules import file_digest as _file_digest
     from adjoint.ad import compile_graph, trace
 
     x = np.random.default_rng(3).uniform(-4.0, 4.0, 1000)

@@ -407,7 +407,7 @@ def _compile_dynamics(g, vg, n, m, q, name):
     dyn = Dynamics(mod.f, mod.vjp, n, m, q, name=name)
     dyn.traced = TracedDynamics(g, vg, n, m, q)
     dyn.traced.origin = "vector_field"
-    dyn.source = mod.__file__
+    dyn.source = getattr(mod, "__file__", None)  # None: compiled in memory (no cache folder)
     _set_reference(dyn.f, g, "out")
     _set_reference(dyn.vjp, vg, "out")
     return dyn
@@ -506,7 +506,7 @@ def _compile_cost(g, gg, n, m, q, name):
     mod = load_module(module_source([src_v, src_g], {**c1, **c2}))
     c = Cost(mod.value, mod.grad, name=name)
     c.traced = TracedCost(g, gg, n, m, q)
-    c.source = mod.__file__
+    c.source = getattr(mod, "__file__", None)  # None: compiled in memory (no cache folder)
     _set_reference(c.value, g, "value")
     _set_reference(c.grad, gg, "out")
     return c

@@ -18,17 +18,13 @@ lines (:func:`emit_lines`) that a caller splices into its own generated kernel.
 from __future__ import annotations
 
 import ast as _ast
-import hashlib
-import importlib.util
 import math
-import os
 import re
-import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
+from .. import _modules
+from .._modules import cache_dir
 from ._graph import Graph
 from ._primitives import PRIMITIVES, pow_const_fmt, reduce_table
 from ._tcall import cse_tcalls, import_lines, tcall_fmt
@@ -694,38 +690,10 @@ def module_source(kernels, consts):
     return text + "\n"
 
 
-def cache_dir() -> Path:
-    d = os.environ.get("ADJOINT_CACHE_DIR")
-    p = Path(d) if d else Path.home() / ".cache" / "adjoint"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
-_MODULES: dict[str, object] = {}
-
-
 def load_module(source: str):
-    """Write ``source`` into the cache folder (named by its hash) and import it."""
-    import numba
-
-    h = hashlib.sha256((CODEGEN_VERSION + numba.__version__ + source).encode()).hexdigest()[:24]
-    modname = f"adjoint_gen_{h}"
-    mod = _MODULES.get(modname)
-    if mod is not None:
-        return mod
-    d = cache_dir()
-    path = d / f"{modname}.py"
-    if not path.exists() or path.read_text() != source:
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(source)
-        os.replace(tmp, path)
-    spec = importlib.util.spec_from_file_location(modname, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = mod
-    spec.loader.exec_module(mod)
-    _MODULES[modname] = mod
-    return mod
+    """Import a module of generated kernels through the one module layer (:mod:`adjoint._modules`):
+    written to the cache folder and cached by numba, or compiled in memory when it cannot be."""
+    return _modules.load("ad", CODEGEN_VERSION, source)
 
 
 # -- loop fusion of emitted lines ------------------------------------------------------------------

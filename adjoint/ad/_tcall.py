@@ -87,7 +87,7 @@ def import_lines(source: str) -> list[str]:
     vectorisable functions of :mod:`adjoint._vecmath` (with that file's digest: numba's cache of
     the generated module does not see changes of inlined callees in other files, a new digest gives
     a new module)."""
-    from .._bind import _file_digest
+    from .._modules import file_digest as _file_digest
 
     lines = []
     if _VECMATH_USE.search(source):
@@ -146,7 +146,7 @@ def _depends_only_on(builder, nid, allowed) -> bool:
 def try_tcall(disp, args):
     """Record ``disp(*args)`` as opaque call node(s) when allowed (see the module docstring);
     return the traced result, or ``None`` when the call must be traced into instead."""
-    from .._bind import _import_path
+    from .._modules import import_path as _import_path
     from ._tracer import Tracer
 
     builder, allowed = _STATE["builder"], _STATE["allowed"]
@@ -181,7 +181,7 @@ def try_tcall(disp, args):
         indices = [-1]
     else:
         return None
-    from .._bind import _file_digest
+    from .._modules import file_digest as _file_digest
 
     digest = _file_digest(file)
     _alias(module)

@@ -1,0 +1,228 @@
+"""The generated-module layer: every module that ``adjoint`` generates is written and loaded here.
+
+Four generators write Python source for numba: the bound generic kernels (:mod:`adjoint._bind`),
+the scalar sweeps (:mod:`adjoint._fused`), the tape kernels (:mod:`adjoint._tape`) and the traced
+functions of :mod:`adjoint.ad`. They all hand their source to :func:`load`, which
+
+- names the module by one digest of the generator's name and version, the numba version, the
+  caller's stamp (digests of the user files the source imports) and the source itself, so that a
+  change to any of them gives a new module and stale machine code is never reused;
+- keeps one cache folder, ``$ADJOINT_CACHE_DIR`` or ``~/.cache/adjoint``, where numba stores the
+  machine code of each module (``cache=True``) beside it, so a second process loads instead of
+  compiling;
+- writes the file atomically (a unique temporary file, then ``os.replace``), so two processes that
+  generate the same module at once both import a complete file;
+- checks a file that is already there against the source it must hold: a truncated or edited file
+  is rewritten, with a warning naming the folder;
+- falls back to compiling in memory, without ``cache=True``, when the folder cannot be created or
+  written (a read-only home, a path that is a file), with one warning per folder and process.
+
+This module imports nothing from the rest of ``adjoint``: the tracing AD (:mod:`adjoint.ad`) uses
+it as well as the ODE core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import sys
+import tempfile
+import threading
+import types
+import warnings
+from pathlib import Path
+
+__all__ = ["cache_dir", "load", "file_digest", "import_path", "CacheWarning"]
+
+#: the version of this layer's file layout; part of every digest
+LAYOUT_VERSION = "1"
+
+_LOCK = threading.RLock()
+_MODULES: dict[str, types.ModuleType] = {}
+_WRITABLE: dict[str, str | None] = {}  # folder -> None (writable) or the reason it is not
+_FILE_HASH: dict[tuple, str] = {}
+_CACHE_TRUE = re.compile(r"\bcache=True\b")
+
+
+class CacheWarning(UserWarning):
+    """The cache folder of generated kernels could not be used as it is (see :func:`cache_dir`)."""
+
+
+def cache_dir() -> Path:
+    """The folder of generated modules: ``$ADJOINT_CACHE_DIR``, else ``~/.cache/adjoint``.
+
+    numba keeps the compiled machine code of each module in ``__pycache__`` inside it. Deleting the
+    folder is always safe: the modules are generated again (and compiled once) on the next call.
+    """
+    d = os.environ.get("ADJOINT_CACHE_DIR")
+    return Path(d) if d else Path.home() / ".cache" / "adjoint"
+
+
+def file_digest(path: str) -> str:
+    """A short digest of a file's bytes (memoised by path, mtime and size); ``"missing"`` if absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    key = (path, st.st_mtime_ns, st.st_size)
+    got = _FILE_HASH.get(key)
+    if got is None:
+        with open(path, "rb") as fh:
+            got = hashlib.sha256(fh.read()).hexdigest()[:16]
+        _FILE_HASH[key] = got
+    return got
+
+
+def import_path(fn):
+    """``(module, qualname, file)`` when the numba function ``fn`` is importable by name, else None.
+
+    A generated module can then reference it as ``module.qualname`` (and numba can cache the
+    module's functions); functions of ``__main__``, closures and methods are not importable.
+    """
+    py = getattr(fn, "py_func", None)
+    if py is None:
+        return None
+    mod, qual = getattr(py, "__module__", None), getattr(py, "__qualname__", "")
+    if not mod or mod == "__main__" or "<" in qual or "." in qual:
+        return None
+    module = sys.modules.get(mod)
+    if module is None or getattr(module, qual, None) is not fn:
+        return None
+    path = getattr(module, "__file__", None)
+    if not path or not os.path.exists(path):
+        return None
+    return mod, qual, path
+
+
+def digest(generator: str, version: str, source: str, stamp: str = "") -> str:
+    """The digest that names a generated module (see the module docstring)."""
+    import numba
+
+    h = hashlib.sha256()
+    for part in (LAYOUT_VERSION, generator, version, numba.__version__, stamp):
+        h.update(part.encode())
+        h.update(b"\0")
+    h.update(source.encode())
+    return h.hexdigest()[:24]
+
+
+def load(generator: str, version: str, source: str, stamp: str = "") -> types.ModuleType:
+    """Import the generated ``source`` (written to the cache folder, or compiled in memory).
+
+    Parameters
+    ----------
+    generator : str
+        A short name of the generator (``"bound"``, ``"scalar"``, ``"tape"``, ``"ad"``); it starts
+        the module's name.
+    version : str
+        The generator's version: bump it when generated code changes in a way the source does not
+        show (e.g. a helper the source calls by name).
+    source : str
+        The module's text. ``@njit(cache=True)`` functions in it are cached on disk by numba.
+    stamp : str
+        Extra text for the digest: digests of the files the source imports by name.
+
+    Returns
+    -------
+    module
+        The same module object for the same digest within a process.
+    """
+    name = f"_adjoint_{generator}_{digest(generator, version, source, stamp)}"
+    module = _MODULES.get(name)
+    if module is not None:
+        return module
+    with _LOCK:
+        module = _MODULES.get(name)
+        if module is None:
+            folder = cache_dir()
+            path = _write(folder, name, source)
+            module = _import_file(name, path) if path is not None else _import_memory(name, source)
+            _MODULES[name] = module
+    return module
+
+
+def _writable(folder: Path) -> str | None:
+    """None when ``folder`` exists (or was created) and accepts a new file; else the reason."""
+    key = str(folder)
+    if key not in _WRITABLE:
+        reason = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            reason = f"{type(exc).__name__}: {exc.strerror or exc}"
+        _WRITABLE[key] = reason
+        if reason is not None:
+            warnings.warn(
+                f"adjoint: the cache folder {key!r} cannot be used ({reason}); generated kernels are "
+                "compiled in memory in this process and not cached on disk. Set ADJOINT_CACHE_DIR to a "
+                "writable folder to cache them.",
+                CacheWarning,
+                stacklevel=4,
+            )
+    return _WRITABLE[key]
+
+
+def _write(folder: Path, name: str, source: str) -> Path | None:
+    """``folder/name.py`` holding exactly ``source`` (written atomically when needed), or None when the
+    folder cannot be written."""
+    if _writable(folder) is not None:
+        return None
+    path = folder / f"{name}.py"
+    try:
+        held = path.read_text()
+    except FileNotFoundError:
+        held = None
+    except (OSError, UnicodeDecodeError):
+        held = ""
+    if held == source:
+        return path
+    if held is not None:
+        warnings.warn(
+            f"adjoint: the generated module {path.name} in the cache folder {str(folder)!r} did not hold the "
+            "source it is named after (a truncated or edited file); it was written again.",
+            CacheWarning,
+            stacklevel=4,
+        )
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(source)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError as exc:  # the disk filled up since the probe, or the folder became read-only
+        _WRITABLE[str(folder)] = f"{type(exc).__name__}: {exc.strerror or exc}"
+        return None
+    return path
+
+
+def _import_file(name: str, path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _import_memory(name: str, source: str) -> types.ModuleType:
+    """The module compiled from memory: numba cannot cache a function without a source file."""
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    code = compile(_CACHE_TRUE.sub("cache=False", source), f"<{name}>", "exec")
+    exec(code, module.__dict__)
+    return module

@@ -1,0 +1,125 @@
+"""The one generated-module layer (adjoint._modules): the cache folder, its fallbacks and healing.
+
+Each case runs in a fresh process (the layer memoises modules and folder verdicts per process) with
+its own ADJOINT_CACHE_DIR, and compares results with a run on a writable cache bit for bit.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A hand-written problem (the scalar-generated backend for store-all, the bound generic kernels for
+# Revolve with RK4 on a three-state variant is not needed: Revolve runs the generated executor) and a
+# plain-numpy problem (modules of adjoint.ad); the gradients' bytes are printed as hex digests.
+CHILD = r"""
+import hashlib, json, sys, warnings
+import numpy as np
+warnings.simplefilter("always")
+import adjoint
+from adjoint._modules import CacheWarning
+from problems import pendulum
+
+def digest(*arrays):
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+out = {}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    prob = pendulum.make_problem(steps=40)
+    c = pendulum.initial_guess(40)
+    for name, ck in (("storeall", adjoint.StoreAll()), ("revolve", adjoint.Revolve(snapshots=3))):
+        r = adjoint.solve_adjoint(prob, controls=c, checkpoint=ck)
+        out[name] = digest([r.value], r.grad.controls, r.grad.x0)
+    def field(x, c, p, t):
+        return np.array([x[1], -p[0] * np.sin(x[0])])
+    tp = adjoint.ControlProblem(field, x0=[1.0, 0.0], t_span=(0.0, 1.0), steps=30,
+                                terminal_cost=lambda x, p: x[0] ** 2 + x[1] ** 2)
+    r = adjoint.solve_adjoint(tp, params=[2.0], method=adjoint.RK4())
+    out["traced"] = digest([r.value], r.grad.params, r.grad.x0)
+    g = adjoint.grad(lambda v: np.sum(np.tanh(v) ** 2))(np.linspace(-1.0, 1.0, 5))
+    out["ad"] = digest(g)
+out["cache_warnings"] = [str(w.message) for w in caught if issubclass(w.category, CacheWarning)]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _run(cache, *, wait=True):
+    env = dict(os.environ, ADJOINT_CACHE_DIR=str(cache), PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    return _result(proc) if wait else proc
+
+
+def _result(proc):
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"child failed:\n{err[-3000:]}"
+    line = [ln for ln in out.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
+
+
+def _values(res):
+    return {k: v for k, v in res.items() if k != "cache_warnings"}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Results with a writable, empty cache folder (no warning expected)."""
+    res = _run(tmp_path_factory.mktemp("cache"))
+    assert res["cache_warnings"] == []
+    return res
+
+
+@pytest.mark.parametrize("kind", ["a regular file", "below a regular file"])
+def test_unwritable_cache_compiles_in_memory_and_warns_once(reference, tmp_path, kind):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    cache = blocker if kind == "a regular file" else blocker / "sub"
+    res = _run(cache)
+    assert _values(res) == _values(reference)
+    assert len(res["cache_warnings"]) == 1, res["cache_warnings"]
+    msg = res["cache_warnings"][0]
+    assert str(cache) in msg and "ADJOINT_CACHE_DIR" in msg and "in memory" in msg
+    assert blocker.read_text() == "not a folder"
+
+
+def test_two_processes_compile_into_one_empty_cache(reference, tmp_path):
+    cache = tmp_path / "shared"
+    procs = [_run(cache, wait=False) for _ in range(2)]
+    results = [_result(p) for p in procs]
+    for res in results:
+        assert _values(res) == _values(reference)
+        assert res["cache_warnings"] == []
+    # no temporary file is left behind, and every module is complete Python
+    assert not list(cache.glob("*.tmp"))
+    modules = list(cache.glob("_adjoint_*.py"))
+    assert modules
+    for path in modules:
+        compile(path.read_text(), str(path), "exec")
+    # a third process loads what the two wrote
+    assert _values(_run(cache)) == _values(reference)
+
+
+def test_damaged_module_files_are_written_again(reference, tmp_path):
+    cache = tmp_path / "cache"
+    _run(cache)
+    modules = sorted(cache.glob("_adjoint_*.py"))
+    assert {p.name.split("_")[2] for p in modules} >= {"ad", "scalar"}
+    damages = [lambda t: t[: len(t) // 2], lambda t: "", lambda t: "def (:\n" + t]  # truncated, empty, garbled
+    for i, path in enumerate(modules):
+        path.write_text(damages[i % 3](path.read_text()))
+    res = _run(cache)
+    assert _values(res) == _values(reference)
+    assert len(res["cache_warnings"]) == len(modules)
+    assert all("written again" in m and str(cache) in m for m in res["cache_warnings"])
+    # healed: the next process loads without a warning
+    assert _run(cache)["cache_warnings"] == []
