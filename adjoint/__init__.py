@@ -10,7 +10,8 @@ from ._optimize import Objective, control_bounds, objective
 from ._problem import ControlProblem, Cost, Dynamics
 from ._separable import SeparableDynamics
 from ._solve import AdjointResult, Gradient, Stats, evaluate, simulate, solve_adjoint
-from .ad import cost, grad, hessian_vector_product, hvp, jvp, value_and_grad, vector_field, vjp
+from ._traced import cost, vector_field
+from .ad import grad, hessian_vector_product, hvp, jvp, value_and_grad, vjp
 from .checkpointing import DEFAULT_MEMORY_BUDGET, MemoryBudget, Reversible, Revolve, StoreAll, Uniform
 from .integrators import RK4, DiscreteMap, Euler, Heun, Leapfrog, RungeKutta, VelocityVerlet
 

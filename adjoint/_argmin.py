@@ -25,6 +25,7 @@ import numpy as np
 
 from ._problem import ControlProblem, Cost, Dynamics, _is_dispatcher, as_float_vector
 from ._solve import Stats, solve_adjoint
+from ._traced import cost, vector_field
 from .checkpointing import Schedule, StoreAll
 from .integrators import DiscreteMap
 
@@ -156,7 +157,7 @@ def _tracer(missing):
     try:
         from . import ad
 
-        ad.grad, ad.hvp, ad.vector_field, ad.cost  # noqa: B018 - the API this module needs
+        ad.grad, ad.hvp, ad.compile_field, ad.compile_cost  # noqa: B018 - the API this module needs
     except (ImportError, AttributeError) as exc:
         raise TypeError(
             f"{', '.join(f'`{m}`' for m in missing)} not given and the tracing AD (adjoint.ad) is not "
@@ -534,18 +535,18 @@ def _descent_dynamics_traced(energy, n, npar) -> Dynamics:
     def gradient_descent(x, c, p, t):
         return x - p[npar] * G(x, p[:npar])
 
-    return ad.vector_field(gradient_descent, n, 0, npar + 1)
+    return vector_field(gradient_descent, n, 0, npar + 1)
 
 
 def _loss_cost(fs: _Funcs, n, npar) -> Cost:
     if fs.traced_loss:
-        ad = _tracer(("loss_grad",))
+        _tracer(("loss_grad",))
         loss = fs.loss
 
         def terminal(x, c, p, t):
             return loss(x, p[:npar])
 
-        return ad.cost(terminal, n, 0, npar + 1)
+        return cost(terminal, n, 0, npar + 1)
     import numba
 
     lv, lg = _jit(fs.loss), _jit(fs.lgrad)

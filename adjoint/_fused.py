@@ -17,7 +17,6 @@ of their source, and compiled with ``cache=True``.
 
 from __future__ import annotations
 
-import os
 import re
 
 from . import _kernels as kern
@@ -734,8 +733,6 @@ def fused_kernels(comp, method, n, m, q):
     None when the vector field cannot be traced, is too large for scalar code, or the method is
     not Euler / explicit Runge-Kutta / a discrete map.
     """
-    if os.environ.get("ADJOINT_DISABLE_FUSED"):
-        return None
     if method.kind not in (kern.KIND_EULER, kern.KIND_RK, kern.KIND_MAP) or n > MAX_STATE:
         return None
     # memoised on the problem's compiled bundle itself (never by id(): ids are reused after garbage

@@ -34,7 +34,16 @@ class Objective:
     """
 
     def __init__(
-        self, problem: ControlProblem, wrt, *, params=None, controls=None, x0=None, method=None, checkpoint=None
+        self,
+        problem: ControlProblem,
+        wrt,
+        *,
+        params=None,
+        controls=None,
+        x0=None,
+        method=None,
+        checkpoint=None,
+        backend=None,
     ):
         if not isinstance(problem, ControlProblem):
             raise TypeError(f"`problem` must be an adjoint.ControlProblem; got {type(problem).__name__}")
@@ -52,6 +61,7 @@ class Objective:
         self.wrt = wrt
         self.method = method
         self.checkpoint = checkpoint
+        self.backend = backend
         self._fixed = {"params": params, "controls": controls, "x0": problem.x0 if x0 is None else x0}
         self._key = None
         self._res = None
@@ -151,6 +161,7 @@ class Objective:
             x0=kw["x0"],
             method=self.method,
             checkpoint=self.checkpoint,
+            backend=self.backend,
         )
         grads = {"params": res.grad.params, "controls": res.grad.controls.ravel(), "x0": res.grad.x0}
         g = np.concatenate([grads[w] for w in self.wrt])
@@ -174,7 +185,9 @@ class Objective:
         return f"Objective({self.problem.name}, wrt={self.wrt}, size={self.size})"
 
 
-def objective(problem, wrt="params", *, params=None, controls=None, x0=None, method=None, checkpoint=None):
+def objective(
+    problem, wrt="params", *, params=None, controls=None, x0=None, method=None, checkpoint=None, backend=None
+):
     """Value-and-gradient callable for ``scipy.optimize.minimize(..., jac=True)``.
 
     Parameters
@@ -184,7 +197,7 @@ def objective(problem, wrt="params", *, params=None, controls=None, x0=None, met
         The blocks optimised over, concatenated in this order.
     params, controls, x0 : array_like, optional
         Values of the blocks held fixed (and the defaults of :meth:`Objective.initial`).
-    method, checkpoint :
+    method, checkpoint, backend :
         Passed to :func:`adjoint.solve_adjoint`.
 
     Returns
@@ -202,7 +215,9 @@ def objective(problem, wrt="params", *, params=None, controls=None, x0=None, met
     >>> bool(abs(res.fun - lqr.exact_optimum(50)[1]) < 1e-6 * abs(res.fun))
     True
     """
-    return Objective(problem, wrt, params=params, controls=controls, x0=x0, method=method, checkpoint=checkpoint)
+    return Objective(
+        problem, wrt, params=params, controls=controls, x0=x0, method=method, checkpoint=checkpoint, backend=backend
+    )
 
 
 def control_bounds(problem, lower, upper):

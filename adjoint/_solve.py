@@ -10,11 +10,13 @@ import numpy as np
 from numba import njit
 
 from . import _kernels as kern
+from . import _traced
+from ._backends import check_name as _check_backend
+from ._backends import select as _select_backend
 from ._fused import fused_kernels, traced_parts
 from ._problem import ControlProblem, Cost, Dynamics, _arity, as_float_vector
 from ._separable import SeparableDynamics
 from ._sweep import Sweep
-from ._tape import tape_kernels
 from .checkpointing import MemoryBudget, Schedule, StoreAll
 from .checkpointing import auto as _auto_schedule
 from .checkpointing._schedules import _give_traj, _take_traj
@@ -70,6 +72,10 @@ class Stats:
     fallback : str or None
         Set when ``adjoint.Reversible`` rejected its gradient (drift above ``max_drift``) and recomputed
         it with a checkpointing schedule; says which and why. None otherwise.
+    backend : str
+        The backend that ran the sweeps: ``"scalar"`` (generated kernels with the state in scalar
+        locals), ``"tape"`` (a generated kernel with a tape of forward intermediates) or
+        ``"generic"`` (kernels calling the compiled user functions); see ``solve_adjoint(backend=...)``.
     """
 
     forward_steps: int
@@ -83,6 +89,7 @@ class Stats:
     compile_seconds: float
     reversal_drift: float | None = None
     fallback: str | None = None
+    backend: str = "generic"
 
 
 @dataclass(frozen=True)
@@ -168,14 +175,14 @@ def _materialize(problem: ControlProblem, control_dim: int, param_dim: int) -> _
     n = problem.state_dim
     dyn = problem.dynamics
     if not isinstance(dyn, Dynamics):
-        dyn = traced("dynamics", ad.vector_field, dyn, n, control_dim, param_dim)
+        dyn = traced("dynamics", _traced.vector_field, dyn, n, control_dim, param_dim)
     costs = []
     for nm, cst, cdim in (
         ("terminal_cost", problem.terminal_cost, 0),
         ("running_cost", problem.running_cost, control_dim),
     ):
         if cst is not None and not isinstance(cst, Cost):
-            cst = traced(nm, ad.cost, _wrap_cost_fn(cst), n, cdim, param_dim)
+            cst = traced(nm, _traced.cost, _wrap_cost_fn(cst), n, cdim, param_dim)
         costs.append(cst)
     comp = _Compiled(dyn, costs[0], costs[1])
     problem._compiled[key] = comp
@@ -229,7 +236,7 @@ def _interpretable(comp: _Compiled, method, n, m, q) -> frozenset:
 def _check_user_functions(problem, comp: _Compiled, method, x0, c0, p, interpreted=frozenset()):
     """Call each user function once, outside the kernels, so errors name the function."""
     key = (comp.dynamics.f, c0.shape[0], p.shape[0], method.kind)
-    if key in problem._checked:
+    if key + (not interpreted,) in problem._checked:
         return
     try:
         _check_calls(problem, comp, method, x0, c0, p, interpreted)
@@ -237,7 +244,12 @@ def _check_user_functions(problem, comp: _Compiled, method, x0, c0, p, interpret
         if not interpreted:
             raise
         _check_calls(problem, comp, method, x0, c0, p, frozenset())  # the compiled functions decide
-    problem._checked.add(key)
+        interpreted = frozenset()
+    # keyed by whether the compiled functions were checked: a check of their traced code (through
+    # py_func) does not clear them for the generic backend
+    problem._checked.add(key + (False,))
+    if not interpreted:
+        problem._checked.add(key + (True,))
 
 
 def _check_calls(problem, comp: _Compiled, method, x0, c0, p, interpreted):
@@ -340,7 +352,7 @@ def _check_value_and_grad(label, vg, args, val, grads, interpreted=frozenset()):
             )
 
 
-def _prepare(problem, params, controls, x0, method):
+def _prepare(problem, params, controls, x0, method, backend="auto"):
     if not isinstance(problem, ControlProblem):
         raise TypeError(f"`problem` must be an adjoint.ControlProblem; got {type(problem).__name__}")
     if not isinstance(method, Method):
@@ -404,11 +416,11 @@ def _prepare(problem, params, controls, x0, method):
     x0a = problem.x0 if x0 is None else as_float_vector("x0", x0, problem.state_dim)
     comp = _materialize(problem, cdim, pdim)
     x0c = np.array(x0a)
-    if (comp.dynamics.f, cdim, p.shape[0], method.kind) not in problem._checked:
+    compiled = backend == "generic"  # the generic backend calls the compiled functions: check those
+    if (comp.dynamics.f, cdim, p.shape[0], method.kind, compiled) not in problem._checked:
         c0 = np.ascontiguousarray(C[0]) if K > 0 else np.zeros(cdim)
-        _check_user_functions(
-            problem, comp, method, x0c, c0, p, _interpretable(comp, method, problem.state_dim, cdim, p.shape[0])
-        )
+        interpreted = frozenset() if compiled else _interpretable(comp, method, problem.state_dim, cdim, p.shape[0])
+        _check_user_functions(problem, comp, method, x0c, c0, p, interpreted)
     return comp, p, C, x0c
 
 
@@ -422,37 +434,36 @@ def _raise_nonfinite(problem, status):
     )
 
 
-def evaluate(problem, *, params=None, controls=None, x0=None, method=None) -> float:
+def _forward(problem, params, controls, x0, method, backend, keep):
+    """``(value, trajectory or None)`` of one forward sweep on the selected backend."""
+    method = _EULER if method is None else method
+    backend = _check_backend(backend)
+    comp, p, C, x0a = _prepare(problem, params, controls, x0, method, backend)
+    K, n = problem.steps, problem.state_dim
+    be = _select_backend(comp, method, None, K, n, C.shape[1], p.shape[0], backend, purpose="forward")
+    traj = np.empty((K + 1, n)) if keep else _NO_TRAJ
+    val, status = be.forward(x0a, C, p, problem.t_span[0], problem.tau, K, traj, keep)
+    if status:
+        _raise_nonfinite(problem, status)
+    return float(val), (traj if keep else None)
+
+
+def evaluate(problem, *, params=None, controls=None, x0=None, method=None, backend=None) -> float:
     """The objective only (one forward sweep, nothing stored).
 
     Same arguments as :func:`solve_adjoint`. The running sum is taken in ascending k here, so the
     value can differ from ``solve_adjoint(...).value`` in the last bits.
     """
-    method = _EULER if method is None else method
-    comp, p, C, x0a = _prepare(problem, params, controls, x0, method)
-    A, b, cn = method.tableau_arrays()
-    from ._bind import bound_kernel
-
-    fk = fused_kernels(comp, method, problem.state_dim, C.shape[1], p.shape[0])
-    if fk is not None:
-        val, status = fk[1](x0a, C, p, problem.t_span[0], problem.tau, problem.steps, _NO_TRAJ, False)
-    else:
-        fwd = bound_kernel(
-            kern.forward,
-            {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
-            {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term},
-        )
-        val, _, status = fwd(x0a, C, p, problem.t_span[0], problem.tau, problem.steps, A, b, cn, _NO_TRAJ, False)
-    if status:
-        _raise_nonfinite(problem, status)
-    return float(val)
+    return _forward(problem, params, controls, x0, method, backend, False)[0]
 
 
 _NO_TRAJ = np.empty((1, 1))
 
 
-def simulate(problem, *, params=None, controls=None, x0=None, method=None):
+def simulate(problem, *, params=None, controls=None, x0=None, method=None, backend=None):
     """Run the forward sweep only.
+
+    Same arguments as :func:`solve_adjoint`.
 
     Returns
     -------
@@ -460,26 +471,7 @@ def simulate(problem, *, params=None, controls=None, x0=None, method=None):
         The objective.
     trajectory : ndarray, shape (steps + 1, state_dim)
     """
-    method = _EULER if method is None else method
-    comp, p, C, x0a = _prepare(problem, params, controls, x0, method)
-    A, b, cn = method.tableau_arrays()
-    K = problem.steps
-    traj = np.empty((K + 1, problem.state_dim))
-    from ._bind import bound_kernel
-
-    fk = fused_kernels(comp, method, problem.state_dim, C.shape[1], p.shape[0])
-    if fk is not None:
-        val, status = fk[1](x0a, C, p, problem.t_span[0], problem.tau, K, traj, True)
-    else:
-        fwd = bound_kernel(
-            kern.forward,
-            {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
-            {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term},
-        )
-        val, _, status = fwd(x0a, C, p, problem.t_span[0], problem.tau, K, A, b, cn, traj, True)
-    if status:
-        _raise_nonfinite(problem, status)
-    return float(val), traj
+    return _forward(problem, params, controls, x0, method, backend, True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -505,6 +497,7 @@ _STATS_FIELDS = (
     "compile_seconds",
     "reversal_drift",
     "fallback",
+    "backend",
 )
 
 
@@ -620,16 +613,17 @@ class _Lane:
         )
 
 
-def _lane_key(method, checkpoint):
+def _lane_key(method, checkpoint, backend):
     return (
         _EULER.cache_key if method is None else method.cache_key,
         "auto" if checkpoint is None or (type(checkpoint) is str and checkpoint == "auto") else checkpoint,
+        "auto" if backend is None else backend,
     )
 
 
-def _install_lane(problem, method, checkpoint, sweep, out, stats):
-    """Keep a _Lane for this (method, checkpoint) when this run was a generated store-all kernel."""
-    if sweep.fused is None or out.extra or sweep.K != problem.steps:
+def _install_lane(problem, method, checkpoint, backend, sweep, out, stats):
+    """Keep a _Lane for this (method, checkpoint, backend) when this run was a generated store-all kernel."""
+    if sweep.backend.lane_kernel is None or out.extra or sweep.K != problem.steps:
         return
     if isinstance(checkpoint, StoreAll):
         pass
@@ -639,7 +633,7 @@ def _install_lane(problem, method, checkpoint, sweep, out, stats):
     else:
         return
     try:
-        key = _lane_key(method, checkpoint if checkpoint is not _auto_schedule() else "auto")
+        key = _lane_key(method, checkpoint if checkpoint is not _auto_schedule() else "auto", backend)
         hash(key)
     except (AttributeError, TypeError):
         return
@@ -648,12 +642,20 @@ def _install_lane(problem, method, checkpoint, sweep, out, stats):
     lanes = problem.__dict__.setdefault("_lanes", {})
     if len(lanes) >= 16:  # e.g. a fresh MemoryBudget(...) instance per call: keys that never repeat
         lanes.clear()
-    lanes[key] = _Lane(problem, sweep.fused[0], sweep.C.shape[1], sweep.p.shape[0], fields)
+    lanes[key] = _Lane(problem, sweep.backend.lane_kernel, sweep.C.shape[1], sweep.p.shape[0], fields)
     _all_finite(_LANE_EMPTY, _LANE_EMPTY, _LANE_EMPTY)  # compiled (or loaded) in this first call, not the next
 
 
 def solve_adjoint(
-    problem, *, params=None, controls=None, x0=None, method=None, checkpoint="auto", return_trajectory=False
+    problem,
+    *,
+    params=None,
+    controls=None,
+    x0=None,
+    method=None,
+    checkpoint="auto",
+    return_trajectory=False,
+    backend=None,
 ) -> AdjointResult:
     """Value and exact gradient of a control problem's discrete objective.
 
@@ -675,6 +677,14 @@ def solve_adjoint(
         bytes fit in 256 MB, else Revolve with as many snapshots as fit.
     return_trajectory : bool
         Also return ``x_0 ... x_K``.
+    backend : {"auto", "scalar", "tape", "generic"}, default "auto"
+        How the sweeps run (``Stats.backend`` says which ran). ``"auto"`` takes the fastest that
+        applies: ``"scalar"`` (kernels generated from the traced step, the state in scalar locals;
+        small traced or traceable fields, Euler / explicit Runge-Kutta / discrete maps), else
+        ``"tape"`` (a generated store-all kernel storing expensive intermediates; larger fields built
+        by ``vector_field``, Euler or discrete maps, within the memory budget), else ``"generic"``
+        (kernels calling the compiled user functions: every method and schedule). All give the same
+        bits; asking for one that cannot run raises a ValueError saying what it needs.
 
     Returns
     -------
@@ -705,7 +715,7 @@ def solve_adjoint(
     lanes = problem.__dict__.get("_lanes") if not return_trajectory and type(problem) is ControlProblem else None
     if lanes:
         try:
-            lane = lanes.get(_lane_key(method, checkpoint))
+            lane = lanes.get(_lane_key(method, checkpoint, backend))
         except (AttributeError, TypeError):  # not a method / an unhashable checkpoint: the general path says so
             lane = None
         if lane is not None:
@@ -720,7 +730,8 @@ def solve_adjoint(
             '`checkpoint` must be "auto" or a schedule such as adjoint.StoreAll(), '
             f"adjoint.Revolve(snapshots=20), adjoint.MemoryBudget('200 MB'); got {checkpoint!r}"
         )
-    comp, p, C, x0a = _prepare(problem, params, controls, x0, method)
+    backend = _check_backend(backend)
+    comp, p, C, x0a = _prepare(problem, params, controls, x0, method, backend)
     A, b, cn = method.tableau_arrays()
     K = problem.steps
     n = problem.state_dim
@@ -750,12 +761,11 @@ def solve_adjoint(
         grad_p=np.empty_like(p),
         grad_x0=np.empty(n),
         want_trajectory=bool(return_trajectory),
-        fused=fused_kernels(comp, method, n, C.shape[1], p.shape[0])
-        or tape_kernels(comp, method, checkpoint, K, n, C.shape[1], p.shape[0]),
+        backend=_select_backend(comp, method, checkpoint, K, n, C.shape[1], p.shape[0], backend),
     )
     # the first run of a (problem, method, schedule) in this process is the one that compiles
     seen = comp.__dict__.setdefault("_runs", set())
-    run_key = (method.cache_key, checkpoint, sweep.fused is not None)
+    run_key = (method.cache_key, checkpoint, sweep.backend.name)
     compiled_now = run_key not in seen
     seen.add(run_key)
     t_start = time.perf_counter()
@@ -774,7 +784,7 @@ def solve_adjoint(
                 )
     traj = out.trajectory
     if return_trajectory and traj is None:
-        _, traj = simulate(problem, params=p, controls=C, x0=x0a, method=method)
+        _, traj = simulate(problem, params=p, controls=C, x0=x0a, method=method, backend=backend)
     extra = out.extra or {}
     stats = Stats(
         forward_steps=int(out.forward_steps),
@@ -786,10 +796,11 @@ def solve_adjoint(
         schedule=out.schedule,
         seconds=elapsed,
         compile_seconds=elapsed if compiled_now else 0.0,
+        backend=out.backend,
         **extra,
     )
     if not return_trajectory:
-        _install_lane(problem, method, checkpoint, sweep, out, stats)
+        _install_lane(problem, method, checkpoint, backend, sweep, out, stats)
     return AdjointResult(
         value=float(out.value),
         grad=Gradient(params=gp, controls=gC, x0=gx0),

@@ -46,8 +46,8 @@ class Sweep:
     grad_p: np.ndarray
     grad_x0: np.ndarray
     want_trajectory: bool = False
-    #: ``(gradient, forward)`` fused scalar kernels from :mod:`adjoint._fused`, or None
-    fused: object = None
+    #: the :class:`adjoint._backends.Backend` that runs the sweeps (chosen by ``adjoint._backends.select``)
+    backend: object = None
 
     @property
     def state_dim(self) -> int:
@@ -133,4 +133,6 @@ class SweepOutcome:
     snapshots: int
     schedule: str
     trajectory: np.ndarray | None = None
+    #: the name of the backend that ran (``Stats.backend``)
+    backend: str = ""
     extra: dict | None = None

@@ -42,13 +42,12 @@ gradient agrees bit for bit with the generic kernels, hence with every checkpoin
 The tape costs ``K * width * 8`` bytes on top of the trajectory: it is used only when the schedule
 resolves to store-all and the tape fits the memory budget (``MemoryBudget``: trajectory plus tape
 within the budget; ``StoreAll``: tape within ``DEFAULT_MEMORY_BUDGET``); otherwise the generic
-kernels run. ``ADJOINT_DISABLE_FUSED`` or ``ADJOINT_DISABLE_TAPE`` turns the path off.
+kernels run. ``solve_adjoint(backend="tape")`` asks for it, ``backend="generic"`` turns it off (see :mod:`adjoint._backends`).
 """
 
 from __future__ import annotations
 
 import heapq
-import os
 import re
 
 from llvmlite import ir as _llir
@@ -460,8 +459,6 @@ def tape_kernels(comp, method, checkpoint, K, n, m, q):
     controls are small (the step loop keeps them in scalars), the costs are importable compiled
     functions, and ``checkpoint`` runs store-all with the tape within its memory budget.
     """
-    if os.environ.get("ADJOINT_DISABLE_FUSED") or os.environ.get("ADJOINT_DISABLE_TAPE"):
-        return None
     if method.kind not in (kern.KIND_EULER, kern.KIND_MAP) or n > MAX_STATE or m > MAX_CONTROLS:
         return None
     td = getattr(comp.dynamics, "traced", None)

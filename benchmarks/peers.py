@@ -144,7 +144,6 @@ def _ours_lv(D, variant):
         prob = lv.make_problem(K)
         return lambda: lv_tuned(prob.x0, D["p"], prob.tau, K)[1]
     if variant == "adjoint (traced)":
-        import adjoint.ad as ad
 
         def lotka_volterra(x, c, p, t):
             return np.array([p[0] * x[0] - p[1] * x[0] * x[1], p[2] * x[0] * x[1] - p[3] * x[1]])
@@ -156,14 +155,14 @@ def _ours_lv(D, variant):
         def final_misfit(x, c, p, t):
             return 0.5 * ((x[0] - lv.Y_OBS[-1, 0]) ** 2 + (x[1] - lv.Y_OBS[-1, 1]) ** 2)
 
-        dyn = ad.vector_field(lotka_volterra, 2, 0, 4)
+        dyn = adjoint.vector_field(lotka_volterra, 2, 0, 4)
         prob = adjoint.ControlProblem(
             dyn,
             D["x0"],
             (0.0, lv.T_END),
             K,
-            terminal_cost=ad.cost(final_misfit, 2, 0, 4),
-            running_cost=ad.cost(misfit, 2, 0, 4),
+            terminal_cost=adjoint.cost(final_misfit, 2, 0, 4),
+            running_cost=adjoint.cost(misfit, 2, 0, 4),
         )
     else:
         prob = lv.make_problem(K)
@@ -284,7 +283,6 @@ def _ours_node(D, variant):
     if variant == "tuned numba":
         return lambda: tuned(D["x0"], D["p"], D["target"], D["tau"], K)
     if variant == "adjoint (traced)":
-        import adjoint.ad as ad
 
         def node(x, c, p, t):
             W1 = p[: H * d].reshape(H, d)
@@ -296,8 +294,8 @@ def _ours_node(D, variant):
         def final(x, c, p, t):
             return 0.5 * ((x[0] - 0.5) ** 2 + (x[1] + 1.0) ** 2)
 
-        dyn = ad.vector_field(node, d, 0, D["p"].size)
-        terminal = ad.cost(final, d, 0, D["p"].size)
+        dyn = adjoint.vector_field(node, d, 0, D["p"].size)
+        terminal = adjoint.cost(final, d, 0, D["p"].size)
     else:
         dyn = adjoint.Dynamics(f, vjp, d, 0, D["p"].size, name="neural_ode")
         terminal = adjoint.Cost(tv, tg)
@@ -317,14 +315,12 @@ def _ours_pendulum(D, variant):
 
         return lambda: pendulum_tuned(prob.x0, u, prob.tau)[1]
     if variant == "adjoint (traced)":
-        import adjoint.ad as ad
-
         g_, dmp = float(D["g"]), float(D["damping"])
 
         def pendulum(x, c, p, t):
             return np.array([x[1], -g_ * np.sin(x[0]) - dmp * x[1] + c[0]])
 
-        dyn = ad.vector_field(pendulum, 2, 1, 0)
+        dyn = adjoint.vector_field(pendulum, 2, 1, 0)
         prob = adjoint.ControlProblem(dyn, pd.X0, (0.0, pd.T_END), K, terminal_cost=pd.UPRIGHT, running_cost=pd.EFFORT)
     return lambda: adjoint.solve_adjoint(prob, controls=u, checkpoint=adjoint.StoreAll()).grad.controls[:, 0]
 

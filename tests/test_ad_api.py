@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import adjoint
 import adjoint.ad as ad
 from adjoint.ad import TraceError, trace
 
@@ -71,7 +72,7 @@ def test_compiled_once_per_shape():
 
 
 def test_disk_cache_module_written():
-    dyn = ad.vector_field(lambda x, c, p, t: -p[0] * x, 1, 0, 1)
+    dyn = adjoint.vector_field(lambda x, c, p, t: -p[0] * x, 1, 0, 1)
     src = open(dyn.source).read()
     assert "@njit(cache=True" in src and str(ad.cache_dir()) in dyn.source
 
@@ -123,7 +124,7 @@ def test_error_grad_needs_scalar_and_shapes():
     with pytest.raises(ValueError, match="one scalar output"):
         ad.grad(lambda x: x * 2)(np.ones(2))
     with pytest.raises(ValueError, match=r"must return an array of shape \(2,\)"):
-        ad.vector_field(lambda x, c, p, t: x[0], 2)
+        adjoint.vector_field(lambda x, c, p, t: x[0], 2)
     with pytest.raises(ValueError, match="not aligned"):
         ad.grad(lambda x: np.sum(x @ np.ones(3)))(np.ones(2))
     with pytest.raises(ValueError, match=r"`tangents\[0\]` must have shape \(2,\)"):

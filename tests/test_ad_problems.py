@@ -7,6 +7,7 @@ import numba
 import numpy as np
 import pytest
 
+import adjoint
 import adjoint.ad as ad
 from adjoint._problem import Cost, Dynamics
 
@@ -112,7 +113,7 @@ CASES = {
 
 @pytest.fixture(scope="session")
 def traced():
-    return {k: ad.vector_field(fn, n, m, q) for k, (fn, _, _, n, m, q) in CASES.items()}
+    return {k: adjoint.vector_field(fn, n, m, q) for k, (fn, _, _, n, m, q) in CASES.items()}
 
 
 def _point(rng, n, m, q):
@@ -184,7 +185,7 @@ def test_cost_object():
     def running(x, c, p, t):
         return 0.5 * np.sum((x - p[:2]) ** 2) + 0.1 * c[0] ** 2 * np.exp(-t)
 
-    cst = ad.cost(running, 2, 1, 3)
+    cst = adjoint.cost(running, 2, 1, 3)
     assert isinstance(cst, Cost)
     x, c, p = np.array([1.0, 2.0]), np.array([0.5]), np.array([0.3, -0.2, 7.0])
     assert cst.value(x, c, p, 0.4) == pytest.approx(running(x, c, p, 0.4), rel=1e-14)

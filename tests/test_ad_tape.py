@@ -80,14 +80,12 @@ def test_node_uses_the_tape_and_stores_only_the_activations():
     assert {plan.graph.nodes[v].prim for v, _, _ in plan.stored} == {"tanh"}
 
 
-def test_node_bitwise_equal_to_generic_kernels_and_checkpointing(monkeypatch):
+def test_node_bitwise_equal_to_generic_kernels_and_checkpointing():
     prob, p = node_problem()
     tape = adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.StoreAll())
     auto = adjoint.solve_adjoint(prob, params=p)
     _same(tape, auto)
-    monkeypatch.setenv("ADJOINT_DISABLE_TAPE", "1")
-    generic = adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.StoreAll())
-    monkeypatch.delenv("ADJOINT_DISABLE_TAPE")
+    generic = adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.StoreAll(), backend="generic")
     _same(tape, generic)
     for sched in (adjoint.Revolve(snapshots=7), adjoint.Uniform(snapshots=12), adjoint.MemoryBudget("1 kB")):
         _same(tape, adjoint.solve_adjoint(prob, params=p, checkpoint=sched))
@@ -102,16 +100,14 @@ def test_node_matches_independent_hand_written_adjoint():
     np.testing.assert_allclose(res.grad.x0, gx, rtol=1e-11)
 
 
-def test_controlled_field_bitwise_and_against_central_differences(monkeypatch):
+def test_controlled_field_bitwise_and_against_central_differences():
     prob, p, C = controlled_problem()
     assert prob.dynamics.traced.scalar_ops > MAX_SCALAR_OPS
     assert _tape_for(prob, p, C) is not None
     plan = _tape.tape_plan(prob.dynamics.traced)
     assert {"tanh", "exp"} <= {plan.graph.nodes[v].prim for v, _, _ in plan.stored}
     res = adjoint.solve_adjoint(prob, params=p, controls=C, checkpoint=adjoint.StoreAll())
-    monkeypatch.setenv("ADJOINT_DISABLE_TAPE", "1")
-    _same(res, adjoint.solve_adjoint(prob, params=p, controls=C, checkpoint=adjoint.StoreAll()))
-    monkeypatch.delenv("ADJOINT_DISABLE_TAPE")
+    _same(res, adjoint.solve_adjoint(prob, params=p, controls=C, checkpoint=adjoint.StoreAll(), backend="generic"))
     _same(res, adjoint.solve_adjoint(prob, params=p, controls=C, checkpoint=adjoint.Revolve(snapshots=5)))
     h = 1e-6
     for j in (0, 7, 2 * HC + 3, 3 * HC + 1, 5 * HC):
@@ -130,14 +126,17 @@ def test_controlled_field_bitwise_and_against_central_differences(monkeypatch):
         assert res.grad.controls[k, 0] == pytest.approx(fd, rel=1e-6, abs=1e-9)
 
 
-def test_discrete_map_bitwise(monkeypatch):
+def test_discrete_map_bitwise():
     prob, p, C = controlled_problem(K=60)
     m = adjoint.DiscreteMap()
     assert _tape_for(prob, p, C, method=m) is not None
     res = adjoint.solve_adjoint(prob, params=0.2 * p, controls=C, method=m, checkpoint=adjoint.StoreAll())
-    monkeypatch.setenv("ADJOINT_DISABLE_TAPE", "1")
-    _same(res, adjoint.solve_adjoint(prob, params=0.2 * p, controls=C, method=m, checkpoint=adjoint.StoreAll()))
-    monkeypatch.delenv("ADJOINT_DISABLE_TAPE")
+    _same(
+        res,
+        adjoint.solve_adjoint(
+            prob, params=0.2 * p, controls=C, method=m, checkpoint=adjoint.StoreAll(), backend="generic"
+        ),
+    )
     _same(
         res, adjoint.solve_adjoint(prob, params=0.2 * p, controls=C, method=m, checkpoint=adjoint.Revolve(snapshots=4))
     )
@@ -158,10 +157,17 @@ def test_tape_only_when_store_all_and_within_the_memory_budget():
     assert small.stats.schedule == "StoreAll"
 
 
-def test_disabled_by_environment(monkeypatch):
+def test_backend_option_selects_and_reports_the_path():
     prob, p = node_problem()
-    monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
-    assert _tape_for(prob, p) is None
+    assert adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.StoreAll()).stats.backend == "tape"
+    assert adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.StoreAll(), backend="tape").stats.backend == "tape"
+    res = adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.StoreAll(), backend="generic")
+    assert res.stats.backend == "generic"
+    assert adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.Revolve(snapshots=7)).stats.backend == "generic"
+    with pytest.raises(ValueError, match=r"backend='tape'.*cannot run.*Revolve.*Use backend='auto' or 'generic'"):
+        adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.Revolve(snapshots=7), backend="tape")
+    with pytest.raises(ValueError, match=r"backend='scalar'.*cannot run.*scalar operations"):
+        adjoint.solve_adjoint(prob, params=p, backend="scalar")
 
 
 # -- loop fusion of the generated kernels (adjoint.ad._codegen.fuse_loops / accumulate_into) --------
@@ -310,12 +316,11 @@ def test_accumulate_into():
 
 
 @pytest.mark.parametrize("hidden", [20, 40])
-def test_fused_tape_kernel_bitwise_equal_to_generic(monkeypatch, hidden):
+def test_fused_tape_kernel_bitwise_equal_to_generic(hidden):
     prob, p = node_problem(K=80, H=hidden)
     assert _tape_for(prob, p) is not None
     res = adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.StoreAll())
-    monkeypatch.setenv("ADJOINT_DISABLE_TAPE", "1")
-    _same(res, adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.StoreAll()))
+    _same(res, adjoint.solve_adjoint(prob, params=p, checkpoint=adjoint.StoreAll(), backend="generic"))
 
 
 def test_node_backward_is_one_elementwise_loop_and_one_reduction_accumulating_into_grad_p():

@@ -262,7 +262,7 @@ def test_check_gradient_reports_small_error_and_catches_wrong_vjp():
 
 
 @pytest.mark.parametrize("method", [adjoint.Euler(), adjoint.Heun(), adjoint.RK4(), RALSTON3])
-def test_fused_scalar_kernel_is_bitwise_equal_to_generic_kernel(method, monkeypatch):
+def test_fused_scalar_kernel_is_bitwise_equal_to_generic_kernel(method):
     """The generated scalar sweep performs the generic kernel's operations in the same order."""
     from adjoint import _fused, _solve
 
@@ -275,10 +275,8 @@ def test_fused_scalar_kernel_is_bitwise_equal_to_generic_kernel(method, monkeypa
         assert _fused.fused_kernels(comp, method, prob.state_dim, C.shape[1], p.shape[0]) is not None
         fused = adjoint.solve_adjoint(prob, method=method, **kw)
         fval = adjoint.evaluate(prob, method=method, **kw)
-        monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
-        generic = adjoint.solve_adjoint(prob, method=method, **kw)
-        gval = adjoint.evaluate(prob, method=method, **kw)
-        monkeypatch.delenv("ADJOINT_DISABLE_FUSED")
+        generic = adjoint.solve_adjoint(prob, method=method, backend="generic", **kw)
+        gval = adjoint.evaluate(prob, method=method, backend="generic", **kw)
         assert fused.value == generic.value and fval == gval
         for a, b in (
             (fused.grad.params, generic.grad.params),
@@ -342,7 +340,7 @@ def test_untraceable_dynamics_fall_back_to_generic_kernel():
     assert abs(res.grad.params[0] - (-((1 - 0.5 / 50) ** 49))) < 1e-13
 
 
-def test_fused_discrete_map_is_bitwise_equal_and_exact(monkeypatch):
+def test_fused_discrete_map_is_bitwise_equal_and_exact():
     """A traced map x_{k+1} = tanh(c_k[0] x + c_k[1]) * p[0] with a running cost: fused = generic,
     and the gradient matches central differences of an independent numpy loop."""
     from adjoint import _fused, _solve
@@ -373,9 +371,7 @@ def test_fused_discrete_map_is_bitwise_equal_and_exact(monkeypatch):
     res = adjoint.solve_adjoint(prob, **kw)
     comp, p, Cc, _ = _solve._prepare(prob, [1.1], C, None, adjoint.DiscreteMap())
     assert _fused.fused_kernels(comp, adjoint.DiscreteMap(), 3, 2, 1) is not None
-    monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
-    gen = adjoint.solve_adjoint(prob, **kw)
-    monkeypatch.delenv("ADJOINT_DISABLE_FUSED")
+    gen = adjoint.solve_adjoint(prob, backend="generic", **kw)
     assert res.value == gen.value and np.array_equal(res.grad.controls, gen.grad.controls)
     assert np.array_equal(res.grad.params, gen.grad.params) and np.array_equal(res.grad.x0, gen.grad.x0)
 

@@ -111,12 +111,10 @@ def _uncompilable_f(branch):
 
 
 @pytest.mark.parametrize("branch, fused", [(True, True), (False, False)])
-def test_function_numba_cannot_compile(branch, fused, monkeypatch):
+def test_function_numba_cannot_compile(branch, fused):
     """An untraceable function needs its compiled version; a traceable one runs as traced code in
     the fused kernels, which never compile it, but the generic kernels (forced here) do. Either way
     the check names it."""
-    if not fused:
-        monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
     dyn = adjoint.Dynamics(_uncompilable_f(branch), lv.vjp, 2, param_dim=4)
     prob = adjoint.ControlProblem(dyn, [1.0, 1.0], (0, 1), 10, terminal_cost=lv.TERMINAL)
     with pytest.raises(
@@ -124,7 +122,7 @@ def test_function_numba_cannot_compile(branch, fused, monkeypatch):
         match=r"`dynamics.f` \(the vector field f\(x, c, p, t, out\)\) could not be "
         r"compiled by numba",
     ):
-        adjoint.solve_adjoint(prob, params=lv.TRUE_PARAMS)
+        adjoint.solve_adjoint(prob, params=lv.TRUE_PARAMS, backend=None if fused else "generic")
 
 
 def test_interpreted_check_defers_to_the_compiled_functions():

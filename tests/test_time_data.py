@@ -49,7 +49,7 @@ def test_plain_cost_reading_data_of_t_is_traced_as_an_opaque_call():
     assert np.allclose(a.grad.params, fd, rtol=1e-6, atol=1e-9)
 
 
-def test_field_forced_by_data_of_t_fused_equals_generic_bitwise(monkeypatch):
+def test_field_forced_by_data_of_t_fused_equals_generic_bitwise():
     """Stage times t + c_i tau reach the opaque call exactly as in the generic kernels."""
     dyn = adjoint.vector_field(forced, state_dim=2, param_dim=4)
     prob = adjoint.ControlProblem(
@@ -63,9 +63,7 @@ def test_field_forced_by_data_of_t_fused_equals_generic_bitwise(monkeypatch):
     p = np.array([0.7, 0.3, 0.5, 0.2])
     for method in (adjoint.Euler(), adjoint.Heun(), adjoint.RK4()):
         a = adjoint.solve_adjoint(prob, params=p, method=method, checkpoint=adjoint.StoreAll())
-        monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
-        b = adjoint.solve_adjoint(prob, params=p, method=method, checkpoint=adjoint.StoreAll())
-        monkeypatch.delenv("ADJOINT_DISABLE_FUSED")
+        b = adjoint.solve_adjoint(prob, params=p, method=method, checkpoint=adjoint.StoreAll(), backend="generic")
         assert a.value == b.value
         assert np.array_equal(a.grad.params, b.grad.params) and np.array_equal(a.grad.x0, b.grad.x0)
 
@@ -137,16 +135,14 @@ def _lv_with_running(running):
     )
 
 
-def test_value_and_grad_cost_is_bitwise_equal_to_separate_value_and_grad(monkeypatch):
+def test_value_and_grad_cost_is_bitwise_equal_to_separate_value_and_grad():
     sep = _lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad))
     comb = _lv_with_running(lv.RUNNING)
     assert lv.RUNNING.value_and_grad is not None
-    for disable in ("", "1"):  # the fused kernels, then the generic kernels
-        if disable:
-            monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
+    for backend in (None, "generic"):  # the fused kernels, then the generic kernels
         for sched in (adjoint.StoreAll(), adjoint.Revolve(snapshots=5), adjoint.Uniform(snapshots=7)):
-            a = adjoint.solve_adjoint(sep, params=P, checkpoint=sched)
-            b = adjoint.solve_adjoint(comb, params=P, checkpoint=sched)
+            a = adjoint.solve_adjoint(sep, params=P, checkpoint=sched, backend=backend)
+            b = adjoint.solve_adjoint(comb, params=P, checkpoint=sched, backend=backend)
             assert a.value == b.value
             assert np.array_equal(a.grad.params, b.grad.params) and np.array_equal(a.grad.x0, b.grad.x0)
 
@@ -166,12 +162,15 @@ def _vg_nudged(x, c, p, t, out_x, out_c, out_p):
     return lv.running_value(x, c, p, t) * (1.0 + 1e-13)  # within the check's tolerance, but visible
 
 
-def test_generic_kernels_take_the_value_from_value_and_grad(monkeypatch):
+def test_generic_kernels_take_the_value_from_value_and_grad():
     """The sweeps really use value_and_grad's return value (not a second call of value)."""
-    monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
-    sep = adjoint.solve_adjoint(_lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad)), params=P)
+    sep = adjoint.solve_adjoint(
+        _lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad)), params=P, backend="generic"
+    )
     nud = adjoint.solve_adjoint(
-        _lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad, value_and_grad=_vg_nudged)), params=P
+        _lv_with_running(adjoint.Cost(lv.running_value, lv.running_grad, value_and_grad=_vg_nudged)),
+        params=P,
+        backend="generic",
     )
     assert nud.value != sep.value and abs(nud.value - sep.value) < 1e-11 * abs(sep.value)
     assert np.array_equal(nud.grad.params, sep.grad.params)
@@ -205,7 +204,7 @@ def _loop_vg(x, c, p, t, out_x, out_c, out_p):
     return _loop_value(x, c, p, t) * (1.0 + 1e-13)
 
 
-def test_fused_kernel_calls_value_and_grad_of_an_untraceable_cost(monkeypatch):
+def test_fused_kernel_calls_value_and_grad_of_an_untraceable_cost():
     from adjoint import _fused, _solve
 
     cost = adjoint.Cost(_loop_value, _loop_grad, value_and_grad=_loop_vg)
@@ -216,7 +215,6 @@ def test_fused_kernel_calls_value_and_grad_of_an_untraceable_cost(monkeypatch):
     fused = adjoint.solve_adjoint(prob, params=P)
     plain = adjoint.solve_adjoint(_lv_with_running(adjoint.Cost(_loop_value, _loop_grad)), params=P)
     assert fused.value != plain.value  # the nudged value_and_grad was used
-    monkeypatch.setenv("ADJOINT_DISABLE_FUSED", "1")
-    generic = adjoint.solve_adjoint(prob, params=P)
+    generic = adjoint.solve_adjoint(prob, params=P, backend="generic")
     assert fused.value == generic.value
     assert np.array_equal(fused.grad.params, generic.grad.params) and np.array_equal(fused.grad.x0, generic.grad.x0)

@@ -4,18 +4,22 @@ Run a plain numpy function on symbolic arrays (:func:`trace`), get its computati
 deterministic linear order, transform it (forward mode :func:`jvp_graph`, reverse mode
 :func:`vjp_graph`, composable to any order) and compile any graph to numba kernels cached on disk.
 
-Public entry points: :func:`vector_field`, :func:`cost` (build ``adjoint.Dynamics`` /
-``adjoint.Cost`` from plain functions), :func:`grad`, :func:`value_and_grad`, :func:`jvp`,
-:func:`vjp`, :func:`hvp` (alias :func:`hessian_vector_product`), :func:`trace`,
-:func:`trace_dynamics`, :func:`logsumexp`.
+Public entry points: :func:`grad`, :func:`value_and_grad`, :func:`jvp`, :func:`vjp`, :func:`hvp`
+(alias :func:`hessian_vector_product`), :func:`trace`, :func:`trace_dynamics`, :func:`logsumexp`,
+and :func:`compile_field` / :func:`compile_cost`, which ``adjoint.vector_field`` and ``adjoint.cost``
+wrap into ``adjoint.Dynamics`` / ``adjoint.Cost``. This package imports nothing from the ODE core
+(``tests/test_import_graph.py``): it is the lower layer.
 """
 
 from ._api import (
+    CompiledCost,
+    CompiledField,
     CompiledGraph,
     TracedCost,
     TracedDynamics,
+    compile_cost,
+    compile_field,
     compile_graph,
-    cost,
     grad,
     hessian_vector_product,
     hvp,
@@ -23,7 +27,6 @@ from ._api import (
     trace_cost,
     trace_dynamics,
     value_and_grad,
-    vector_field,
     vjp,
 )
 from ._codegen import cache_dir, emit_lines
@@ -33,8 +36,10 @@ from ._tracer import TraceError, Tracer, logsumexp, trace
 from ._transforms import bind_inputs, jvp_graph, replay, select_outputs, vjp_graph
 
 __all__ = [
-    "vector_field",
-    "cost",
+    "compile_field",
+    "compile_cost",
+    "CompiledField",
+    "CompiledCost",
     "grad",
     "value_and_grad",
     "jvp",

@@ -1,10 +1,13 @@
-"""User-facing tracing AD: vector_field, cost, grad, value_and_grad, jvp, vjp, hvp, trace_dynamics."""
+"""User-facing tracing AD: grad, value_and_grad, jvp, vjp, hvp, trace_dynamics, and the compiled
+vector fields and costs that ``adjoint.vector_field`` and ``adjoint.cost`` wrap (:func:`compile_field`,
+:func:`compile_cost`). Nothing here imports the ODE core."""
 
 from __future__ import annotations
 
 import math
 import types
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,8 +17,10 @@ from ._tracer import Builder, TraceError, Tracer, array_literals, as_value, trac
 from ._transforms import bind_inputs, jvp_graph, replay, select_outputs, vjp_graph
 
 __all__ = [
-    "vector_field",
-    "cost",
+    "compile_field",
+    "compile_cost",
+    "CompiledField",
+    "CompiledCost",
     "grad",
     "value_and_grad",
     "jvp",
@@ -298,15 +303,15 @@ class TracedDynamics:
     scalar_ops : int         scalar operations of forward + vjp (a size hint for splicing)
     """
 
-    def __init__(self, graph, vjp_graph_, state_dim, control_dim, param_dim):
+    def __init__(self, graph, vjp_graph_, state_dim, control_dim, param_dim, origin=None):
         self.graph = graph
         self.vjp_graph = vjp_graph_
         self.state_dim, self.control_dim, self.param_dim = state_dim, control_dim, param_dim
         self.scalar_ops = graph.num_scalar_ops() + vjp_graph_.num_scalar_ops()
         self._jvp = None
-        #: "vector_field" when the compiled vjp is the traced reverse mode of ``graph`` (set by
-        #: :func:`vector_field`); None for traced hand-written kernels
-        self.origin = None
+        #: "vector_field" when the compiled vjp is the traced reverse mode of ``graph`` (made by
+        #: :func:`compile_field`); None for traced hand-written kernels
+        self.origin = origin
 
     def forward_lines(self, x, c, p, t, out, *, prefix="_t"):
         """Source lines assigning ``u(x, c, p, t)`` to the names ``out``. ``x``, ``c``, ``p`` are
@@ -367,10 +372,30 @@ class TracedCost:
         )
 
 
-def _problem_classes():
-    from .._problem import Cost, Dynamics
+@dataclass(frozen=True)
+class CompiledField:
+    """A traced vector field and its VJP, compiled (:func:`compile_field`).
 
-    return Dynamics, Cost
+    ``f(x, c, p, t, out)`` and ``vjp(x, c, p, t, z, out_x, out_c, out_p)`` are generated numba
+    kernels; ``traced`` holds their graphs; ``source`` is the generated module's file (None when it
+    was compiled in memory). ``adjoint.vector_field`` wraps them in an ``adjoint.Dynamics``.
+    """
+
+    f: object
+    vjp: object
+    traced: TracedDynamics
+    source: str | None
+
+
+@dataclass(frozen=True)
+class CompiledCost:
+    """A traced scalar cost and its gradient, compiled (:func:`compile_cost`); ``adjoint.cost``
+    wraps them in an ``adjoint.Cost``."""
+
+    value: object
+    grad: object
+    traced: TracedCost
+    source: str | None
 
 
 _XCPT = ["x", "c", "p", "t"]
@@ -392,8 +417,7 @@ def _trace_field(fn, n, m, q):
     return g
 
 
-def _compile_dynamics(g, vg, n, m, q, name):
-    Dynamics, _ = _problem_classes()
+def _compile_field_graphs(g, vg, n, m, q) -> CompiledField:
     src_f, c1 = kernel_source(g, "f", _XCPT, ["array", "array", "array", "scalar"], ["out"], prefix="_f")
     src_v, c2 = kernel_source(
         vg,
@@ -404,13 +428,10 @@ def _compile_dynamics(g, vg, n, m, q, name):
         prefix="_v",
     )
     mod = load_module(module_source([src_f, src_v], {**c1, **c2}))
-    dyn = Dynamics(mod.f, mod.vjp, n, m, q, name=name)
-    dyn.traced = TracedDynamics(g, vg, n, m, q)
-    dyn.traced.origin = "vector_field"
-    dyn.source = getattr(mod, "__file__", None)  # None: compiled in memory (no cache folder)
-    _set_reference(dyn.f, g, "out")
-    _set_reference(dyn.vjp, vg, "out")
-    return dyn
+    _set_reference(mod.f, g, "out")
+    _set_reference(mod.vjp, vg, "out")
+    traced = TracedDynamics(g, vg, n, m, q, origin="vector_field")
+    return CompiledField(mod.f, mod.vjp, traced, getattr(mod, "__file__", None))
 
 
 def _set_reference(disp, graph, kind):
@@ -434,41 +455,28 @@ def _set_reference(disp, graph, kind):
         pass
 
 
-def vector_field(fn, state_dim, control_dim=0, param_dim=0, *, name=None):
+def compile_field(fn, state_dim, control_dim=0, param_dim=0) -> CompiledField:
     """Trace a plain numpy vector field ``fn(x, c, p, t) -> u`` and compile it and its VJP.
+
+    ``adjoint.vector_field`` (which returns an ``adjoint.Dynamics``) is the public entry point.
 
     Parameters
     ----------
     fn : callable
         ``fn(x, c, p, t)`` with ``x`` of shape ``(state_dim,)``, ``c`` ``(control_dim,)``, ``p``
-        ``(param_dim,)`` and a float ``t``; returns an array of shape ``(state_dim,)`` (e.g.
-        ``np.array([...])`` of expressions).
+        ``(param_dim,)`` and a float ``t``; returns an array of shape ``(state_dim,)``.
     state_dim, control_dim, param_dim : int
 
     Returns
     -------
-    adjoint.Dynamics
-        Its ``f`` and ``vjp`` are generated numba kernels; ``.traced`` is a :class:`TracedDynamics`
-        (graphs and source emission for fused sweeps).
-
-    Examples
-    --------
-    >>> import numpy as np, adjoint.ad as ad
-    >>> def lotka_volterra(x, c, p, t):
-    ...     a, b, d, g = p
-    ...     return np.array([a * x[0] - b * x[0] * x[1], d * x[0] * x[1] - g * x[1]])
-    >>> dyn = ad.vector_field(lotka_volterra, state_dim=2, param_dim=4)
-    >>> out = np.empty(2); dyn.f(np.array([1.0, 2.0]), np.empty(0), np.array([1.0, 0.5, 0.25, 2.0]), 0.0, out)
-    >>> out.tolist()
-    [0.0, -3.5]
+    CompiledField
     """
-    Dynamics, _ = _problem_classes()
     n = _dim("state_dim", state_dim, 1)
     m = _dim("control_dim", control_dim, 0)
     q = _dim("param_dim", param_dim, 0)
     g = _trace_field(fn, n, m, q)
     vg = vjp_graph(g, wrt=[0, 1, 2], with_primals=False)
-    return _compile_dynamics(g, vg, n, m, q, name or getattr(fn, "__name__", "vector_field"))
+    return _compile_field_graphs(g, vg, n, m, q)
 
 
 def _dim(name, v, lo):
@@ -477,26 +485,17 @@ def _dim(name, v, lo):
     return int(v)
 
 
-def cost(fn, state_dim, control_dim=0, param_dim=0, *, name=None):
+def compile_cost(fn, state_dim, control_dim=0, param_dim=0) -> CompiledCost:
     """Trace a plain numpy scalar cost ``fn(x, c, p, t) -> float`` and compile it and its gradient.
 
-    Returns
-    -------
-    adjoint.Cost
-        With ``.traced`` a :class:`TracedCost`.
+    ``adjoint.cost`` (which returns an ``adjoint.Cost``) is the public entry point.
     """
-    _, Cost = _problem_classes()
     n = _dim("state_dim", state_dim, 1)
     m = _dim("control_dim", control_dim, 0)
     q = _dim("param_dim", param_dim, 0)
     g = trace_shapes(fn, [(n,), (m,), (q,), ()], names=_XCPT, opaque=("t",))
     _scalar_output(g, "cost")
     gg = bind_inputs(vjp_graph(g, wrt=[0, 1, 2], with_primals=False), {4: 1.0})
-    return _compile_cost(g, gg, n, m, q, name or getattr(fn, "__name__", "cost"))
-
-
-def _compile_cost(g, gg, n, m, q, name):
-    _, Cost = _problem_classes()
     src_v, c1 = kernel_source(
         g, "value", _XCPT, ["array", "array", "array", "scalar"], [], returns_scalar=True, prefix="_f"
     )
@@ -504,12 +503,9 @@ def _compile_cost(g, gg, n, m, q, name):
         gg, "grad", _XCPT, ["array", "array", "array", "scalar"], ["out_x", "out_c", "out_p"], prefix="_g"
     )
     mod = load_module(module_source([src_v, src_g], {**c1, **c2}))
-    c = Cost(mod.value, mod.grad, name=name)
-    c.traced = TracedCost(g, gg, n, m, q)
-    c.source = getattr(mod, "__file__", None)  # None: compiled in memory (no cache folder)
-    _set_reference(c.value, g, "value")
-    _set_reference(c.grad, gg, "out")
-    return c
+    _set_reference(mod.value, g, "value")
+    _set_reference(mod.grad, gg, "out")
+    return CompiledCost(mod.value, mod.grad, TracedCost(g, gg, n, m, q), getattr(mod, "__file__", None))
 
 
 # -- tracing hand-written out-writing kernels ------------------------------------------------------

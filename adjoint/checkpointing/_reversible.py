@@ -207,6 +207,7 @@ class Reversible(Schedule):
                 peak_stored_states=2,
                 snapshots=2,
                 schedule="Reversible",
+                backend="generic",
             )
         if not math.isfinite(drift):
             drift = math.inf
@@ -220,6 +221,7 @@ class Reversible(Schedule):
                 peak_stored_states=2,
                 snapshots=2,
                 schedule="Reversible",
+                backend="generic",
                 extra={"reversal_drift": drift},
             )
         # reject: recompute with a checkpointing schedule (it overwrites the gradient arrays)
@@ -248,5 +250,6 @@ class Reversible(Schedule):
             snapshots=out.snapshots,
             schedule=out.schedule,
             trajectory=out.trajectory,
+            backend=out.backend,
             extra=extra,
         )

@@ -13,9 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .. import _kernels as kern
 from .._sweep import Sweep, SweepOutcome
-from . import _streamed
 from ._plan import Action, binomial_forward_steps, iter_actions, uniform_forward_steps
 from ._streamed import RULE_BINOMIAL, RULE_UNIFORM
 
@@ -141,12 +139,7 @@ def run_store_all(sweep: Sweep, name: str = "StoreAll", snapshots: int | None = 
 
 def _store_all(sweep, traj, name, snapshots, pooled):
     K = sweep.K
-    if sweep.fused is not None:  # generated scalar kernel: same arithmetic, state in registers
-        value, status = sweep.fused[0](
-            sweep.x0, sweep.C, sweep.p, sweep.t0, sweep.tau, K, traj, sweep.grad_c, sweep.grad_p, sweep.grad_x0
-        )
-    else:
-        value, status = sweep.run(kern.gradient_store_all, traj, sweep.grad_c, sweep.grad_p, sweep.grad_x0)
+    value, status = sweep.backend.store_all(sweep, traj)
     return SweepOutcome(
         value=value,
         status=status,
@@ -156,6 +149,7 @@ def _store_all(sweep, traj, name, snapshots, pooled):
         snapshots=K if snapshots is None else snapshots,
         schedule=name,
         trajectory=None if pooled else traj,
+        backend=sweep.backend.name,
     )
 
 
@@ -164,33 +158,7 @@ def run_streamed(sweep: Sweep, rule: int, snapshots: int, name: str) -> SweepOut
     n = sweep.state_dim
     x_final = np.full(n, np.nan)
     counters = np.zeros(3, dtype=np.int64)
-    if sweep.fused is not None:  # generated scalar executor: same actions, same arithmetic
-        value, status = sweep.fused[2](
-            sweep.x0,
-            sweep.C,
-            sweep.p,
-            sweep.t0,
-            sweep.tau,
-            sweep.K,
-            rule,
-            snapshots,
-            x_final,
-            sweep.grad_c,
-            sweep.grad_p,
-            sweep.grad_x0,
-            counters,
-        )
-    else:
-        value, status = sweep.run(
-            _streamed.gradient_checkpointed,
-            rule,
-            snapshots,
-            x_final,
-            sweep.grad_c,
-            sweep.grad_p,
-            sweep.grad_x0,
-            counters,
-        )
+    value, status = sweep.backend.streamed(sweep, rule, snapshots, x_final, counters)
     if counters[2]:  # pragma: no cover - planner bug
         raise RuntimeError("checkpoint planner stack overflow (please report)")
     return SweepOutcome(
@@ -201,6 +169,7 @@ def run_streamed(sweep: Sweep, rule: int, snapshots: int, name: str) -> SweepOut
         peak_stored_states=int(counters[1]),
         snapshots=snapshots,
         schedule=name,
+        backend=sweep.backend.name,
     )
 
 

@@ -1,0 +1,133 @@
+"""One place chooses how a sweep runs (adjoint._backends.select); Stats.backend says which ran.
+
+The tape backend's selection is tested with its problems in test_ad_tape.py.
+"""
+
+import numpy as np
+import pytest
+from numba import njit
+
+import adjoint
+from problems import harmonic_oscillator as ho
+from problems import lotka_volterra as lv
+from problems import pendulum
+
+
+def _same(a, b):
+    assert a.value == b.value
+    for u, v in ((a.grad.params, b.grad.params), (a.grad.controls, b.grad.controls), (a.grad.x0, b.grad.x0)):
+        assert np.array_equal(u, v)
+
+
+@pytest.fixture(scope="module")
+def pend():
+    return pendulum.make_problem(120), pendulum.initial_guess(120)
+
+
+@pytest.mark.parametrize(
+    "checkpoint", [adjoint.StoreAll(), adjoint.Revolve(snapshots=4), "auto"], ids=["storeall", "revolve", "auto"]
+)
+def test_scalar_by_default_generic_on_request_same_bits(pend, checkpoint):
+    prob, c = pend
+    auto = adjoint.solve_adjoint(prob, controls=c, checkpoint=checkpoint)
+    again = adjoint.solve_adjoint(prob, controls=c, checkpoint=checkpoint)  # the fast lane where it applies
+    scalar = adjoint.solve_adjoint(prob, controls=c, checkpoint=checkpoint, backend="scalar")
+    generic = adjoint.solve_adjoint(prob, controls=c, checkpoint=checkpoint, backend="generic")
+    generic2 = adjoint.solve_adjoint(prob, controls=c, checkpoint=checkpoint, backend="generic")
+    assert [r.stats.backend for r in (auto, again, scalar, generic, generic2)] == [
+        "scalar",
+        "scalar",
+        "scalar",
+        "generic",
+        "generic",
+    ]
+    for r in (again, scalar, generic, generic2):
+        _same(auto, r)
+
+
+def test_forward_sweeps_take_the_backend(pend):
+    prob, c = pend
+    v_auto, tr_auto = adjoint.simulate(prob, controls=c)
+    v_gen, tr_gen = adjoint.simulate(prob, controls=c, backend="generic")
+    assert v_auto == v_gen and np.array_equal(tr_auto, tr_gen)
+    assert adjoint.evaluate(prob, controls=c, backend="scalar") == adjoint.evaluate(prob, controls=c, backend="generic")
+
+
+def test_objective_passes_the_backend(pend):
+    prob, c = pend
+    fun = prob.objective(wrt="controls", backend="generic")
+    v, g = fun(c.ravel())
+    assert fun.last.stats.backend == "generic"
+    ref = adjoint.solve_adjoint(prob, controls=c)
+    assert v == ref.value and np.array_equal(g, ref.grad.controls.ravel())
+
+
+@njit
+def _loop_f(x, c, p, t, out):
+    # a data-dependent loop: not traceable, so no generated backend applies
+    s = 0.0
+    for i in range(int(abs(x[0])) % 3 + 1):
+        s += p[0]
+    out[0] = -s * x[0]
+
+
+@njit
+def _loop_vjp(x, c, p, t, z, out_x, out_c, out_p):
+    s = 0.0
+    for i in range(int(abs(x[0])) % 3 + 1):
+        s += p[0]
+    out_x[0] = -s * z[0]
+    out_p[0] = -(int(abs(x[0])) % 3 + 1) * x[0] * z[0]
+
+
+@njit
+def _sq(x, c, p, t):
+    return x[0] * x[0]
+
+
+@njit
+def _sq_grad(x, c, p, t, out_x, out_c, out_p):
+    out_x[0] = 2.0 * x[0]
+    out_p[0] = 0.0
+
+
+def test_untraceable_field_runs_generic_and_scalar_request_says_why():
+    prob = adjoint.ControlProblem(
+        adjoint.Dynamics(_loop_f, _loop_vjp, 1, param_dim=1),
+        [0.5],
+        (0.0, 1.0),
+        20,
+        terminal_cost=adjoint.Cost(_sq, _sq_grad),
+    )
+    assert adjoint.solve_adjoint(prob, params=[0.7]).stats.backend == "generic"
+    with pytest.raises(ValueError, match=r"backend='scalar'.*cannot run this problem.*traced.*Use backend='auto'"):
+        adjoint.solve_adjoint(prob, params=[0.7], backend="scalar")
+    with pytest.raises(ValueError, match=r"backend='scalar'"):
+        adjoint.evaluate(prob, params=[0.7], backend="scalar")
+
+
+def test_leapfrog_and_reversible_run_generic():
+    prob = ho.make_problem(50)
+    res = adjoint.solve_adjoint(prob, params=[1.1], method=adjoint.Leapfrog(), checkpoint=adjoint.Reversible())
+    assert res.stats.schedule == "Reversible" and res.stats.backend == "generic"
+    res = adjoint.solve_adjoint(prob, params=[1.1], method=adjoint.Leapfrog(), checkpoint=adjoint.StoreAll())
+    assert res.stats.backend == "generic"
+
+
+def test_runge_kutta_streamed_scalar_equals_generic():
+    prob = lv.make_problem(steps=200)
+    p = lv.initial_guess()
+    for ck in (adjoint.StoreAll(), adjoint.Uniform(snapshots=5)):
+        a = adjoint.solve_adjoint(prob, params=p, method=adjoint.RK4(), checkpoint=ck)
+        b = adjoint.solve_adjoint(prob, params=p, method=adjoint.RK4(), checkpoint=ck, backend="generic")
+        assert (a.stats.backend, b.stats.backend) == ("scalar", "generic")
+        _same(a, b)
+
+
+@pytest.mark.parametrize("bad", ["fast", "Scalar", 1, True])
+def test_bad_backend_names_the_argument(pend, bad):
+    prob, c = pend
+    with pytest.raises(ValueError, match=r"`backend` must be one of 'auto', 'scalar', 'tape', 'generic'"):
+        adjoint.solve_adjoint(prob, controls=c, backend=bad)
+    with pytest.raises(ValueError, match=r"`backend` must be one of"):
+        adjoint.simulate(prob, controls=c, backend=bad)
