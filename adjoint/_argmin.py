@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._problem import ControlProblem, Cost, Dynamics, _is_dispatcher, as_float_vector
+from ._problem import ControlProblem, Cost, Dynamics, _is_dispatcher, as_float_vector, call_user
 from ._solve import Stats, solve_adjoint
 from ._traced import cost, vector_field
 from .checkpointing import Schedule, StoreAll
@@ -237,17 +237,7 @@ def _make_funcs(energy, loss, hand) -> _Funcs:
 
 
 def _call(label, fn, args, fix):
-    try:
-        return fn(*args)
-    except Exception as exc:
-        from numba.core.errors import NumbaError
-
-        kind = "could not be compiled by numba" if isinstance(exc, NumbaError) else "raised an error"
-        msg = " | ".join([m for m in str(exc).strip().splitlines() if m.strip()][:6])[:600]
-        raise TypeError(
-            f"{label} {kind} when called with float64 arrays of shapes x {args[0].shape}, "
-            f"theta {args[1].shape}: {type(exc).__name__}: {msg}. {fix}"
-        ) from None
+    return call_user(label, fn, args, fix, shapes=f"of shapes x {args[0].shape}, theta {args[1].shape}")
 
 
 def _check_funcs(fs: _Funcs, x, theta):

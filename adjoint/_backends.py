@@ -60,7 +60,9 @@ class GenericBackend(Backend):
         self._comp, self._method = comp, method
 
     def store_all(self, sweep, traj):
-        return sweep.run(kern.gradient_store_all, traj, sweep.grad_c, sweep.grad_p, sweep.grad_x0)
+        return sweep.run(
+            kern.gradient_store_all, traj, sweep.buffers.grad_c, sweep.buffers.grad_p, sweep.buffers.grad_x0
+        )
 
     def streamed(self, sweep, rule, snapshots, x_final, counters):
         return sweep.run(
@@ -68,9 +70,9 @@ class GenericBackend(Backend):
             rule,
             snapshots,
             x_final,
-            sweep.grad_c,
-            sweep.grad_p,
-            sweep.grad_x0,
+            sweep.buffers.grad_c,
+            sweep.buffers.grad_p,
+            sweep.buffers.grad_x0,
             counters,
         )
 
@@ -93,7 +95,16 @@ class _Generated(Backend):
 
     def store_all(self, sweep, traj):
         return self.lane_kernel(
-            sweep.x0, sweep.C, sweep.p, sweep.t0, sweep.tau, sweep.K, traj, sweep.grad_c, sweep.grad_p, sweep.grad_x0
+            sweep.grid.x0,
+            sweep.grid.C,
+            sweep.grid.p,
+            sweep.grid.t0,
+            sweep.grid.tau,
+            sweep.grid.K,
+            traj,
+            sweep.buffers.grad_c,
+            sweep.buffers.grad_p,
+            sweep.buffers.grad_x0,
         )
 
 
@@ -107,18 +118,18 @@ class ScalarBackend(_Generated):
 
     def streamed(self, sweep, rule, snapshots, x_final, counters):
         return self._checkpointed(
-            sweep.x0,
-            sweep.C,
-            sweep.p,
-            sweep.t0,
-            sweep.tau,
-            sweep.K,
+            sweep.grid.x0,
+            sweep.grid.C,
+            sweep.grid.p,
+            sweep.grid.t0,
+            sweep.grid.tau,
+            sweep.grid.K,
             rule,
             snapshots,
             x_final,
-            sweep.grad_c,
-            sweep.grad_p,
-            sweep.grad_x0,
+            sweep.buffers.grad_c,
+            sweep.buffers.grad_p,
+            sweep.buffers.grad_x0,
             counters,
         )
 

@@ -514,7 +514,7 @@ def _fold_zero_adjoint_terms(loop, zs):
 
 
 _WORD = re.compile(r"\b[A-Za-z_]\w*")
-_TCALL = []  # the pattern of an opaque call line, compiled at first use (adjoint.ad is imported lazily)
+_TCALL: list = []  # the pattern of an opaque call line, compiled at first use (adjoint.ad is imported lazily)
 
 
 def _tcall_pattern():
@@ -715,7 +715,7 @@ def _traced_or_none(obj, tracer, *args):
 def traced_parts(comp, n, m, q):
     """``(dynamics, terminal cost, running cost)`` of a compiled bundle as traced by adjoint.ad,
     each None when absent or not traceable; traced once per bundle and dimensions."""
-    memo = comp.__dict__.setdefault("_traced_parts", {})
+    memo = comp.traced_parts
     key = (n, m, q)
     if key not in memo:
         from . import ad
@@ -737,7 +737,7 @@ def fused_kernels(comp, method, n, m, q):
         return None
     # memoised on the problem's compiled bundle itself (never by id(): ids are reused after garbage
     # collection, which would hand one problem another problem's kernels)
-    memo = comp.__dict__.setdefault("_fused_memo", {})
+    memo = comp.scalar_kernels
     key = (method.cache_key, n, m, q)
     if key in memo:
         return memo[key]

@@ -22,10 +22,8 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-KIND_EULER = 0
-KIND_RK = 1
-KIND_MAP = 2
-KIND_LEAPFROG = 3
+# the method codes (compile-time constants of the kernels) are defined once, with the methods
+from .integrators._methods import KIND_EULER, KIND_LEAPFROG, KIND_MAP, KIND_RK  # noqa: F401
 
 
 @njit(cache=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -207,6 +208,22 @@ class Cost:
         return f"Cost({self.name})"
 
 
+def call_user(label, fn, args, fix, *, shapes="of the problem's shapes"):
+    """``fn(*args)``; any failure (numba typing errors, wrong signatures, the user's exceptions) becomes
+    a TypeError naming the function (``label``), what went wrong and ``fix``, never a raw traceback."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        from numba.core.errors import NumbaError
+
+        kind = "could not be compiled by numba" if isinstance(exc, NumbaError) else "raised an error"
+        lines = [m for m in str(exc).strip().splitlines() if m.strip()]
+        raise TypeError(
+            f"{label} {kind} when called with float64 arrays {shapes}: {type(exc).__name__}: "
+            f"{' | '.join(lines[:6])[:800]}. {fix}"
+        ) from None
+
+
 def _arity(fn) -> int | None:
     py = getattr(fn, "py_func", fn)
     try:
@@ -227,6 +244,22 @@ def _check_cost(name, cost):
     if n not in (2, 4, None):
         raise TypeError(f"`{name}` as a plain function must take (x, p) or (x, c, p, t); it takes {n} arguments")
     return cost
+
+
+@dataclass(eq=False)
+class ProblemCache:
+    """What ``solve_adjoint`` compiles and memoises for one problem (internal).
+
+    One declared object per :class:`ControlProblem`, created with it and freed with it (the problem
+    itself is immutable). ``compiled`` maps ``(control_dim, param_dim)`` to the compiled functions
+    (``adjoint._solve._Compiled``, which holds the generators' memos); ``checked`` records the
+    one-time argument checks of the user's functions; ``lanes`` holds the fast lanes of repeated
+    store-all gradients (``adjoint._solve._Lane``), keyed by method, schedule and backend.
+    """
+
+    compiled: dict = field(default_factory=dict)
+    checked: set = field(default_factory=set)
+    lanes: dict = field(default_factory=dict)
 
 
 class ControlProblem:
@@ -252,7 +285,8 @@ class ControlProblem:
     Notes
     -----
     The objective is ``J = L(x_K, p) + tau * sum_{k<K} l(x_k, c_k, p, t_k)``; controls are held
-    constant over a step.
+    constant over a step. A problem is immutable once built (its compiled kernels and fast paths
+    depend on it): :meth:`with_steps` gives the same problem on another grid.
     """
 
     def __init__(
@@ -312,8 +346,19 @@ class ControlProblem:
         self._control_dim = control_dim if not isinstance(dynamics, Dynamics) else dynamics.control_dim
         self._param_dim = param_dim if not isinstance(dynamics, Dynamics) else dynamics.param_dim
         self.name = name or getattr(dynamics, "name", getattr(dynamics, "__name__", "problem"))
-        self._compiled = {}
-        self._checked = set()
+        self._cache = ProblemCache()
+        self._frozen = True
+
+    def __setattr__(self, name, value):
+        if self.__dict__.get("_frozen"):
+            raise AttributeError(
+                f"ControlProblem is immutable: cannot set {name!r}. Build a new problem (or use "
+                "problem.with_steps(steps) for another grid)."
+            )
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        raise AttributeError(f"ControlProblem is immutable: cannot delete {name!r}")
 
     @property
     def tau(self) -> float:
@@ -335,14 +380,13 @@ class ControlProblem:
 
     def with_steps(self, steps: int) -> "ControlProblem":
         """The same problem on a grid with ``steps`` steps."""
-        new = ControlProblem.__new__(ControlProblem)
-        new.__dict__.update(self.__dict__)
-        new.__dict__.pop("_lanes", None)  # adjoint._solve's per-problem fast lanes hold steps and buffers
-        new._compiled = self._compiled
-        new._checked = self._checked
         if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ValueError(f"`steps` must be an integer >= 1; got {steps!r}")
-        new.steps = int(steps)
+        new = ControlProblem.__new__(ControlProblem)
+        new.__dict__.update(self.__dict__)
+        new.__dict__["steps"] = int(steps)
+        # the compiled functions and checks do not depend on the grid; the fast lanes do
+        new.__dict__["_cache"] = ProblemCache(self._cache.compiled, self._cache.checked)
         return new
 
     def objective(self, wrt="params", **kwargs):

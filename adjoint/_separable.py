@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit
 
 from ._problem import Dynamics, _check_dim, _njit_user
-from .integrators._leapfrog import KIND_LEAPFROG
+from .integrators._methods import KIND_LEAPFROG
 
 __all__ = ["SeparableDynamics"]
 
@@ -167,7 +167,7 @@ class SeparableDynamics(Dynamics):
             self.u, self.vjp_u, self.v, self.vjp_v, self.x_dim, self.state_dim
         )
         self.name = name or getattr(getattr(self.u, "py_func", u), "__name__", "separable")
-        self._as_dynamics = None
+        self._as_dynamics: Dynamics | None = None
 
     def as_dynamics(self) -> Dynamics:
         """The same vector field ``(u(y), v(x))`` as a plain :class:`adjoint.Dynamics`.

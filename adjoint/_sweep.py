@@ -1,37 +1,44 @@
-"""The bundle of compiled functions and arrays that every gradient sweep takes.
+"""What every gradient sweep takes: the compiled functions, the grid and inputs, the output buffers.
 
-Schedules (``adjoint.checkpointing``) receive a :class:`Sweep` and run one compiled kernel on it;
+Schedules (``adjoint.checkpointing``) receive a :class:`Sweep` and run its plan on its backend;
 this keeps ``solve_adjoint`` independent of how states are stored or rebuilt.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 
-@dataclass
-class Sweep:
-    """Everything a gradient kernel needs (internal).
+@dataclass(frozen=True)
+class Functions:
+    """The compiled functions of a sweep and the constants that specialise its kernels.
 
-    Outputs ``grad_c`` (K, m), ``grad_p`` (npar,), ``grad_x0`` (n,) are preallocated and filled by
-    the schedule. ``kernel_args()`` is the common leading argument tuple of the kernels in
-    ``adjoint._kernels``: ``(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, x0, C, p,
-    t0, tau, K, A, b, cn)``.
+    ``f, vjp`` (and ``g, gvjp``: the second half of separable dynamics, else the same pair), the
+    running cost ``rv, rg`` and the terminal cost ``tv, tg`` (placeholders when absent). ``kind`` (the
+    method code), ``has_run`` and ``has_term`` are compiled into the kernels as constants.
     """
 
     kind: int
-    f: object
-    vjp: object
-    g: object
-    gvjp: object
-    rv: object
-    rg: object
+    f: Any
+    vjp: Any
+    g: Any
+    gvjp: Any
+    rv: Any
+    rg: Any
     has_run: bool
-    tv: object
-    tg: object
+    tv: Any
+    tg: Any
     has_term: bool
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The inputs of one computation: initial state, controls (K, m), parameters, the time grid
+    ``t0 + k tau`` for ``k < K`` and the method's tableau ``(A, b, cn)``."""
+
     x0: np.ndarray
     C: np.ndarray
     p: np.ndarray
@@ -41,26 +48,43 @@ class Sweep:
     A: np.ndarray
     b: np.ndarray
     cn: np.ndarray
-    method: object
+
+
+@dataclass(frozen=True)
+class Buffers:
+    """The gradient outputs, preallocated and filled by the sweep: ``grad_c`` (K, m), ``grad_p`` (q,),
+    ``grad_x0`` (n,)."""
+
     grad_c: np.ndarray
     grad_p: np.ndarray
     grad_x0: np.ndarray
-    want_trajectory: bool = False
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Everything a gradient sweep needs (internal): functions, grid and buffers, the method, and the
+    backend that runs it (:mod:`adjoint._backends`). Schedules receive a Sweep and run its plan."""
+
+    functions: Functions
+    grid: Grid
+    buffers: Buffers
+    method: Any
     #: the :class:`adjoint._backends.Backend` that runs the sweeps (chosen by ``adjoint._backends.select``)
-    backend: object = None
+    backend: Any
+    want_trajectory: bool = False
 
     @property
     def state_dim(self) -> int:
-        return self.x0.shape[0]
+        return self.grid.x0.shape[0]
 
     def run(self, kernel, *extra):
-        """Call a compiled kernel, filling its parameters by name from this sweep.
+        """Call a compiled kernel of the generic backend, filling its parameters by name.
 
-        Parameters named ``f, vjp, g, gvjp, rv, rg, tv, tg`` receive the user's functions (bound
-        through :mod:`adjoint._bind`, so the kernel is cached on disk when they are importable);
-        ``kind, has_run, has_term`` are compiled in as constants (so numba prunes the branches they
-        rule out); parameters named like the sweep's fields (``x0, C, p, t0, tau, K, A, b, cn``)
-        receive those; the remaining parameters take ``extra`` in order.
+        Parameters named like the fields of :class:`Functions` receive the user's functions (bound
+        through :mod:`adjoint._bind`, so the kernel is cached on disk when they are importable) or,
+        for ``kind, has_run, has_term``, are compiled in as constants (so numba prunes the branches
+        they rule out); parameters named like the fields of :class:`Grid` receive those; the remaining
+        parameters take ``extra`` in order.
         """
         import inspect
 
@@ -70,8 +94,9 @@ class Sweep:
         if names is None:
             names = list(inspect.signature(kernel.py_func).parameters)
             _SIGNATURES[kernel] = names
-        funcs = {n: getattr(self, n) for n in names if n in _FUNCTION_FIELDS}
-        literals = {n: getattr(self, n) for n in names if n in _LITERAL_FIELDS}
+        fs, grid = self.functions, self.grid
+        funcs = {n: getattr(fs, n) for n in names if n in _FUNCTION_FIELDS}
+        literals = {n: getattr(fs, n) for n in names if n in _LITERAL_FIELDS}
         fn = bound_kernel(kernel, funcs, literals)
         it = iter(extra)
         args = []
@@ -79,7 +104,7 @@ class Sweep:
             if n in _FUNCTION_FIELDS or n in _LITERAL_FIELDS:
                 continue
             if n in _DATA_FIELDS:
-                args.append(getattr(self, n))
+                args.append(getattr(grid, n))
             else:
                 try:
                     args.append(next(it))
@@ -89,34 +114,10 @@ class Sweep:
             raise TypeError(f"too many arguments for kernel {kernel.py_func.__name__}")
         return fn(*args)
 
-    def kernel_args(self) -> tuple:
-        return (
-            self.kind,
-            self.f,
-            self.vjp,
-            self.g,
-            self.gvjp,
-            self.rv,
-            self.rg,
-            self.has_run,
-            self.tv,
-            self.tg,
-            self.has_term,
-            self.x0,
-            self.C,
-            self.p,
-            self.t0,
-            self.tau,
-            self.K,
-            self.A,
-            self.b,
-            self.cn,
-        )
 
-
-_FUNCTION_FIELDS = frozenset(("f", "vjp", "g", "gvjp", "rv", "rg", "tv", "tg"))
 _LITERAL_FIELDS = frozenset(("kind", "has_run", "has_term"))
-_DATA_FIELDS = frozenset(("x0", "C", "p", "t0", "tau", "K", "A", "b", "cn"))
+_FUNCTION_FIELDS = frozenset(f for f in Functions.__dataclass_fields__ if f not in _LITERAL_FIELDS)
+_DATA_FIELDS = frozenset(Grid.__dataclass_fields__)
 _SIGNATURES: dict = {}
 _END = object()
 

@@ -77,7 +77,7 @@ def test_pendulum_controls_bitwise(lane_calls, checkpoint):
     assert not np.shares_memory(again.grad.controls, got.grad.controls)
     assert first.stats.schedule == got.stats.schedule
     # one compiled specialisation serves both paths (problem.x0 is read-only: the lane must not pass it)
-    for lane in prob.__dict__["_lanes"].values():
+    for lane in prob._cache.lanes.values():
         assert len(lane.kernel.signatures) == 1
     # the lane's finiteness check has one specialisation whatever the array shapes
     assert len(_solve._all_finite.signatures) == 1
@@ -248,7 +248,7 @@ def test_read_only_inputs_share_the_compiled_kernel(lane_calls):
     assert lane_calls["hit"] == 2
     assert_same(first, lane)
     assert_same(first, rw)
-    for ln in prob.__dict__["_lanes"].values():
+    for ln in prob._cache.lanes.values():
         assert len(ln.kernel.signatures) == 1
     pp = pendulum.make_problem(100)
     u = np.random.default_rng(1).normal(size=(100, 1))
@@ -257,11 +257,11 @@ def test_read_only_inputs_share_the_compiled_kernel(lane_calls):
     r = [adjoint.solve_adjoint(pp, controls=c) for c in (u_ro, u_ro, u)]
     assert_same(r[0], r[1])
     assert_same(r[0], r[2])
-    for ln in pp.__dict__["_lanes"].values():
+    for ln in pp._cache.lanes.values():
         assert len(ln.kernel.signatures) == 1
     fun = pp.objective(wrt="controls", controls=u)
     v = fun.initial()
     fun(v)
     fun(0.5 * v)
-    for ln in pp.__dict__["_lanes"].values():
+    for ln in pp._cache.lanes.values():
         assert len(ln.kernel.signatures) == 1

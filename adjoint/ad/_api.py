@@ -8,6 +8,7 @@ import math
 import types
 import weakref
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -381,8 +382,8 @@ class CompiledField:
     was compiled in memory). ``adjoint.vector_field`` wraps them in an ``adjoint.Dynamics``.
     """
 
-    f: object
-    vjp: object
+    f: Callable
+    vjp: Callable
     traced: TracedDynamics
     source: str | None
 
@@ -392,8 +393,8 @@ class CompiledCost:
     """A traced scalar cost and its gradient, compiled (:func:`compile_cost`); ``adjoint.cost``
     wraps them in an ``adjoint.Cost``."""
 
-    value: object
-    grad: object
+    value: Callable
+    grad: Callable
     traced: TracedCost
     source: str | None
 
@@ -560,12 +561,15 @@ class _NumpyShim(types.ModuleType):
 
 
 _NP_SHIM = _NumpyShim("numpy_traced")
-_NP_SHIM.zeros = lambda shape, *a, **k: _obj(shape, 0.0)
-_NP_SHIM.empty = lambda shape, *a, **k: _obj(shape, 0.0)
-_NP_SHIM.ones = lambda shape, *a, **k: _obj(shape, 1.0)
-_NP_SHIM.zeros_like = lambda a, *r, **k: _obj(_shape_of(a), 0.0)
-_NP_SHIM.empty_like = lambda a, *r, **k: _obj(_shape_of(a), 0.0)
-_NP_SHIM.ones_like = lambda a, *r, **k: _obj(_shape_of(a), 1.0)
+for _name, _make in {
+    "zeros": lambda shape, *a, **k: _obj(shape, 0.0),
+    "empty": lambda shape, *a, **k: _obj(shape, 0.0),
+    "ones": lambda shape, *a, **k: _obj(shape, 1.0),
+    "zeros_like": lambda a, *r, **k: _obj(_shape_of(a), 0.0),
+    "empty_like": lambda a, *r, **k: _obj(_shape_of(a), 0.0),
+    "ones_like": lambda a, *r, **k: _obj(_shape_of(a), 1.0),
+}.items():
+    setattr(_NP_SHIM, _name, _make)
 
 
 def _rebind(fn, depth=0):

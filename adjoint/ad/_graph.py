@@ -114,7 +114,7 @@ class Graph:
             if n.id in live:
                 live.update(n.args)
         remap = {}
-        nodes = []
+        nodes: list = []
         for n in self.nodes:
             if n.id in live:
                 remap[n.id] = len(nodes)

@@ -27,7 +27,7 @@ __all__ = ["opaque_inputs", "try_tcall", "import_lines", "is_dispatcher"]
 
 _ALIAS_PREFIX = "_adj_tc_"
 _ALIASES: dict[str, str] = {}  # alias -> module name
-_STATE = {"builder": None, "allowed": frozenset()}
+_STATE: dict = {"builder": None, "allowed": frozenset()}
 
 
 def _alias(module: str) -> str:

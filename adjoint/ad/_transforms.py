@@ -74,7 +74,7 @@ def jvp_graph(graph: Graph, wrt=None) -> Graph:
         if any(t is not None for t in ts) and isinstance(out, Tracer) and n.prim not in NONDIFF:
             tans[n.id] = PRIMITIVES[n.prim].jvp(args, ts, out, **n.attrs)
     outs = [vals[o] for o in graph.outputs]
-    touts = [tans.get(o) for o in graph.outputs]
+    touts: list = [tans.get(o) for o in graph.outputs]
     touts = [np.zeros(graph.nodes[o].shape) if t is None else t for o, t in zip(graph.outputs, touts)]
     return b.graph(outs + touts)
 
@@ -195,7 +195,7 @@ def vjp_graph(graph: Graph, wrt=None, with_primals=True) -> Graph:
         for a, c in zip(n.args, res):
             if c is not None:
                 cts.setdefault(a, []).append(c)
-    grads = []
+    grads: list = []
     for k in wrt:
         nid = graph.inputs[k]
         g = _accumulate(cts.get(nid, []))
@@ -207,7 +207,7 @@ def bind_inputs(graph: Graph, values: dict) -> Graph:
     """Fix some inputs to constants: ``values`` maps input position -> array. The remaining
     inputs keep their order."""
     b = Builder()
-    ins = []
+    ins: list = []
     for k, (nid, nm) in enumerate(zip(graph.inputs, graph.input_names)):
         if k in values:
             ins.append(np.asarray(values[k], dtype=np.float64).reshape(graph.nodes[nid].shape))

@@ -117,11 +117,11 @@ def _default_fallback(sweep: Sweep):
     budget_cls = getattr(ck, "MemoryBudget", None)
     if budget_cls is not None:
         budget = budget_cls()
-        sched = budget.resolve(sweep.K, sweep.state_dim)  # store-all if it fits, else Revolve
+        sched = budget.resolve(sweep.grid.K, sweep.state_dim)  # store-all if it fits, else Revolve
         return sched, f"{sched!r} (chosen by the default {budget!r})"
     revolve = getattr(ck, "Revolve", None)
     if revolve is not None:
-        snaps = int(max(2, min(sweep.K + 1, FALLBACK_BYTES // (8 * sweep.state_dim))))
+        snaps = int(max(2, min(sweep.grid.K + 1, FALLBACK_BYTES // (8 * sweep.state_dim))))
         sched = revolve(snapshots=snaps)
         return sched, f"{sched!r} ({FALLBACK_BYTES // 2**20} MiB budget)"
     return StoreAll(), "StoreAll() (Revolve is not available in this build)"
@@ -183,20 +183,18 @@ class Reversible(Schedule):
             )
 
     def _run(self, sweep: Sweep) -> SweepOutcome:
-        if sweep.kind != kern.KIND_LEAPFROG:
+        if sweep.functions.kind != kern.KIND_LEAPFROG:
             raise TypeError(
                 f"checkpoint=adjoint.Reversible() needs an invertible method; got method={sweep.method!r}. "
                 "Use method=adjoint.Leapfrog() or adjoint.VelocityVerlet() with adjoint.SeparableDynamics, or "
                 "a checkpointing schedule such as adjoint.StoreAll() or adjoint.Revolve(snapshots=20)."
             )
-        K, n = sweep.K, sweep.state_dim
+        K, n = sweep.grid.K, sweep.state_dim
         x_final = np.empty(n)
-        if hasattr(sweep, "run"):  # binds the user's functions (disk-cached when importable)
-            value, status, drift = sweep.run(gradient_reversible, x_final, sweep.grad_c, sweep.grad_p, sweep.grad_x0)
-        else:
-            value, status, drift = gradient_reversible(
-                *sweep.kernel_args(), x_final, sweep.grad_c, sweep.grad_p, sweep.grad_x0
-            )
+        # binds the user's functions (disk-cached when importable)
+        value, status, drift = sweep.run(
+            gradient_reversible, x_final, sweep.buffers.grad_c, sweep.buffers.grad_p, sweep.buffers.grad_x0
+        )
         drift = float(drift)
         if status:
             return SweepOutcome(
@@ -211,7 +209,9 @@ class Reversible(Schedule):
             )
         if not math.isfinite(drift):
             drift = math.inf
-        grads_ok = all(np.all(np.isfinite(a)) for a in (sweep.grad_c, sweep.grad_p, sweep.grad_x0))
+        grads_ok = all(
+            np.all(np.isfinite(a)) for a in (sweep.buffers.grad_c, sweep.buffers.grad_p, sweep.buffers.grad_x0)
+        )
         if (self.max_drift is None or drift <= self.max_drift) and grads_ok:
             return SweepOutcome(
                 value=value,

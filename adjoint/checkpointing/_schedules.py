@@ -128,7 +128,7 @@ def _give_traj(shape, traj):
 
 def run_store_all(sweep: Sweep, name: str = "StoreAll", snapshots: int | None = None) -> SweepOutcome:
     """Store every state, then sweep backwards (shared by schedules that degenerate to it)."""
-    K, n = sweep.K, sweep.state_dim
+    K, n = sweep.grid.K, sweep.state_dim
     traj, pooled = _take_traj((K + 1, n), sweep.want_trajectory)
     try:
         return _store_all(sweep, traj, name, snapshots, pooled)
@@ -138,7 +138,7 @@ def run_store_all(sweep: Sweep, name: str = "StoreAll", snapshots: int | None = 
 
 
 def _store_all(sweep, traj, name, snapshots, pooled):
-    K = sweep.K
+    K = sweep.grid.K
     value, status = sweep.backend.store_all(sweep, traj)
     return SweepOutcome(
         value=value,
@@ -195,6 +195,10 @@ class _SlotSchedule(Schedule):
     """A schedule with ``snapshots`` slots run by the streamed planner under rule ``_rule``."""
 
     _rule: int
+    snapshots: int
+
+    def forward_steps(self, steps: int) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def __post_init__(self):
         object.__setattr__(self, "snapshots", _check_snapshots(self.snapshots))
@@ -206,7 +210,7 @@ class _SlotSchedule(Schedule):
         return Plan(repr(self), steps, s, self._rule, self.forward_steps(steps), s)
 
     def _run(self, sweep: Sweep) -> SweepOutcome:
-        if self.snapshots > sweep.K:
+        if self.snapshots > sweep.grid.K:
             return run_store_all(sweep, snapshots=self.snapshots)
         return run_streamed(sweep, self._rule, self.snapshots, repr(self))
 
@@ -381,7 +385,7 @@ class MemoryBudget(Schedule):
 
     def _run(self, sweep: Sweep) -> SweepOutcome:
         s = self.snapshots(sweep.state_dim)
-        if s >= sweep.K + 1:
+        if s >= sweep.grid.K + 1:
             return run_store_all(sweep)
         return run_streamed(sweep, RULE_BINOMIAL, s, f"Revolve(snapshots={s})")
 

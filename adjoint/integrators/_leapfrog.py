@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._methods import Method
-
-KIND_LEAPFROG = 3  # must match adjoint._kernels.KIND_LEAPFROG
+from ._methods import KIND_LEAPFROG, Method
 
 DRIFT = 0.0  # x += tau b u(y)
 KICK = 1.0  # y += tau b v(x)

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Kernel codes understood by adjoint._kernels (kept in one place).
+# The method codes the kernels branch on (adjoint._kernels, adjoint._fused, adjoint._tape): the one
+# definition. numba compiles them in as constants.
 KIND_EULER = 0
 KIND_RK = 1
 KIND_MAP = 2
+KIND_LEAPFROG = 3
 
 
 class Method:
@@ -117,20 +119,25 @@ class RungeKutta(Method):
         return f"{self.name}(stages={self.stages}, order={self.order})"
 
 
-def Heun() -> RungeKutta:
-    """Heun's method (explicit trapezoid), order 2."""
-    return RungeKutta([[0.0, 0.0], [1.0, 0.0]], [0.5, 0.5], [0.0, 1.0], order=2, name="Heun")
+class Heun(RungeKutta):
+    """Heun's method (explicit trapezoid), order 2: the tableau ``A = [[0, 0], [1, 0]]``,
+    ``b = [1/2, 1/2]``, ``c = [0, 1]``."""
+
+    def __init__(self):
+        super().__init__([[0.0, 0.0], [1.0, 0.0]], [0.5, 0.5], [0.0, 1.0], order=2, name="Heun")
 
 
-def RK4() -> RungeKutta:
+class RK4(RungeKutta):
     """The classical fourth-order Runge-Kutta method."""
-    return RungeKutta(
-        [[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1.0, 0]],
-        [1 / 6, 1 / 3, 1 / 3, 1 / 6],
-        [0, 0.5, 0.5, 1.0],
-        order=4,
-        name="RK4",
-    )
+
+    def __init__(self):
+        super().__init__(
+            [[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1.0, 0]],
+            [1 / 6, 1 / 3, 1 / 3, 1 / 6],
+            [0, 0.5, 0.5, 1.0],
+            order=4,
+            name="RK4",
+        )
 
 
 _EULER_TABLEAU = (np.zeros((1, 1)), np.ones(1), np.zeros(1))
