@@ -18,7 +18,6 @@ from numba import njit
 
 from ._results import AdjointResult, Gradient, Stats
 from ._validate import _EULER, _raise_nonfinite
-from .checkpointing import MemoryBudget, StoreAll
 from .checkpointing import auto as _auto_schedule
 from .checkpointing._schedules import _give_traj, _take_traj
 
@@ -160,12 +159,7 @@ def _install_lane(problem, method, checkpoint, backend, sweep, out, stats):
     """Keep a _Lane for this (method, checkpoint, backend) when this run was a generated store-all kernel."""
     if sweep.backend.lane_kernel is None or out.extra or sweep.grid.K != problem.steps:
         return
-    if isinstance(checkpoint, StoreAll):
-        pass
-    elif isinstance(checkpoint, MemoryBudget) and type(checkpoint).resolve is MemoryBudget.resolve:
-        if not isinstance(checkpoint.resolve(sweep.grid.K, sweep.state_dim), StoreAll):
-            return
-    else:
+    if checkpoint.resolve_plan(sweep.grid.K, sweep.state_dim).kind != "store_all":
         return
     try:
         key = _lane_key(method, checkpoint if checkpoint is not _auto_schedule() else "auto", backend)

@@ -438,16 +438,18 @@ def _cost_refs(comp, imports, files):
 
 
 def _schedule_allows(checkpoint, K, n, width):
-    """Whether ``checkpoint`` runs store-all for K steps and the tape fits its memory budget."""
-    from .checkpointing._schedules import DEFAULT_MEMORY_BUDGET, MemoryBudget, Revolve, StoreAll, Uniform
+    """Whether ``checkpoint`` runs store-all for K steps and the tape fits its memory budget (the
+    trajectory plus the tape within a ``MemoryBudget``; the tape within ``DEFAULT_MEMORY_BUDGET``
+    otherwise)."""
+    from .checkpointing._schedules import DEFAULT_MEMORY_BUDGET
 
+    plan = checkpoint.resolve_plan(K, n)
+    if plan.kind != "store_all":
+        return False
     tape = 8 * K * width
-    if type(checkpoint) is StoreAll or (type(checkpoint) in (Revolve, Uniform) and checkpoint.snapshots > K):
+    if plan.budget is None:
         return tape <= DEFAULT_MEMORY_BUDGET
-    if type(checkpoint) is MemoryBudget:
-        traj = 8 * (K + 1) * n
-        return checkpoint.nbytes // (8 * n) >= K + 1 and traj + tape <= checkpoint.nbytes
-    return False
+    return 8 * (K + 1) * n + tape <= plan.budget
 
 
 def tape_kernels(comp, method, checkpoint, K, n, m, q):

@@ -19,7 +19,7 @@ from numba import njit
 
 from .. import _kernels as kern
 from .._sweep import Sweep, SweepOutcome
-from ._schedules import Schedule, StoreAll
+from ._schedules import Resolved, Schedule, StoreAll
 
 __all__ = ["Reversible", "gradient_reversible"]
 
@@ -181,6 +181,9 @@ class Reversible(Schedule):
                 "`fallback` must be a checkpoint schedule such as adjoint.Revolve(snapshots=20) or "
                 f"adjoint.StoreAll() (not Reversible); got {self.fallback!r}"
             )
+
+    def resolve_plan(self, steps: int, state_dim: int) -> Resolved:
+        return Resolved("reversible", "Reversible", 2)
 
     def _run(self, sweep: Sweep) -> SweepOutcome:
         if sweep.functions.kind != kern.KIND_LEAPFROG:

@@ -26,6 +26,7 @@ __all__ = [
     "Plan",
     "Action",
     "DEFAULT_MEMORY_BUDGET",
+    "Resolved",
     "parse_bytes",
 ]
 
@@ -34,11 +35,45 @@ __all__ = [
 DEFAULT_MEMORY_BUDGET = 256 * 10**6
 
 
-class Schedule:
-    """Base class of checkpoint strategies accepted by ``solve_adjoint(checkpoint=...)``."""
+@dataclass(frozen=True)
+class Resolved:
+    """What a schedule runs for a given number of steps and state size (:meth:`Schedule.resolve_plan`).
 
-    def _run(self, sweep: Sweep) -> SweepOutcome:  # pragma: no cover - abstract
+    Attributes
+    ----------
+    kind : {"store_all", "streamed", "reversible"}
+    name : str
+        The schedule reported in ``Stats.schedule``.
+    snapshots : int or None
+        Slots (``x0`` included) of a streamed plan; for store-all the slots the schedule was
+        allowed, None meaning the number of steps.
+    rule : int or None
+        The planner rule of a streamed plan (``RULE_BINOMIAL`` or ``RULE_UNIFORM``).
+    budget : int or None
+        Bytes the schedule may use in all (``MemoryBudget``), None when it sets no byte limit.
+    """
+
+    kind: str
+    name: str
+    snapshots: int | None = None
+    rule: int | None = None
+    budget: int | None = None
+
+
+class Schedule:
+    """Base class of checkpoint strategies accepted by ``solve_adjoint(checkpoint=...)``.
+
+    A schedule resolves, for ``steps`` steps of a ``state_dim`` state, to a plan
+    (:meth:`resolve_plan`): store every state, stream a checkpointing rule through some slots, or
+    rebuild the states backwards (reversible). Every sweep kind and every caller (the ODE
+    gradients, the fast lane, the tape backend, Sinkhorn's unrolled gradient) asks this one method.
+    """
+
+    def resolve_plan(self, steps: int, state_dim: int) -> Resolved:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _run(self, sweep: Sweep) -> SweepOutcome:
+        return run_plan(self.resolve_plan(sweep.grid.K, sweep.state_dim), sweep)
 
 
 def _check_steps(steps) -> int:
@@ -153,6 +188,16 @@ def _store_all(sweep, traj, name, snapshots, pooled):
     )
 
 
+def run_plan(plan: Resolved, sweep: Sweep) -> SweepOutcome:
+    """Run a store-all or streamed plan on the sweep's backend."""
+    if plan.kind == "store_all":
+        return run_store_all(sweep, plan.name, plan.snapshots)
+    if plan.kind == "streamed":
+        assert plan.rule is not None and plan.snapshots is not None
+        return run_streamed(sweep, plan.rule, plan.snapshots, plan.name)
+    raise ValueError(f"a {plan.kind} plan is run by its schedule")  # pragma: no cover
+
+
 def run_streamed(sweep: Sweep, rule: int, snapshots: int, name: str) -> SweepOutcome:
     """Run the compiled executor of a streamed schedule (``snapshots <= K``)."""
     n = sweep.state_dim
@@ -187,8 +232,8 @@ class StoreAll(Schedule):
     def forward_steps(self, steps: int) -> int:
         return _check_steps(steps)
 
-    def _run(self, sweep: Sweep) -> SweepOutcome:
-        return run_store_all(sweep)
+    def resolve_plan(self, steps: int, state_dim: int) -> Resolved:
+        return Resolved("store_all", "StoreAll")
 
 
 class _SlotSchedule(Schedule):
@@ -209,10 +254,10 @@ class _SlotSchedule(Schedule):
         s = min(self.snapshots, steps)
         return Plan(repr(self), steps, s, self._rule, self.forward_steps(steps), s)
 
-    def _run(self, sweep: Sweep) -> SweepOutcome:
-        if self.snapshots > sweep.grid.K:
-            return run_store_all(sweep, snapshots=self.snapshots)
-        return run_streamed(sweep, self._rule, self.snapshots, repr(self))
+    def resolve_plan(self, steps: int, state_dim: int) -> Resolved:
+        if self.snapshots > steps:  # a slot per state: nothing to recompute
+            return Resolved("store_all", "StoreAll", self.snapshots)
+        return Resolved("streamed", repr(self), self.snapshots, self._rule)
 
 
 @dataclass(frozen=True)
@@ -383,11 +428,11 @@ class MemoryBudget(Schedule):
         s = self.snapshots(state_dim)
         return StoreAll() if s >= steps + 1 else Revolve(snapshots=s)
 
-    def _run(self, sweep: Sweep) -> SweepOutcome:
-        s = self.snapshots(sweep.state_dim)
-        if s >= sweep.grid.K + 1:
-            return run_store_all(sweep)
-        return run_streamed(sweep, RULE_BINOMIAL, s, f"Revolve(snapshots={s})")
+    def resolve_plan(self, steps: int, state_dim: int) -> Resolved:
+        s = self.snapshots(state_dim)
+        if s >= steps + 1:
+            return Resolved("store_all", "StoreAll", budget=self.nbytes)
+        return Resolved("streamed", f"Revolve(snapshots={s})", s, RULE_BINOMIAL, budget=self.nbytes)
 
 
 _AUTO = None
