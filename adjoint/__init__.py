@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # static view (type checkers, the API reference); loaded lazi
 __version__ = "0.1.0"
 
 # Implicit differentiation and Sinkhorn load on first use (PEP 562): their module-level numba
-# declarations cost ~60 ms of import that a user of solve_adjoint alone need not pay.
+# declarations cost import time that a user of solve_adjoint alone need not pay.
 _LAZY = {
     "solve_argmin": "_argmin",
     "ArgminResult": "_argmin",

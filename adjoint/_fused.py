@@ -55,8 +55,8 @@ class _Gen:
     def ref(self, fn):
         """``module.name`` of a user function that is called (not spliced) by the kernel.
 
-        (Measured: a plain call to the user's compiled function was faster here than splicing a
-        copy with ``inline="always"``, which bloated the loop body.)
+        (A plain call to the user's compiled function is faster here than splicing a copy with
+        ``inline="always"``, which bloats the loop body.)
         """
         path = _import_path(fn)
         if path is None:
@@ -250,8 +250,8 @@ class _Gen:
         loop += self.step(X, C, "t", XN)
         # finiteness without a branch per step: the sum of all states is finite unless a state is
         # not (or the sum overflows); the first bad step, if any, is then found again from the
-        # stored states with the per-step test of the other kernels (measured: the per-step branch
-        # cost 7%, the per-step test `_bad += _s - _s` 5%, this sum ~0)
+        # stored states with the per-step test of the other kernels (a branch or a test per step
+        # costs more than this one running sum)
         loop += ["_bad += " + (" + ".join(XN) or "0.0")]
         loop += [f"{X[i]} = {XN[i]}" for i in range(n)] + [f"traj[k + 1, {i}] = {X[i]}" for i in range(n)]
         body += ["_bad = 0.0", "for k in range(K):"] + ["    " + ln for ln in loop]
@@ -440,7 +440,7 @@ def _bound_names(loop):
 
 def _drop_zero_terms(loop, accs):
     """Drop ``acc += [tau *] v`` from a loop body when ``v`` is the literal 0.0 (a cost or field
-    that does not depend on p adds zeros at every step: measured 4% of a Lotka-Volterra sweep).
+    that does not depend on p adds zeros at every step, a visible share of a small sweep).
 
     Returns ``(loop, after)``, ``after`` the lines to run once after the loop (which must run at
     least once) to keep the result bit for bit: ``acc + tau * 0.0`` changes ``acc`` at most by
@@ -481,8 +481,8 @@ def _fold_zero_adjoint_terms(loop, zs):
     Bit for bit the same: ``tau * 0.0`` is +0.0 (tau > 0), and in round-to-nearest
     ``(a + b) + 0.0 == (a + 0.0) + b`` for all a, b (adding +0.0 only turns -0.0 into +0.0, and
     ``a + b`` is -0.0 only when a and b both are). The gain is the adjoint recurrence's critical
-    path: the addition of +0.0 moves from after the update (on the path through ``v``) to ``l``
-    (measured on the pendulum: two of the five dependent operations per step). Only when no line
+    path: the addition of +0.0 moves from after the update (on the path through ``v``) to ``l``.
+    Only when no line
     between the two reads or writes ``z``.
     """
     zs = set(zs)
@@ -526,10 +526,9 @@ def _tcall_pattern():
 
 
 _T_WORD = re.compile(r"\bt\b")
-#: how many adjoint steps ahead the opaque functions of t are called (measured on the
-#: Lotka-Volterra fit, 1e5 steps, whole store-all gradient: 1 -> 20%, 2 -> 23%, 3 -> 22% faster than
-#: in place on a quiet core, ~0-3% when the core's other hardware thread is busy; each step ahead
-#: is one more inlined copy of the function to compile, ~0.1 s for that lookup)
+#: how many adjoint steps ahead the opaque functions of t are called: the call's latency then
+#: overlaps the steps in between (more steps ahead gain little); each step ahead is one more inlined
+#: copy of the function to compile
 TCALL_AHEAD = 2
 
 

@@ -119,9 +119,9 @@ def solve_adjoint(
 
     Repeated calls on one problem (an optimiser's loop) are cheap: after a first store-all run
     through a generated kernel, a call whose ``params``/``controls``/``x0`` are C-contiguous float64
-    arrays of the right shapes (or None) goes straight to that kernel, about 5 us of Python per
-    call instead of about 18 us; any other argument takes the general path, with the same result
-    bit for bit and the same errors.
+    arrays of the right shapes (or None) goes straight to that kernel, with a fraction of the
+    Python work of a first call (``benchmarks/core.py`` measures it); any other argument takes the
+    general path, with the same result bit for bit and the same errors.
 
     Examples
     --------

@@ -114,8 +114,8 @@ def _interpretable(comp: _Compiled, method, n, m, q) -> frozenset:
     """The user's numba functions that no kernel of this method will call compiled.
 
     A fused kernel runs the traced code of the dynamics (and of every traceable cost) instead of
-    calling the user's functions, so compiling those functions just to check them costs a fresh
-    process about 0.1-0.3 s each for nothing. They are checked through their ``py_func`` (the same
+    calling the user's functions, so compiling those functions just to check them would cost a fresh
+    process a numba compile each for nothing. They are checked through their ``py_func`` (the same
     code run by Python); when that raises, the check is redone with the compiled functions, whose
     verdict stands.
     """

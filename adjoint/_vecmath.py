@@ -15,9 +15,9 @@ is exactly rounded in every lane and every compilation.
 
 Inlining: :func:`_exp` is ``inline="always"`` (numba splices it into the caller at IR level).
 :func:`tanh` and :func:`exp` are plain ``njit`` functions that LLVM inlines at every call site
-(they are small), which vectorises the same way: numba-level inlining of a function built from intrinsics costs about 30 ms
-of compilation per intrinsic call per call site (a fully scalarised graph with 40 tanh took 6.6 s to
-compile instead of 0.9 s). Divisions go through :func:`_div`, which never checks for zero whatever
+(they are small), which vectorises the same way: numba-level inlining of a function built from
+intrinsics adds compilation per intrinsic call per call site, which grows the compile time of a fully
+scalarised graph several-fold. Divisions go through :func:`_div`, which never checks for zero whatever
 the ``error_model``, so nothing stops the vectoriser.
 
 The polynomial coefficients are re-derived and checked against mpmath in ``tests/test_vecmath.py``.

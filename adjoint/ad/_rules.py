@@ -92,7 +92,6 @@ def _mul_ct(p, g):
     Same value up to rounding; the point is the backward recurrence of a compiled adjoint sweep,
     whose every step waits on the cotangent: a chain ``p2 * (x1 * l1)`` puts two multiplications
     on that critical path, ``(p2 * x1) * l1`` one (the primal product runs in its shadow).
-    Measured on Lotka-Volterra, 1e5 Euler steps: backward loop 0.537 -> 0.455 ms.
     """
     if p is None or g is None:
         return None

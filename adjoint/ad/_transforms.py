@@ -144,8 +144,8 @@ def _factor_cotangents(contribs):
     """Contributions ``q_1 * h + q_2 * h + ...`` sharing a cotangent factor ``h`` become one
     ``(q_1 + q_2 + ...) * h`` (at the place of the first), the Jacobian entry times the
     cotangent, as a hand-written adjoint groups it. Same value up to rounding; in a compiled
-    backward sweep the sum of primal coefficients leaves the cotangent's critical path (measured on
-    Lotka-Volterra: one multiply and one add per adjoint component instead of three and two)."""
+    backward sweep the sum of primal coefficients leaves the cotangent's critical path (one multiply
+    and one add per adjoint component instead of one of each per contribution)."""
     if len(contribs) < 2:
         return contribs
     factors = [_ct_factor(c) for c in contribs]

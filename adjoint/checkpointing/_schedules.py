@@ -131,8 +131,8 @@ class Plan:
 
 #: store-all trajectories up to this size are reused between calls when the caller does not keep
 #: them (an optimiser calls the gradient hundreds of times with the same shapes; a fresh array of
-#: more than ~128 kB comes from mmap and pays its page faults again at every call: measured 20-60 us
-#: on a 0.2 ms pendulum gradient). At most _POOL_SHAPES arrays are kept.
+#: more than ~128 kB comes from mmap and pays its page faults again at every call, a visible share of
+#: a small gradient). At most _POOL_SHAPES arrays are kept.
 _POOL_MAX_BYTES = 8 * 2**20
 _POOL_SHAPES = 4
 _TRAJ_POOL: dict = {}
