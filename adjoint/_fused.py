@@ -204,22 +204,28 @@ class _Gen:
     def header(self, allocate=True):
         """Parameter loads, and the small buffers used when a function is called (not spliced).
 
-        ``allocate=False``: the buffers arrive as the arguments ``BUFFERS`` (allocated once by the
-        caller, e.g. the checkpoint executor, instead of at every call)."""
+        ``allocate=False``: the buffers arrive in the workspace tuple ``W`` (allocated once by the
+        executor's ``workspace``, instead of at every call)."""
+        lines = [f"p_{i} = p[{i}]" for i in range(self.q)]
+        return lines + (self._buffers() if allocate else [f"{BUFFERS} = W"])
+
+    def _buffers(self):
         n, m, q = self.n, self.m, self.q
-        lines = [f"p_{i} = p[{i}]" for i in range(q)]
-        if allocate:
-            lines += [
-                "_xb = np.empty(%d)" % n,
-                "_ob = np.empty(%d)" % n,
-                "_zb = np.empty(%d)" % n,
-                "_cb = np.empty(%d)" % m,
-                "_c0 = np.empty(0)",
-                "_gxb = np.empty(%d)" % n,
-                "_gcb = np.empty(%d)" % m,
-                "_gpb = np.empty(%d)" % q,
-            ]
-        return lines
+        return [
+            "_xb = np.empty(%d)" % n,
+            "_ob = np.empty(%d)" % n,
+            "_zb = np.empty(%d)" % n,
+            "_cb = np.empty(%d)" % m,
+            "_c0 = np.empty(0)",
+            "_gxb = np.empty(%d)" % n,
+            "_gcb = np.empty(%d)" % m,
+            "_gpb = np.empty(%d)" % q,
+        ]
+
+    def workspace_source(self):
+        """The executor's workspace: the buffers of called (not spliced) functions."""
+        body = self._buffers() + [f"return ({BUFFERS},)"]
+        return "def workspace(x0, C, p):\n" + "\n".join("    " + ln for ln in body) + "\n"
 
     def forward_source(self):
         n, m = self.n, self.m
@@ -303,7 +309,7 @@ class _Gen:
         loop += [f"{X[i]} = {XN[i]}" for i in range(n)]
         body += ["for k in range(k0, k1):"] + ["    " + ln for ln in loop]
         body += [f"xa[{i}] = {X[i]}" for i in range(n)] + ["return 0"]
-        return f"def advance(xa, C, p, t0, tau, k0, k1, {BUFFERS}):\n" + "\n".join("    " + ln for ln in body) + "\n"
+        return "def advance(xa, C, p, t0, tau, k0, k1, W):\n" + "\n".join("    " + ln for ln in body) + "\n"
 
     def adjoint_one_source(self):
         n, q = self.n, self.q
@@ -318,7 +324,7 @@ class _Gen:
         body += [f"lam[{i}] = {Z[i]}" for i in range(n)]
         body += [f"gpa[{i}] = {GP[i]}" for i in range(q)] + ["return _rv"]
         return (
-            f"def adjoint_one(xa, C, p, t0, tau, k, lam, grad_c, gpa, {BUFFERS}):\n"
+            "def adjoint_one(xa, C, p, t0, tau, k, lam, grad_c, gpa, W):\n"
             + "\n".join("    " + ln for ln in body)
             + "\n"
         )
@@ -376,7 +382,7 @@ class _Gen:
         body += [f"lam[{i}] = {LAM[i]}" for i in range(n)] + [f"gpa[{i}] = {GP[i]}" for i in range(q)]
         body += [f"xa[{i}] = {X[i]}" for i in range(n)] + ["return run"]
         return (
-            f"def sweep(xa, slots, sl, C, p, t0, tau, a, b, lam, grad_c, gpa, run, {BUFFERS}):\n"
+            "def sweep(xa, slots, sl, C, p, t0, tau, a, b, lam, grad_c, gpa, run, W):\n"
             + "\n".join("    " + ln for ln in body)
             + "\n"
         )
@@ -395,7 +401,7 @@ class _Gen:
         body += [f"lam[{i}] = {LAM[i]}" for i in range(n)] + [f"gpa[{i}] = {GP[i]}" for i in range(q)]
         body += ["return run"]
         return (
-            f"def oneslot(xa, C, p, t0, tau, a, b, lam, grad_c, gpa, run, {BUFFERS}):\n"
+            "def oneslot(xa, C, p, t0, tau, a, b, lam, grad_c, gpa, run, W):\n"
             + "\n".join("    " + ln for ln in body)
             + "\n"
         )
@@ -416,9 +422,7 @@ class _Gen:
         body += [f"lam[{i}] = {LAM[i]}" for i in range(n)] + [f"gpa[{i}] = {GP[i]}" for i in range(q)]
         body += ["return value, 0"]
         return (
-            f"def terminal(xa, C, p, t0, tau, K, x_final, lam, gpa, {BUFFERS}):\n"
-            + "\n".join("    " + ln for ln in body)
-            + "\n"
+            "def terminal(xa, C, p, t0, tau, K, x_final, lam, gpa, W):\n" + "\n".join("    " + ln for ln in body) + "\n"
         )
 
 
@@ -586,120 +590,6 @@ def _pipeline_tcalls(loop, top="K - 1", low="0", ahead=None):
 BUFFERS = "_xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb"
 
 
-def _checkpointed_template(x0, C, p, t0, tau, K, rule, s, x_final, grad_c, grad_p, grad_x0, counters):
-    """Executor of a streamed checkpoint schedule (copied into generated modules; mirrors
-    ``adjoint.checkpointing._streamed.gradient_checkpointed`` action by action)."""
-    n = x0.shape[0]
-    _xb = np.empty(n)
-    _ob = np.empty(n)
-    _zb = np.empty(n)
-    _cb = np.empty(C.shape[1])
-    _c0 = np.empty(0)
-    _gxb = np.empty(n)
-    _gcb = np.empty(C.shape[1])
-    _gpb = np.empty(p.shape[0])
-    se = s if s < K else K
-    slots = np.empty((se, n))
-    stack, meta = plan_compound(K, s, rule)
-    cap = CHUNK if CHUNK > 2 * se + 16 else 2 * se + 16
-    ops = np.empty(cap, dtype=np.int64)
-    arg0 = np.empty(cap, dtype=np.int64)
-    arg1 = np.empty(cap, dtype=np.int64)
-    x = x0.copy()
-    lam = np.empty(n)
-    value = 0.0
-    run = 0.0
-    fwd = 0
-    peak = 0
-    counters[0] = 0
-    counters[1] = 0
-    counters[2] = 0
-    while True:
-        nact = plan_chunk(stack, meta, ops, arg0, arg1)
-        if nact <= 0:
-            if nact < 0:
-                counters[2] = 1
-            break
-        for j in range(nact):
-            op = ops[j]
-            code = op & OP_MASK
-            if code == OP_SWEEP_FULL or code == OP_SWEEP:  # the common compound actions first
-                sl = op >> OP_SHIFT
-                k0 = arg0[j]
-                k1 = arg1[j]
-                run = sweep(
-                    x,
-                    slots,
-                    sl,
-                    C,
-                    p,
-                    t0,
-                    tau,
-                    k0,
-                    k1,
-                    lam,
-                    grad_c,
-                    grad_p,
-                    run,
-                    _xb,
-                    _ob,
-                    _zb,
-                    _cb,
-                    _c0,
-                    _gxb,
-                    _gcb,
-                    _gpb,
-                )
-                fwd += k1 - k0 - 1
-                top = sl + k1 - k0 - (1 if code == OP_SWEEP_FULL else 0)
-                if top > peak:
-                    peak = top
-            elif code == OP_ONESLOT:
-                k0 = arg0[j]
-                k1 = arg1[j]
-                run = oneslot(
-                    x, C, p, t0, tau, k0, k1, lam, grad_c, grad_p, run, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb
-                )
-                fwd += (k1 - k0) * (k1 - k0 - 1) // 2
-            elif op == OP_ADVANCE:
-                k0 = arg0[j]
-                k1 = arg1[j]
-                bad = advance(x, C, p, t0, tau, k0, k1, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb)
-                if bad:
-                    counters[0] = fwd + bad - k0
-                    counters[1] = peak
-                    return 0.0, bad
-                fwd += k1 - k0
-            elif op == OP_ADJOINT:
-                run += adjoint_one(
-                    x, C, p, t0, tau, arg0[j], lam, grad_c, grad_p, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb
-                )
-            elif op == OP_RESTORE:
-                sl = arg1[j]
-                for i in range(n):
-                    x[i] = slots[sl, i]
-            elif op == OP_STORE:
-                sl = arg1[j]
-                for i in range(n):
-                    slots[sl, i] = x[i]
-                if sl + 1 > peak:
-                    peak = sl + 1
-            else:  # OP_TERMINAL: x holds x_{K-1}
-                value, bad = terminal(
-                    x, C, p, t0, tau, K, x_final, lam, grad_p, _xb, _ob, _zb, _cb, _c0, _gxb, _gcb, _gpb
-                )
-                fwd += 1
-                if bad:
-                    counters[0] = fwd
-                    counters[1] = peak
-                    return 0.0, bad
-    for i in range(n):
-        grad_x0[i] = lam[i]
-    counters[0] = fwd
-    counters[1] = peak
-    return value + tau * run, 0
-
-
 class _Unfusable(Exception):
     pass
 
@@ -764,17 +654,13 @@ def fused_kernels(comp, method, n, m, q):
             "from adjoint.checkpointing._streamed import (CHUNK, OP_ADJOINT, OP_ADVANCE, OP_MASK, OP_ONESLOT,",
             "    OP_RESTORE, OP_SHIFT, OP_STORE, OP_SWEEP, OP_SWEEP_FULL, plan_chunk, plan_compound)",
         ]
-        import inspect
-        import textwrap
-
-        tmpl = textwrap.dedent(inspect.getsource(_checkpointed_template)).replace(
-            "def _checkpointed_template(", "def checkpointed("
-        )
+        tmpl = _streamed.executor_source("checkpointed")  # the one executor, with this module's actions
         # the per-action functions are spliced into the executor at numba-IR level (inline="always"):
         # a call per adjoint step would cost more than the step itself on small states
         parts = [
             ("cache=True", src_g),
             ("cache=True", src_f),
+            ('inline="always"', gen.workspace_source()),
             ('inline="always"', gen.advance_source()),
             ('inline="always"', gen.adjoint_one_source()),
             ('inline="always"', gen.terminal_source()),

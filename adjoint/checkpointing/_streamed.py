@@ -325,6 +325,255 @@ def expand_compound(op, a, b):
     return out
 
 
+# -- the one executor of streamed plans ---------------------------------------------------------
+#
+# ``gradient_checkpointed`` runs a compound-mode plan (:func:`plan_compound`). Its per-action work is
+# done by the ``g_*`` functions below, which take the sweep's functions and constants first (the
+# context ``kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn``) and a workspace
+# ``W``. This is the generic backend's executor (bound to the user's functions by
+# :mod:`adjoint._bind`); the scalar backend (:mod:`adjoint._fused`) derives its executor from this
+# same source with :func:`executor_source`, which drops the context and calls the generated actions
+# ``workspace, advance, adjoint_one, terminal, sweep, oneslot`` of the same signatures. Each action
+# performs the primitive actions it stands for (:func:`expand_compound`) in their order.
+
+#: the leading parameters of the generic executor and of every ``g_*`` action
+CONTEXT = ("kind", "f", "vjp", "g", "gvjp", "rv", "rg", "has_run", "tv", "tg", "has_term", "A", "b", "cn")
+
+
+@njit(inline="always")
+def g_workspace(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x0, C, p):
+    """Scratch arrays of the generic actions: RK stages, next state, adjoint, cost buffers."""
+    n = x0.shape[0]
+    ns = b.shape[0]
+    return (
+        np.empty((ns, n)),  # stage_k
+        np.empty((ns, n)),  # stage_x
+        np.empty((ns, n)),  # stage_bar
+        np.empty((ns, n)),  # stage_xbar
+        np.empty(n),  # xn
+        np.empty(n),  # z
+        np.empty(C.shape[1]),  # tmp_c
+        np.empty(p.shape[0]),  # tmp_p
+        np.empty(n),  # gx
+        np.empty(n),  # xw: the working copy of a one-slot reversal
+    )
+
+
+@njit(inline="always")
+def g_advance(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, xa, C, p, t0, tau, k0, k1, W):
+    """``xa``: ``x_k0 -> x_k1``; returns 0, or ``k + 1`` when step ``k`` gave a non-finite state."""
+    stage_k, stage_x, xn = W[0], W[1], W[4]
+    for k in range(k0, k1):
+        kern.step(kind, f, g, xa, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+        if not kern._finite(xn):
+            return k + 1
+        for i in range(xa.shape[0]):
+            xa[i] = xn[i]
+    return 0
+
+
+@njit(inline="always")
+def g_adjoint_one(
+    kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, xa, C, p, t0, tau, k, lam, grad_c, gpa, W
+):
+    """Adjoint step ``k`` from ``x_k`` (in ``xa``): ``lam`` becomes ``z_k``; returns ``l(x_k, c_k)``
+    (0.0 without a running cost)."""
+    stage_k, stage_x, stage_bar, stage_xbar, z, tmp_c, tmp_p, gx = W[0], W[1], W[2], W[3], W[5], W[6], W[7], W[8]
+    t = t0 + k * tau
+    kern.adjoint_step(
+        kind,
+        f,
+        vjp,
+        g,
+        gvjp,
+        xa,
+        C[k],
+        p,
+        t,
+        tau,
+        A,
+        b,
+        cn,
+        stage_k,
+        stage_x,
+        stage_bar,
+        stage_xbar,
+        lam,
+        tmp_c,
+        tmp_p,
+        z,
+        grad_c[k],
+        gpa,
+    )
+    r = 0.0
+    if has_run:
+        r = kern.running_adjoint(rv, rg, xa, C[k], p, t, tau, gx, tmp_c, tmp_p, z, grad_c[k], gpa)
+    for i in range(xa.shape[0]):
+        lam[i] = z[i]
+    return r
+
+
+@njit(inline="always")
+def g_terminal(
+    kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, xa, C, p, t0, tau, K, x_final, lam, gpa, W
+):
+    """The last step from ``x_{K-1}`` (in ``xa``) into ``x_final``, the terminal cost and the seed of
+    the adjoint; returns ``(L(x_K), 0)``, or ``(0.0, K)`` when ``x_K`` is not finite."""
+    stage_k, stage_x, xn = W[0], W[1], W[4]
+    k = K - 1
+    kern.step(kind, f, g, xa, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+    if not kern._finite(xn):
+        return 0.0, K
+    for i in range(xa.shape[0]):
+        x_final[i] = xn[i]
+    return kern.terminal_seed(tv, tg, has_term, xn, p, t0 + K * tau, lam, gpa), 0
+
+
+@njit(inline="always")
+def g_sweep(
+    kind,
+    f,
+    vjp,
+    g,
+    gvjp,
+    rv,
+    rg,
+    has_run,
+    tv,
+    tg,
+    has_term,
+    A,
+    b,
+    cn,
+    xa,
+    slots,
+    sl,
+    C,
+    p,
+    t0,
+    tau,
+    a,
+    bb,
+    lam,
+    grad_c,
+    gpa,
+    run,
+    W,
+):
+    """``OP_SWEEP`` / ``OP_SWEEP_FULL`` on ``[a, bb)``: advance storing ``x_{a+1} .. x_{bb-2}`` in
+    ``slots[sl + 1 ..]``, then adjoint steps ``bb - 1 .. a`` reading them back; leaves ``x_a`` in
+    ``xa``; returns the running-cost sum continued from ``run``."""
+    stage_k, stage_x, xn = W[0], W[1], W[4]
+    n = xa.shape[0]
+    for k in range(a, bb - 1):  # recomputed steps: checked in the first forward pass
+        kern.step(kind, f, g, xa, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+        for i in range(n):
+            xa[i] = xn[i]
+        if k < bb - 2:
+            for i in range(n):
+                slots[sl + k + 1 - a, i] = xa[i]
+    for k in range(bb - 1, a - 1, -1):
+        if k < bb - 1:
+            for i in range(n):
+                xa[i] = slots[sl + k - a, i]
+        run += g_adjoint_one(
+            kind,
+            f,
+            vjp,
+            g,
+            gvjp,
+            rv,
+            rg,
+            has_run,
+            tv,
+            tg,
+            has_term,
+            A,
+            b,
+            cn,
+            xa,
+            C,
+            p,
+            t0,
+            tau,
+            k,
+            lam,
+            grad_c,
+            gpa,
+            W,
+        )
+    return run
+
+
+@njit(inline="always")
+def g_oneslot(
+    kind,
+    f,
+    vjp,
+    g,
+    gvjp,
+    rv,
+    rg,
+    has_run,
+    tv,
+    tg,
+    has_term,
+    A,
+    b,
+    cn,
+    xa,
+    C,
+    p,
+    t0,
+    tau,
+    a,
+    bb,
+    lam,
+    grad_c,
+    gpa,
+    run,
+    W,
+):
+    """``OP_ONESLOT`` on ``[a, bb)``: for ``kk = bb - 1 .. a`` recompute ``x_kk`` from ``x_a`` (in
+    ``xa``, left unchanged) and take adjoint step ``kk``."""
+    stage_k, stage_x, xn, xw = W[0], W[1], W[4], W[9]
+    n = xa.shape[0]
+    for kk in range(bb - 1, a - 1, -1):
+        for i in range(n):
+            xw[i] = xa[i]
+        for k in range(a, kk):
+            kern.step(kind, f, g, xw, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+            for i in range(n):
+                xw[i] = xn[i]
+        run += g_adjoint_one(
+            kind,
+            f,
+            vjp,
+            g,
+            gvjp,
+            rv,
+            rg,
+            has_run,
+            tv,
+            tg,
+            has_term,
+            A,
+            b,
+            cn,
+            xw,
+            C,
+            p,
+            t0,
+            tau,
+            kk,
+            lam,
+            grad_c,
+            gpa,
+            W,
+        )
+    return run
+
+
 @njit
 def gradient_checkpointed(
     kind,
@@ -338,15 +587,15 @@ def gradient_checkpointed(
     tv,
     tg,
     has_term,
+    A,
+    b,
+    cn,
     x0,
     C,
     p,
     t0,
     tau,
     K,
-    A,
-    b,
-    cn,
     rule,
     s,
     x_final,
@@ -361,27 +610,16 @@ def gradient_checkpointed(
     ``counters = (forward_steps, peak_stored_states, planner_error)``.
     """
     n = x0.shape[0]
-    ns = b.shape[0]
-    m = C.shape[1]
-    npar = p.shape[0]
+    W = g_workspace(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x0, C, p)
     se = s if s < K else K
     slots = np.empty((se, n))
-    stack, meta = plan_init(K, s, rule)
+    stack, meta = plan_compound(K, s, rule)
     cap = CHUNK if CHUNK > 2 * se + 16 else 2 * se + 16
     ops = np.empty(cap, dtype=np.int64)
     arg0 = np.empty(cap, dtype=np.int64)
     arg1 = np.empty(cap, dtype=np.int64)
-    stage_k = np.empty((ns, n))
-    stage_x = np.empty((ns, n))
-    stage_bar = np.empty((ns, n))
-    stage_xbar = np.empty((ns, n))
     x = x0.copy()
-    xn = np.empty(n)
     lam = np.empty(n)
-    z = np.empty(n)
-    tmp_c = np.empty(m)
-    tmp_p = np.empty(npar)
-    gx = np.empty(n)
     value = 0.0
     run = 0.0
     fwd = 0
@@ -397,50 +635,69 @@ def gradient_checkpointed(
             break
         for j in range(nact):
             op = ops[j]
-            if op == OP_ADVANCE:
+            code = op & OP_MASK
+            if code == OP_SWEEP_FULL or code == OP_SWEEP:  # the common compound actions first
+                sl = op >> OP_SHIFT
                 k0 = arg0[j]
                 k1 = arg1[j]
-                for k in range(k0, k1):
-                    kern.step(kind, f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
-                    if not kern._finite(xn):
-                        counters[0] = fwd + k - k0 + 1
-                        counters[1] = peak
-                        return 0.0, k + 1
-                    for i in range(n):
-                        x[i] = xn[i]
-                fwd += k1 - k0
-            elif op == OP_ADJOINT:
-                k = arg0[j]
-                t = t0 + k * tau
-                kern.adjoint_step(
+                run = g_sweep(
                     kind,
                     f,
                     vjp,
                     g,
                     gvjp,
-                    x,
-                    C[k],
-                    p,
-                    t,
-                    tau,
+                    rv,
+                    rg,
+                    has_run,
+                    tv,
+                    tg,
+                    has_term,
                     A,
                     b,
                     cn,
-                    stage_k,
-                    stage_x,
-                    stage_bar,
-                    stage_xbar,
+                    x,
+                    slots,
+                    sl,
+                    C,
+                    p,
+                    t0,
+                    tau,
+                    k0,
+                    k1,
                     lam,
-                    tmp_c,
-                    tmp_p,
-                    z,
-                    grad_c[k],
+                    grad_c,
                     grad_p,
+                    run,
+                    W,
                 )
-                if has_run:
-                    run += kern.running_adjoint(rv, rg, x, C[k], p, t, tau, gx, tmp_c, tmp_p, z, grad_c[k], grad_p)
-                for i in range(n):
-                    lam[i] = z[i]
+                fwd += k1 - k0 - 1
+                top = sl + k1 - k0 - (1 if code == OP_SWEEP_FULL else 0)
+                if top > peak:
+                    peak = top
+            elif code == OP_ONESLOT:
+                k0 = arg0[j]
+                k1 = arg1[j]
+                run = g_oneslot(
+                    kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau, k0, k1, lam,
+                    grad_c, grad_p, run, W,
+                )  # fmt: skip
+                fwd += (k1 - k0) * (k1 - k0 - 1) // 2
+            elif op == OP_ADVANCE:
+                k0 = arg0[j]
+                k1 = arg1[j]
+                bad = g_advance(
+                    kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau, k0, k1, W
+                )
+                if bad:
+                    counters[0] = fwd + bad - k0
+                    counters[1] = peak
+                    return 0.0, bad
+                fwd += k1 - k0
+            elif op == OP_ADJOINT:
+                run += g_adjoint_one(
+                    kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau, arg0[j], lam,
+                    grad_c, grad_p, W,
+                )  # fmt: skip
             elif op == OP_RESTORE:
                 sl = arg1[j]
                 for i in range(n):
@@ -452,18 +709,49 @@ def gradient_checkpointed(
                 if sl + 1 > peak:
                     peak = sl + 1
             else:  # OP_TERMINAL: x holds x_{K-1}
-                k = arg0[j]
-                kern.step(kind, f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+                value, bad = g_terminal(
+                    kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau, K, x_final,
+                    lam, grad_p, W,
+                )  # fmt: skip
                 fwd += 1
-                if not kern._finite(xn):
+                if bad:
                     counters[0] = fwd
                     counters[1] = peak
-                    return 0.0, k + 1
-                for i in range(n):
-                    x_final[i] = xn[i]
-                value = kern.terminal_seed(tv, tg, has_term, xn, p, t0 + K * tau, lam, grad_p)
+                    return 0.0, bad
     for i in range(n):
         grad_x0[i] = lam[i]
     counters[0] = fwd
     counters[1] = peak
     return value + tau * run, 0
+
+
+def executor_source(name: str = "checkpointed") -> str:
+    """The source of :func:`gradient_checkpointed` for a generated module whose actions are its
+    own ``workspace, advance, adjoint_one, terminal, sweep, oneslot`` (same signatures without the
+    context): the context parameters go, ``g_X(context..., rest...)`` becomes ``X(rest...)``."""
+    import ast
+    import inspect
+    import textwrap
+
+    fdef = ast.parse(textwrap.dedent(inspect.getsource(gradient_checkpointed.py_func))).body[0]
+    assert isinstance(fdef, ast.FunctionDef)
+    ctx = set(CONTEXT)
+    fdef.args.args = [a for a in fdef.args.args if a.arg not in ctx]
+    fdef.decorator_list = []
+    fdef.name = name
+
+    class Strip(ast.NodeTransformer):
+        def visit_Call(self, node):
+            self.generic_visit(node)
+            if isinstance(node.func, ast.Name) and node.func.id.startswith("g_"):
+                head = node.args[: len(CONTEXT)]
+                assert [getattr(a, "id", None) for a in head] == list(CONTEXT), ast.unparse(node)
+                node.func.id = node.func.id[2:]
+                node.args = node.args[len(CONTEXT) :]
+            return node
+
+    fdef = Strip().visit(fdef)
+    left = {n.id for n in ast.walk(fdef) if isinstance(n, ast.Name)} & ctx
+    assert not left, f"the executor uses context names outside the actions: {sorted(left)}"
+    ast.fix_missing_locations(fdef)
+    return ast.unparse(fdef) + "\n"
