@@ -3,6 +3,8 @@
 The public API is re-exported here; implementation modules are private.
 """
 
+import os
+import sys
 from typing import TYPE_CHECKING
 
 from ._check import GradientCheck, check_gradient
@@ -49,6 +51,38 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))
+
+
+class _SourceProblems:
+    """Import hook for a source checkout: ``adjoint.problems`` is the top-level folder ``problems/``.
+
+    Installed (wheel or ``pip install -e .``), pyproject.toml maps that folder to ``adjoint.problems``
+    and this hook is not consulted (it comes last in ``sys.meta_path``). Run from a checkout that is
+    not installed (``PYTHONPATH=.``), nothing else would find it.
+    """
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != __name__ + ".problems":
+            return None
+        import importlib.util
+
+        init = os.path.join(self.folder, "__init__.py")
+        return importlib.util.spec_from_file_location(fullname, init, submodule_search_locations=[self.folder])
+
+
+def _install_source_problems():
+    here = os.path.dirname(os.path.abspath(__file__))
+    folder = os.path.join(os.path.dirname(here), "problems")
+    if os.path.isdir(os.path.join(here, "problems")) or not os.path.isfile(os.path.join(folder, "__init__.py")):
+        return  # installed as a wheel (adjoint/problems/ exists), or no problems folder next to us
+    if not any(type(f).__name__ == "_SourceProblems" for f in sys.meta_path):
+        sys.meta_path.append(_SourceProblems(folder))
+
+
+_install_source_problems()
 
 
 __all__ = [

@@ -6,7 +6,7 @@ fresh process would recompile every kernel. When the user's functions are import
 module level in a file), we generate a tiny module in a cache folder::
 
     import adjoint._kernels as _m0
-    import problems.lotka_volterra as _m1
+    import adjoint.problems.lotka_volterra as _m1
     @njit(cache=True)
     def bound(kind, has_run, ...):
         return _m0.gradient_store_all(kind, _m1.f, _m1.vjp, ...)

@@ -100,7 +100,7 @@ def check_gradient(
     Examples
     --------
     >>> import adjoint
-    >>> from problems import lotka_volterra as lv
+    >>> from adjoint.problems import lotka_volterra as lv
     >>> chk = adjoint.check_gradient(lv.make_problem(steps=200), params=lv.initial_guess())
     >>> chk.max_rel_error < 1e-9
     True

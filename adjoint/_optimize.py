@@ -208,7 +208,7 @@ def objective(
     --------
     >>> import numpy as np, adjoint
     >>> from scipy.optimize import minimize
-    >>> from problems import lqr
+    >>> from adjoint.problems import lqr
     >>> prob = lqr.make_problem(steps=50)
     >>> fun = prob.objective(wrt="controls", controls=np.zeros((50, 1)))
     >>> res = minimize(fun, fun.initial(), jac=True, method="L-BFGS-B")

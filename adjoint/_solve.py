@@ -126,7 +126,7 @@ def solve_adjoint(
     Examples
     --------
     >>> import numpy as np, adjoint
-    >>> from problems import lotka_volterra as lv
+    >>> from adjoint.problems import lotka_volterra as lv
     >>> prob = lv.make_problem(steps=1000)
     >>> res = adjoint.solve_adjoint(prob, params=lv.TRUE_PARAMS * 1.1)
     >>> res.grad.params.shape, res.stats.forward_steps

@@ -1,9 +1,19 @@
-"""Command line: ``python -m adjoint list`` and ``python -m adjoint solve NAME``."""
+"""Command line: ``python -m adjoint list`` and ``python -m adjoint solve NAME``.
+
+The ready problems are the modules of :mod:`adjoint.problems` named in :data:`PROBLEMS`. Each has a
+module docstring (its first line is what ``list`` shows) and a function
+
+    solve(output_dir, steps=None, method=None, maxiter=..., verbose=True) -> ProblemResult
+
+taking the subset of ``steps``, ``method`` and ``maxiter`` that makes sense for it (the CLI passes
+only the options given on the command line, and refuses those ``solve`` does not take). ``solve``
+prints its progress when ``verbose``, writes ``<name>.png`` and ``<name>.json`` into ``output_dir``
+and returns a :class:`ProblemResult` naming them: the CLI reports exactly those files.
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -11,23 +21,57 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 # name -> module; modules that are not present (yet) are skipped by `list`
 PROBLEMS = {
-    "pendulum": "problems.pendulum",
-    "lqr": "problems.lqr",
-    "lotka_volterra": "problems.lotka_volterra",
-    "perceptron": "problems.perceptron",
-    "harmonic_oscillator": "problems.harmonic_oscillator",
-    "kepler": "problems.kepler",
-    "revnet": "problems.revnet",
-    "ridge": "problems.ridge",
-    "logistic": "problems.logistic",
-    "point_cloud_flow": "problems.point_cloud_flow",
-    "barycenter": "problems.barycenter",
+    "pendulum": "adjoint.problems.pendulum",
+    "lqr": "adjoint.problems.lqr",
+    "lotka_volterra": "adjoint.problems.lotka_volterra",
+    "perceptron": "adjoint.problems.perceptron",
+    "harmonic_oscillator": "adjoint.problems.harmonic_oscillator",
+    "kepler": "adjoint.problems.kepler",
+    "revnet": "adjoint.problems.revnet",
+    "ridge": "adjoint.problems.ridge",
+    "logistic": "adjoint.problems.logistic",
+    "point_cloud_flow": "adjoint.problems.point_cloud_flow",
+    "barycenter": "adjoint.problems.barycenter",
 }
+
+
+@dataclass(frozen=True)
+class ProblemResult:
+    """What a ready problem's ``solve`` returns, and all that ``python -m adjoint solve`` reads.
+
+    Attributes
+    ----------
+    name : str
+        The problem's name (the stem of its files, e.g. ``"pendulum"``).
+    summary : dict
+        JSON-able figures of the run (numbers, strings, lists, dicts): the content of ``json``. A
+        numeric ``"objective"`` is printed by the CLI; most problems also give ``"iterations"`` and
+        ``"history"`` (one dict per optimiser iteration).
+    figure : str or None
+        Path of the PNG written, None when no figure was written.
+    json : str or None
+        Path of the JSON summary written. None when ``solve`` wrote none: the CLI then writes
+        ``summary`` (with ``"problem": name`` first) to ``<output_dir>/<name>.json``. A ``solve``
+        returning a plain dict is read as ``ProblemResult(name, that dict, figure=None, json=None)``.
+
+    Examples
+    --------
+    >>> r = ProblemResult("demo", {"objective": 0.5}, figure=None, json="out/demo.json")
+    >>> r.summary["objective"], r.figure, r.json
+    (0.5, None, 'out/demo.json')
+    """
+
+    name: str
+    summary: dict
+    figure: str | None
+    json: str | None
 
 
 def _available():
@@ -50,32 +94,6 @@ def _jsonable(o):
     if isinstance(o, (np.floating, np.integer, np.bool_)):
         return o.item()
     return repr(o)
-
-
-def _as_summary(result) -> dict:
-    """A JSON-able dict from whatever a problem's ``solve`` returned."""
-    if isinstance(result, dict):
-        return result
-    if dataclasses.is_dataclass(result):
-        out = {}
-        for fld in dataclasses.fields(result):
-            val = getattr(result, fld.name)
-            if isinstance(val, (int, float, str, bool, list, tuple, np.ndarray, np.floating, np.integer)):
-                out[fld.name] = val
-        return out
-    if isinstance(result, tuple):
-        return {"result": [r for r in result if isinstance(r, (int, float, str))]}
-    return {}
-
-
-def _written(folder, name, ext, since):
-    """``folder/name.ext`` when this run wrote it (mtime from ``since`` on, with 1 s of slack for
-    coarse file-system clocks), else None. Only the problem's own file name counts: another
-    problem's file written a moment earlier must never be reported as this run's output."""
-    path = os.path.join(folder, name + ext)
-    if os.path.exists(path) and os.path.getmtime(path) >= since - 1:
-        return path
-    return None
 
 
 def main(argv=None) -> int:
@@ -116,17 +134,19 @@ def main(argv=None) -> int:
         kwargs[opt] = val
     print(f"solving {args.name}: {_summary_line(avail[args.name])}")
     t0 = time.perf_counter()
-    t_wall = time.time()
     try:
         result = mod.solve(**kwargs)
     except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = _as_summary(result)
-    os.makedirs(args.out, exist_ok=True)
-    png = summary.get("png") or summary.get("figure") or _written(args.out, args.name, ".png", t_wall)
-    js = summary.get("json") or _written(args.out, args.name, ".json", t_wall)
-    if js is None:  # the problem wrote no summary: write what it returned
+    if isinstance(result, Mapping):  # a summary alone: the problem wrote no files
+        result = ProblemResult(name=args.name, summary=dict(result), figure=None, json=None)
+    if not isinstance(result, ProblemResult):
+        print(f"error: problem {args.name!r} returned {type(result).__name__}, not a ProblemResult", file=sys.stderr)
+        return 2
+    summary, js = result.summary, result.json
+    if js is None:  # the problem wrote no summary: write the one it returned
+        os.makedirs(args.out, exist_ok=True)
         js = os.path.join(args.out, f"{args.name}.json")
         with open(js, "w") as fh:
             json.dump({"problem": args.name, **summary}, fh, indent=2, default=_jsonable)
@@ -134,7 +154,7 @@ def main(argv=None) -> int:
     if isinstance(summary.get("objective"), (int, float)):
         line += f"; objective {summary['objective']:.6e}"
     print(line)
-    print(f"  plot:    {png or '(none)'}")
+    print(f"  plot:    {result.figure or '(none)'}")
     print(f"  summary: {js}")
     return 0
 

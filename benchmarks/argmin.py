@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import adjoint.checkpointing as ck  # noqa: E402
 from adjoint._argmin import solve_argmin  # noqa: E402
-from problems import logistic  # noqa: E402
+from adjoint.problems import logistic  # noqa: E402
 
 TOL_LADDER = [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10, 1e-11, 1e-12]
 

@@ -51,7 +51,7 @@ def _child(steps: int, spec: str, repeats: int) -> dict:
 
     import adjoint
     from adjoint.checkpointing import Revolve, StoreAll, Uniform
-    from problems import lotka_volterra as lv
+    from adjoint.problems import lotka_volterra as lv
 
     sched = {
         "StoreAll": lambda s: StoreAll(),
@@ -118,7 +118,7 @@ import json, resource, time
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 import adjoint
-from problems import lotka_volterra as lv
+from adjoint.problems import lotka_volterra as lv
 floor = peak()  # imports, numba initialised (lotka_volterra calls a jitted function at import)
 prob = lv.make_problem(steps={steps})
 t = time.perf_counter()

@@ -19,9 +19,9 @@ from numba import njit
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import adjoint  # noqa: E402
+from adjoint.problems import lotka_volterra as lv  # noqa: E402
+from adjoint.problems import pendulum as pd  # noqa: E402
 from benchmarks._util import block_medians, fmt_ms, fresh_cache_env, run_child  # noqa: E402
-from problems import lotka_volterra as lv  # noqa: E402
-from problems import pendulum as pd  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ CHILD = r"""
 import time, json
 t0 = time.perf_counter()
 import numpy as np, adjoint
-from problems import lotka_volterra as lv
+from adjoint.problems import lotka_volterra as lv
 t1 = time.perf_counter()
 prob = lv.make_problem(100000)
 adjoint.solve_adjoint(prob, params=lv.initial_guess())

@@ -77,7 +77,7 @@ PEER_MODULES = {"jax": "jax", "diffrax": "diffrax", "torchdiffeq": "torchdiffeq"
 # problem data (built in the parent with our problem modules; children only read an .npz)
 # ================================================================================================
 def lv_data(K):
-    from problems import lotka_volterra as lv
+    from adjoint.problems import lotka_volterra as lv
 
     tau = lv.T_END / K
     yk = np.array([lv.observation(k * tau) for k in range(K)])
@@ -95,7 +95,7 @@ def node_data(H, K=1000, d=2, seed=0):
 
 
 def pendulum_data(K):
-    from problems import pendulum as pd
+    from adjoint.problems import pendulum as pd
 
     return dict(
         x0=pd.X0.copy(),
@@ -135,7 +135,7 @@ def node_unpack(p, H, d):
 # ================================================================================================
 def _ours_lv(D, variant):
     import adjoint
-    from problems import lotka_volterra as lv
+    from adjoint.problems import lotka_volterra as lv
 
     K = int(D["K"])
     if variant == "tuned numba":
@@ -305,7 +305,7 @@ def _ours_node(D, variant):
 
 def _ours_pendulum(D, variant):
     import adjoint
-    from problems import pendulum as pd
+    from adjoint.problems import pendulum as pd
 
     K = int(D["K"])
     u = D["u"].reshape(K, 1)

@@ -29,10 +29,10 @@ def _make(workload, K):
     import numpy as np
 
     if workload == "oscillator":
-        from problems import harmonic_oscillator as ho
+        from adjoint.problems import harmonic_oscillator as ho
 
         return ho.make_problem(K), np.array([1.1])
-    from problems import revnet as rn
+    from adjoint.problems import revnet as rn
 
     pts, lab = rn.two_moons(4, seed=3)
     prob, lab = rn.make_problem(pts, lab, steps=K, hidden=2)

@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import adjoint  # noqa: E402
-from problems import pendulum as pd  # noqa: E402
+from adjoint.problems import pendulum as pd  # noqa: E402
 
 G, DAMP, W, R = pd.G_OVER_L, pd.DAMPING, pd.W_FINAL, pd.R
 

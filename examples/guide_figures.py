@@ -49,7 +49,7 @@ def _save(fig, name):
 # ------------------------------------------------------------------------------------------------
 def cost():
     """Time of one gradient w.r.t. n per-step controls (pendulum): reverse mode vs n-proportional methods."""
-    from problems import pendulum as pd
+    from adjoint.problems import pendulum as pd
 
     ns, fwd, rev = [], [], []
     for K in (100, 300, 1000, 3000, 10_000, 30_000):
@@ -128,7 +128,7 @@ def dual():
 # ------------------------------------------------------------------------------------------------
 def layers():
     """Perceptron trained by backpropagation (the discrete adjoint of a map): the gradient per layer."""
-    from problems import perceptron as pc
+    from adjoint.problems import perceptron as pc
 
     prob = pc.make_problem()
     c0 = pc.initial_guess()
@@ -167,7 +167,7 @@ def layers():
 # ------------------------------------------------------------------------------------------------
 def control():
     """Pendulum swing-up: 400 per-step torques optimised with the exact discrete gradient."""
-    from problems import pendulum as pd
+    from adjoint.problems import pendulum as pd
 
     K = 400
     prob = pd.make_problem(K)
@@ -208,7 +208,7 @@ def checkpointing():
     """Forward steps of binomial checkpointing vs snapshots, measured and predicted (Revolve)."""
     from math import comb
 
-    from problems import lotka_volterra as lv
+    from adjoint.problems import lotka_volterra as lv
 
     K = 10_000
     prob = lv.make_problem(K)

@@ -3,7 +3,7 @@
 from scipy.optimize import minimize
 
 import adjoint
-from problems import lotka_volterra as lv
+from adjoint.problems import lotka_volterra as lv
 
 prob = lv.make_problem(steps=2000)
 fun = prob.objective(wrt=("params", "x0"), params=lv.initial_guess(), method=adjoint.RK4())

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.optimize import minimize
 
-from problems import lqr
+from adjoint.problems import lqr
 
 steps = 100
 prob = lqr.make_problem(steps)

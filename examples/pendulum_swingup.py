@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 from scipy.optimize import minimize  # noqa: E402
 
 import adjoint  # noqa: E402
-from problems import pendulum  # noqa: E402
+from adjoint.problems import pendulum  # noqa: E402
 
 steps = 200
 prob = pendulum.make_problem(steps)

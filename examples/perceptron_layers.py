@@ -4,7 +4,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 import adjoint
-from problems import perceptron as pc
+from adjoint.problems import perceptron as pc
 
 prob = pc.make_problem()
 fun = prob.objective(wrt="controls", controls=pc.initial_guess(), method=adjoint.DiscreteMap())

@@ -10,7 +10,7 @@ number of layers. scipy's L-BFGS-B does the training.
 
 import argparse
 
-from problems import revnet
+from adjoint.problems import revnet
 
 
 def main():
@@ -20,10 +20,11 @@ def main():
     ap.add_argument("--maxiter", type=int, default=300)
     ap.add_argument("--out", default=".")
     a = ap.parse_args()
-    s = revnet.solve(a.out, steps=a.layers, hidden=a.hidden, maxiter=a.maxiter)
+    res = revnet.solve(a.out, steps=a.layers, hidden=a.hidden, maxiter=a.maxiter)
+    s = res.summary
     print(
         f"training accuracy {s['accuracy']:.1%}, loss {s['objective']:.4f} after {s['iterations']} L-BFGS "
-        f"iterations; saved {s['png']}"
+        f"iterations; saved {res.figure}"
     )
 
 

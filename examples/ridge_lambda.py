@@ -21,7 +21,7 @@ from scipy.optimize import minimize
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from problems import ridge  # noqa: E402
+from adjoint.problems import ridge  # noqa: E402
 
 try:
     from adjoint import solve_argmin  # noqa: E402

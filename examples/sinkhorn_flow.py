@@ -8,9 +8,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from problems import point_cloud_flow  # noqa: E402
+from adjoint.problems import point_cloud_flow  # noqa: E402
 
 if __name__ == "__main__":
     out = sys.argv[1] if len(sys.argv) > 1 else "."
     res = point_cloud_flow.solve(out)
-    print(f"J: {res.values[0]:.5f} -> {res.values[-1]:.5f}; figure: {res.figure}")
+    values = res.summary["values"]
+    print(f"J: {values[0]:.5f} -> {values[-1]:.5f}; figure: {res.figure}")

@@ -1,4 +1,8 @@
-"""Shared driver for the ready problems: L-BFGS-B with progress lines, a PNG and a JSON summary."""
+"""Shared driver for the ready problems: L-BFGS-B with progress lines, a PNG and a JSON summary.
+
+Every problem's ``solve`` ends with :func:`save`, which writes the files and returns the
+:class:`adjoint.cli.ProblemResult` that ``python -m adjoint solve`` reads.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 import adjoint
+from adjoint.cli import ProblemResult
 
 METHODS = {"euler": adjoint.Euler, "heun": adjoint.Heun, "rk4": adjoint.RK4}
 
@@ -128,8 +133,25 @@ def lbfgs(fun, v0, *, bounds=None, maxiter=200, verbose=True, gtol=1e-9, ftol=1e
     return res, history
 
 
-def save(output_dir, name, fig, summary):
-    """Write ``<name>.png`` and ``<name>.json`` into ``output_dir``; return their paths."""
+def jsonable(o):
+    """``o`` with numpy arrays and scalars replaced by lists and Python numbers (tuples by lists)."""
+    if isinstance(o, dict):
+        return {k: jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    return o
+
+
+def save(output_dir, name, fig, summary) -> ProblemResult:
+    """Write ``<name>.png`` (from ``fig``) and ``<name>.json`` (from ``summary``) into ``output_dir``.
+
+    Returns the :class:`~adjoint.cli.ProblemResult` of the run: ``summary`` made JSON-able (what
+    the JSON file holds) and the paths of both files.
+    """
     os.makedirs(output_dir, exist_ok=True)
     png = os.path.join(output_dir, f"{name}.png")
     js = os.path.join(output_dir, f"{name}.json")
@@ -137,21 +159,10 @@ def save(output_dir, name, fig, summary):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-
-    def clean(o):
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, (np.floating, np.integer)):
-            return o.item()
-        return o
-
+    summary = jsonable(summary)
     with open(js, "w") as fh:
-        json.dump(clean(summary), fh, indent=2)
-    return png, js
+        json.dump(summary, fh, indent=2)
+    return ProblemResult(name=name, summary=summary, figure=png, json=js)
 
 
 def history_axis(ax, history):

@@ -13,12 +13,12 @@ entropic blur ~sqrt(eps)); intermediate ``t`` give the displacement interpolatio
 the two (for a circle and a square with the same centre: rounded squares).
 
 ``solve(output_dir)`` computes the barycenters for ``ts``, saves ``barycenter.png`` and
-returns a :class:`BarycenterResult`.
+``barycenter.json`` and returns a :class:`~adjoint.cli.ProblemResult`; :func:`barycenters` returns
+the supports (a :class:`BarycenterResult`) without writing files.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +32,6 @@ class BarycenterResult:
     supports: tuple  # one (n, 2) array per t
     objective: tuple  # final B(z) per t
     shapes: tuple  # (Y_1, Y_2)
-    figure: str | None
 
 
 def make_shapes(m=300, seed=0):
@@ -76,8 +75,8 @@ def barycenter(shapes, weights, n=200, eps=1e-3, iters=15, seed=1):
     return z, value
 
 
-def solve(output_dir=".", *, ts=(0.0, 0.25, 0.5, 0.75, 1.0), n=200, m=300, eps=1e-3, iters=15, verbose=True):
-    """Barycenters for each t; figure saved in ``output_dir`` (None: no figure)."""
+def barycenters(*, ts=(0.0, 0.25, 0.5, 0.75, 1.0), n=200, m=300, eps=1e-3, iters=15, verbose=True):
+    """Barycenters for each ``t``; returns a :class:`BarycenterResult` (no files written)."""
     circle, square = make_shapes(m)
     sup, obj = [], []
     for t in ts:
@@ -86,33 +85,43 @@ def solve(output_dir=".", *, ts=(0.0, 0.25, 0.5, 0.75, 1.0), n=200, m=300, eps=1
         obj.append(v)
         if verbose:
             print(f"t = {t:.2f}  B(z) = {v:.6f}")
-    fig_path = None
-    if output_dir is not None:
-        import matplotlib
+    return BarycenterResult(ts=tuple(ts), supports=tuple(sup), objective=tuple(obj), shapes=(circle, square))
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        os.makedirs(output_dir, exist_ok=True)
-        fig, axes = plt.subplots(1, len(ts), figsize=(2.8 * len(ts), 3.0))
-        for ax, t, z in zip(np.atleast_1d(axes), ts, sup):
-            ax.plot(*np.vstack([circle, circle[:1]]).T, c="0.85", lw=0.8)
-            ax.scatter(*square.T, s=1, c="0.8")
-            ax.scatter(z[:, 0], z[:, 1], s=5, c=[[1 - t, 0.2, t]])
-            ax.set_title(f"t = {t:.2f}")
-            ax.set_aspect("equal")
-            ax.set_xlim(0.05, 0.95)
-            ax.set_ylim(0.05, 0.95)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.suptitle(f"Sinkhorn barycenters of a circle and a square (eps={eps})")
-        fig.tight_layout()
-        fig_path = os.path.join(output_dir, "barycenter.png")
-        fig.savefig(fig_path, dpi=110)
-        plt.close(fig)
-    return BarycenterResult(
-        ts=tuple(ts), supports=tuple(sup), objective=tuple(obj), shapes=(circle, square), figure=fig_path
-    )
+def solve(output_dir="out", *, ts=(0.0, 0.25, 0.5, 0.75, 1.0), n=200, m=300, eps=1e-3, iters=15, verbose=True):
+    """Barycenters for each ``t``; save the figure and the JSON summary.
+
+    Writes ``barycenter.png`` and ``barycenter.json`` (``"objective"``: ``B(z)`` per ``t``, the
+    supports and the two shapes) into ``output_dir``; returns their
+    :class:`~adjoint.cli.ProblemResult`. :func:`barycenters` computes the same without writing files.
+    """
+    from . import _common
+
+    r = barycenters(ts=ts, n=n, m=m, eps=eps, iters=iters, verbose=verbose)
+    circle, square = r.shapes
+    fig, axes = _common.figure(ncols=len(ts), width=2.8 * len(ts), height=3.0)
+    for ax, t, z in zip(np.atleast_1d(axes), ts, r.supports):
+        ax.plot(*np.vstack([circle, circle[:1]]).T, c="0.85", lw=0.8)
+        ax.scatter(*square.T, s=1, c="0.8")
+        ax.scatter(z[:, 0], z[:, 1], s=5, c=[[1 - t, 0.2, t]])
+        ax.set_title(f"t = {t:.2f}")
+        ax.set_aspect("equal")
+        ax.set_xlim(0.05, 0.95)
+        ax.set_ylim(0.05, 0.95)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"Sinkhorn barycenters of a circle and a square (eps={eps})")
+    fig.tight_layout()
+    summary = {
+        "problem": "barycenter",
+        "eps": eps,
+        "iters": iters,
+        "ts": r.ts,
+        "objective": r.objective,
+        "supports": r.supports,
+        "shapes": r.shapes,
+    }
+    return _common.save(output_dir, "barycenter", fig, summary)
 
 
 if __name__ == "__main__":

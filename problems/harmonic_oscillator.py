@@ -120,7 +120,7 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, 
     ``method`` is ``"leapfrog"`` (default) or ``"verlet"``; ``checkpoint`` defaults to
     ``adjoint.Reversible()``. Prints one line per iteration when ``verbose``, saves
     ``harmonic_oscillator.png`` (fitted trajectory, ``J(omega)``, objective history) and
-    ``harmonic_oscillator.json`` into ``output_dir`` and returns the summary dict.
+    ``harmonic_oscillator.json`` into ``output_dir`` and returns their :class:`~adjoint.cli.ProblemResult`.
     """
     from adjoint.checkpointing._reversible import Reversible
 
@@ -171,10 +171,11 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, 
         "message": str(opt.message),
         "history": hist,
     }
-    summary["png"], summary["json"] = _common.save(output_dir, "harmonic_oscillator", fig, summary)
-    return summary
+    return _common.save(output_dir, "harmonic_oscillator", fig, summary)
 
 
 if __name__ == "__main__":  # pragma: no cover
     s = solve()
-    print(f"omega_hat = {s['omega']:.10f} (true {TRUE_OMEGA}), J = {s['objective']:.3e}, saved {s['png']}")
+    print(
+        f"omega_hat = {s.summary['omega']:.10f} (true {TRUE_OMEGA}), J = {s.summary['objective']:.3e}, saved {s.figure}"
+    )

@@ -129,8 +129,8 @@ def solve(
 
     ``method`` is ``"leapfrog"`` (default) or ``"verlet"``. Prints one line per iteration when
     ``verbose``, saves ``kepler.png`` (initial and shot orbits, objective history) and ``kepler.json``
-    into ``output_dir`` and returns the summary dict (``"v0"`` is the shot velocity, ``"miss"`` the
-    final distance to the target).
+    into ``output_dir`` and returns their :class:`~adjoint.cli.ProblemResult` (in its ``summary``, ``"v0"``
+    is the shot velocity, ``"miss"`` the final distance to the target).
     """
     from adjoint.checkpointing._reversible import Reversible
 
@@ -181,10 +181,10 @@ def solve(
         "message": str(opt.message),
         "history": hist,
     }
-    summary["png"], summary["json"] = _common.save(output_dir, "kepler", fig, summary)
-    return summary
+    return _common.save(output_dir, "kepler", fig, summary)
 
 
 if __name__ == "__main__":  # pragma: no cover
     s = solve()
-    print(f"v0 = {s['v0']}, miss = {s['miss']:.2e}, iterations = {s['iterations']}, saved {s['png']}")
+    r = s.summary
+    print(f"v0 = {r['v0']}, miss = {r['miss']:.2e}, iterations = {r['iterations']}, saved {s.figure}")

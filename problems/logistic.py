@@ -176,8 +176,8 @@ def solve(output_dir="out", maxiter=100, verbose=True, problem: Logistic | None 
 
     Prints one line per iteration when ``verbose``, saves ``logistic.png`` (validation loss over
     ``lambda`` with the optimiser's iterates, objective history) and ``logistic.json`` into
-    ``output_dir`` and returns the summary dict (``"theta"`` is the best ``log lambda``,
-    ``"accuracy"`` the validation accuracy there). There are no time steps, so no ``steps`` or
+    ``output_dir`` and returns their :class:`~adjoint.cli.ProblemResult` (in its ``summary``, ``"theta"``
+    is the best ``log lambda``, ``"accuracy"`` the validation accuracy there). There are no time steps, so no ``steps`` or
     ``method`` options.
     """
     from . import _common
@@ -231,5 +231,4 @@ def solve(output_dir="out", maxiter=100, verbose=True, problem: Logistic | None 
         "message": str(best.message),
         "history": hist,
     }
-    summary["png"], summary["json"] = _common.save(output_dir, "logistic", fig, summary)
-    return summary
+    return _common.save(output_dir, "logistic", fig, summary)

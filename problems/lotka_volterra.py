@@ -170,7 +170,11 @@ def initial_guess() -> np.ndarray:
 
 
 def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True):
-    """Fit the four parameters and the initial state with L-BFGS-B; save a PNG and JSON."""
+    """Fit the four parameters and the initial state with L-BFGS-B; save a PNG and JSON.
+
+    Writes ``lotka_volterra.png`` and ``lotka_volterra.json`` into ``output_dir``; returns their
+    :class:`~adjoint.cli.ProblemResult`.
+    """
     from . import _common
 
     steps = 2000 if steps is None else steps
@@ -211,5 +215,4 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True):
         "iterations": int(res.nit),
         "history": hist,
     }
-    summary["png"], summary["json"] = _common.save(output_dir, "lotka_volterra", fig, summary)
-    return summary
+    return _common.save(output_dir, "lotka_volterra", fig, summary)

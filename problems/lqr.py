@@ -106,7 +106,11 @@ def exact_optimum(steps: int):
 
 
 def solve(output_dir="out", steps=None, method=None, maxiter=500, verbose=True):
-    """Optimise with L-BFGS-B from zero controls and compare with :func:`exact_optimum`."""
+    """Optimise with L-BFGS-B from zero controls and compare with :func:`exact_optimum`.
+
+    Writes ``lqr.png`` and ``lqr.json`` into ``output_dir``; returns their
+    :class:`~adjoint.cli.ProblemResult`.
+    """
     from . import _common
 
     steps = 100 if steps is None else steps
@@ -143,5 +147,4 @@ def solve(output_dir="out", steps=None, method=None, maxiter=500, verbose=True):
         "iterations": int(res.nit),
         "history": hist,
     }
-    summary["png"], summary["json"] = _common.save(output_dir, "lqr", fig, summary)
-    return summary
+    return _common.save(output_dir, "lqr", fig, summary)

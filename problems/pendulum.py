@@ -87,7 +87,11 @@ def initial_guess(steps: int) -> np.ndarray:
 
 
 def solve(output_dir="out", steps=None, method=None, maxiter=2000, verbose=True):
-    """Optimise the torques with L-BFGS-B (bounds ``|torque| <= U_MAX``); save a PNG and JSON."""
+    """Optimise the torques with L-BFGS-B (bounds ``|torque| <= U_MAX``); save a PNG and JSON.
+
+    Writes ``pendulum.png`` and ``pendulum.json`` into ``output_dir``; returns their
+    :class:`~adjoint.cli.ProblemResult`.
+    """
     from . import _common
 
     steps = 200 if steps is None else steps
@@ -121,5 +125,4 @@ def solve(output_dir="out", steps=None, method=None, maxiter=2000, verbose=True)
         "message": str(res.message),
         "history": hist,
     }
-    summary["png"], summary["json"] = _common.save(output_dir, "pendulum", fig, summary)
-    return summary
+    return _common.save(output_dir, "pendulum", fig, summary)

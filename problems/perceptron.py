@@ -171,7 +171,11 @@ def predict(controls, points):
 
 
 def solve(output_dir="out", steps=None, method=None, maxiter=1000, verbose=True):
-    """Train the layer weights with L-BFGS-B; save the decision boundary and history."""
+    """Train the layer weights with L-BFGS-B; save the decision boundary and history.
+
+    Writes ``perceptron.png`` and ``perceptron.json`` into ``output_dir``; returns their
+    :class:`~adjoint.cli.ProblemResult`.
+    """
     from . import _common
 
     steps = LAYERS if steps is None else steps
@@ -199,5 +203,4 @@ def solve(output_dir="out", steps=None, method=None, maxiter=1000, verbose=True)
         "iterations": int(res.nit),
         "history": hist,
     }
-    summary["png"], summary["json"] = _common.save(output_dir, "perceptron", fig, summary)
-    return summary
+    return _common.save(output_dir, "perceptron", fig, summary)

@@ -12,12 +12,13 @@ decreases monotonically for ``lr <= 1``.
 
 ``solve(output_dir)`` runs the flow with ``adjoint.sinkhorn_value_and_grad`` (default
 ``mode="envelope"``, exact at convergence for the regularised cost), saves
-``point_cloud_flow.png`` (snapshots and the cost curve) and returns a :class:`FlowResult`.
+``point_cloud_flow.png`` (snapshots and the cost curve) and ``point_cloud_flow.json`` and returns a
+:class:`~adjoint.cli.ProblemResult`; :func:`flow` returns the trajectory (a :class:`FlowResult`)
+without writing files.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,6 @@ class FlowResult:
     values: np.ndarray
     snapshots: tuple
     snapshot_steps: tuple
-    figure: str | None
 
 
 def make_problem(n=300, m=400, seed=0):
@@ -47,20 +47,10 @@ def make_problem(n=300, m=400, seed=0):
     return np.full(n, 1.0 / n), np.full(m, 1.0 / m), x0, y
 
 
-def solve(
-    output_dir=".",
-    *,
-    n=300,
-    m=400,
-    eps=2e-3,
-    steps=40,
-    lr=0.5,
-    mode="envelope",
-    seed=0,
-    snapshots=(0, 2, 5, 10, 40),
-    verbose=True,
+def flow(
+    *, n=300, m=400, eps=2e-3, steps=40, lr=0.5, mode="envelope", seed=0, snapshots=(0, 2, 5, 10, 40), verbose=True
 ):
-    """Run the flow; save the figure in ``output_dir`` (None: no figure)."""
+    """Run the flow (``steps`` gradient steps); returns a :class:`FlowResult` (no files written)."""
     a, b, x, y = make_problem(n, m, seed)
     values = []
     snaps, snap_steps = [], []
@@ -78,41 +68,64 @@ def solve(
                 f"step {k:3d}  J = {res.value:.6f}  transport = "
                 f"{res.solution.transport_cost:.6f}  iters = {res.solution.iterations}"
             )
-    fig_path = None
-    if output_dir is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        os.makedirs(output_dir, exist_ok=True)
-        fig, axes = plt.subplots(1, len(snaps) + 1, figsize=(3.2 * (len(snaps) + 1), 3.2))
-        for ax, s, k in zip(axes, snaps, snap_steps):
-            ax.scatter(y[:, 0], y[:, 1], s=4, c="tab:orange", alpha=0.5, label="target")
-            ax.scatter(s[:, 0], s[:, 1], s=4, c="tab:blue", label="cloud")
-            ax.set_title(f"step {k}")
-            ax.set_xlim(0.0, 1.0)
-            ax.set_ylim(0.1, 0.9)
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[0].legend(loc="lower left", fontsize=7)
-        axes[-1].semilogy(np.asarray(values) - min(values) + eps * 1e-3)
-        axes[-1].set_title("J - min J")
-        axes[-1].set_xlabel("step")
-        fig.suptitle(f"Sinkhorn flow, eps={eps}, mode={mode}")
-        fig.tight_layout()
-        fig_path = os.path.join(output_dir, "point_cloud_flow.png")
-        fig.savefig(fig_path, dpi=110)
-        plt.close(fig)
     return FlowResult(
-        x_final=x,
-        target=y,
-        values=np.asarray(values),
-        snapshots=tuple(snaps),
-        snapshot_steps=tuple(snap_steps),
-        figure=fig_path,
+        x_final=x, target=y, values=np.asarray(values), snapshots=tuple(snaps), snapshot_steps=tuple(snap_steps)
     )
+
+
+def solve(
+    output_dir="out",
+    steps=None,
+    *,
+    n=300,
+    m=400,
+    eps=2e-3,
+    lr=0.5,
+    mode="envelope",
+    seed=0,
+    snapshots=(0, 2, 5, 10, 40),
+    verbose=True,
+):
+    """Run the flow (``steps`` gradient steps, 40 by default); save the figure and the JSON summary.
+
+    Writes ``point_cloud_flow.png`` and ``point_cloud_flow.json`` (the cost per step ``"values"``,
+    the snapshots, the final cloud and the target) into ``output_dir``; returns their
+    :class:`~adjoint.cli.ProblemResult`. :func:`flow` runs the same without writing files.
+    """
+    from . import _common
+
+    steps = 40 if steps is None else steps
+    r = flow(n=n, m=m, eps=eps, steps=steps, lr=lr, mode=mode, seed=seed, snapshots=snapshots, verbose=verbose)
+    y, values = r.target, r.values
+    fig, axes = _common.figure(ncols=len(r.snapshots) + 1, width=3.2 * (len(r.snapshots) + 1), height=3.2)
+    for ax, s, k in zip(axes, r.snapshots, r.snapshot_steps):
+        ax.scatter(y[:, 0], y[:, 1], s=4, c="tab:orange", alpha=0.5, label="target")
+        ax.scatter(s[:, 0], s[:, 1], s=4, c="tab:blue", label="cloud")
+        ax.set_title(f"step {k}")
+        ax.set_xlim(0.0, 1.0)
+        ax.set_ylim(0.1, 0.9)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].legend(loc="lower left", fontsize=7)
+    axes[-1].semilogy(np.asarray(values) - min(values) + eps * 1e-3)
+    axes[-1].set_title("J - min J")
+    axes[-1].set_xlabel("step")
+    fig.suptitle(f"Sinkhorn flow, eps={eps}, mode={mode}")
+    fig.tight_layout()
+    summary = {
+        "problem": "point_cloud_flow",
+        "steps": steps,
+        "eps": eps,
+        "lr": lr,
+        "mode": mode,
+        "values": values,
+        "snapshot_steps": r.snapshot_steps,
+        "snapshots": r.snapshots,
+        "x_final": r.x_final,
+        "target": y,
+    }
+    return _common.save(output_dir, "point_cloud_flow", fig, summary)
 
 
 if __name__ == "__main__":

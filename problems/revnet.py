@@ -271,9 +271,9 @@ def solve(output_dir="out", steps=None, maxiter=300, verbose=True, hidden=4, che
     """Train on two moons (``steps`` layers, reversible adjoint by default) and save the decision boundary.
 
     Prints one line per L-BFGS-B iteration when ``verbose``, saves ``revnet.png`` (decision boundary,
-    objective history) and ``revnet.json`` into ``output_dir`` and returns the summary dict (with the
-    training ``"accuracy"`` and the trained ``"theta"``). The architecture is the leapfrog step, so
-    there is no ``method`` option.
+    objective history) and ``revnet.json`` into ``output_dir`` and returns their
+    :class:`~adjoint.cli.ProblemResult` (its ``summary`` has the training ``"accuracy"`` and the
+    trained ``"theta"``). The architecture is the leapfrog step, so there is no ``method`` option.
     """
     from . import _common
 
@@ -306,10 +306,10 @@ def solve(output_dir="out", steps=None, maxiter=300, verbose=True, hidden=4, che
         "message": str(opt.message),
         "history": hist,
     }
-    summary["png"], summary["json"] = _common.save(output_dir, "revnet", fig, summary)
-    return summary
+    return _common.save(output_dir, "revnet", fig, summary)
 
 
 if __name__ == "__main__":  # pragma: no cover
     s = solve()
-    print(f"accuracy {s['accuracy']:.3f}, loss {s['objective']:.4f}, iterations {s['iterations']}, saved {s['png']}")
+    r = s.summary
+    print(f"accuracy {r['accuracy']:.3f}, loss {r['objective']:.4f}, iterations {r['iterations']}, saved {s.figure}")

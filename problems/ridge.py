@@ -167,8 +167,8 @@ def solve(output_dir="out", maxiter=100, verbose=True, problem: Ridge | None = N
 
     Prints one line per iteration when ``verbose``, saves ``ridge.png`` (validation error, implicit
     and closed-form hyper-gradients over a range of ``lambda``, objective history) and ``ridge.json``
-    into ``output_dir`` and returns the summary dict (``"theta"`` is the best ``log lambda``). There
-    are no time steps, so no ``steps`` or ``method`` options.
+    into ``output_dir`` and returns their :class:`~adjoint.cli.ProblemResult` (in its ``summary``,
+    ``"theta"`` is the best ``log lambda``). There are no time steps, so no ``steps`` or ``method`` options.
     """
     from . import _common
 
@@ -226,5 +226,4 @@ def solve(output_dir="out", maxiter=100, verbose=True, problem: Ridge | None = N
         "message": str(best.message),
         "history": hist,
     }
-    summary["png"], summary["json"] = _common.save(output_dir, "ridge", fig, summary)
-    return summary
+    return _common.save(output_dir, "ridge", fig, summary)

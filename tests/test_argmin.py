@@ -33,14 +33,14 @@ def _ad_ready():
 
 @pytest.fixture(scope="session")
 def ridge():
-    from problems import ridge as mod
+    from adjoint.problems import ridge as mod
 
     return mod.make_problem(n_features=20, n_train=40, n_val=40)
 
 
 @pytest.fixture(scope="session")
 def logistic():
-    from problems import logistic as mod
+    from adjoint.problems import logistic as mod
 
     return mod.make_problem(n_features=15, n_train=50, n_val=50)
 

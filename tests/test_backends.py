@@ -8,9 +8,9 @@ import pytest
 from numba import njit
 
 import adjoint
-from problems import harmonic_oscillator as ho
-from problems import lotka_volterra as lv
-from problems import pendulum
+from adjoint.problems import harmonic_oscillator as ho
+from adjoint.problems import lotka_volterra as lv
+from adjoint.problems import pendulum
 
 
 def _same(a, b):

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import adjoint
 from adjoint.checkpointing import MemoryBudget, Revolve, StoreAll, Uniform, parse_bytes
-from problems import lotka_volterra as lv
-from problems import pendulum
+from adjoint.problems import lotka_volterra as lv
+from adjoint.problems import pendulum
 
 # --------------------------------------------------------------------------------------------
 # reference formula and simulated executor

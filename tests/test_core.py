@@ -5,8 +5,8 @@ import pytest
 from numba import njit
 
 import adjoint
-from problems import lotka_volterra as lv
-from problems import lqr, pendulum, perceptron
+from adjoint.problems import lotka_volterra as lv
+from adjoint.problems import lqr, pendulum, perceptron
 
 
 # ---------------------------------------------------------------------------------------------

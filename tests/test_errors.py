@@ -5,8 +5,8 @@ import pytest
 from numba import njit
 
 import adjoint
-from problems import lotka_volterra as lv
-from problems import pendulum
+from adjoint.problems import lotka_volterra as lv
+from adjoint.problems import pendulum
 
 
 @pytest.fixture(scope="session")

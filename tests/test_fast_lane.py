@@ -9,8 +9,8 @@ import pytest
 
 import adjoint
 from adjoint import _solve
-from problems import lotka_volterra as lv
-from problems import pendulum
+from adjoint.problems import lotka_volterra as lv
+from adjoint.problems import pendulum
 
 
 @pytest.fixture

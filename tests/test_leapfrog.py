@@ -7,7 +7,7 @@ from numba import njit
 import adjoint
 from adjoint._separable import SeparableDynamics
 from adjoint.integrators import Leapfrog, VelocityVerlet
-from problems import harmonic_oscillator as ho
+from adjoint.problems import harmonic_oscillator as ho
 
 
 # (products, not `**`: numba's complex power leaks rounding into the imaginary part)
@@ -276,7 +276,7 @@ def test_bad_user_function_is_named():
 def test_separable_dynamics_from_plain_functions_matches_hand_written():
     """u and v written in plain numpy are traced; gradients equal the hand-written ones."""
     import adjoint
-    from problems import kepler
+    from adjoint.problems import kepler
 
     hand = kepler.DYNAMICS
 

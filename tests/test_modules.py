@@ -23,7 +23,7 @@ import numpy as np
 warnings.simplefilter("always")
 import adjoint
 from adjoint._modules import CacheWarning
-from problems import pendulum
+from adjoint.problems import pendulum
 
 def digest(*arrays):
     h = hashlib.sha256()

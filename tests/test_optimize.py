@@ -4,8 +4,8 @@ import numpy as np
 from scipy.optimize import minimize
 
 import adjoint
-from problems import lotka_volterra as lv
-from problems import pendulum
+from adjoint.problems import lotka_volterra as lv
+from adjoint.problems import pendulum
 
 
 def test_each_point_evaluated_once():

@@ -4,7 +4,7 @@ hand-written cost gradient against central differences."""
 import numpy as np
 import pytest
 
-from problems import harmonic_oscillator, kepler, lotka_volterra, lqr, pendulum, perceptron, revnet
+from adjoint.problems import harmonic_oscillator, kepler, lotka_volterra, lqr, pendulum, perceptron, revnet
 
 
 def _dynamics():
@@ -12,7 +12,7 @@ def _dynamics():
     prob, _ = revnet.make_problem(
         points=np.random.default_rng(0).normal(size=(6, 2)), labels=np.array([1.0, -1, 1, -1, 1, -1]), hidden=3
     )
-    out.append(("problems.revnet", prob.dynamics))
+    out.append(("adjoint.problems.revnet", prob.dynamics))
     return out
 
 

@@ -10,7 +10,7 @@ from adjoint import checkpointing
 from adjoint._separable import SeparableDynamics
 from adjoint.checkpointing._reversible import Reversible
 from adjoint.integrators import Leapfrog, VelocityVerlet
-from problems import harmonic_oscillator as ho
+from adjoint.problems import harmonic_oscillator as ho
 
 
 def rel(a, b):
@@ -159,7 +159,7 @@ def test_checkpointed_schedules_work_with_leapfrog(nonlinear_problem, name):  # 
 
 
 def test_reversible_rejects_non_invertible_method():
-    from problems import lotka_volterra as lv
+    from adjoint.problems import lotka_volterra as lv
 
     prob = lv.make_problem(steps=10)
     with pytest.raises(
@@ -178,7 +178,7 @@ def test_reversible_argument_validation():
 
 
 def test_kepler_shooting_gradient_and_solution():
-    from problems import kepler
+    from adjoint.problems import kepler
 
     prob = kepler.make_problem(800)
     p = kepler.params()
@@ -200,7 +200,7 @@ def test_kepler_shooting_gradient_and_solution():
 
 
 def test_revnet_reversible_gradient_matches_store_all_and_numpy_forward():
-    from problems import revnet
+    from adjoint.problems import revnet
 
     pts, lab = revnet.two_moons(30, seed=2)
     prob, lab = revnet.make_problem(pts, lab, steps=15, hidden=3)

@@ -7,7 +7,7 @@ from numba import njit
 import adjoint
 from adjoint.ad import TraceError
 from adjoint.ad._tcall import cse_tcalls
-from problems import lotka_volterra as lv
+from adjoint.problems import lotka_volterra as lv
 
 P = lv.initial_guess()
 
