@@ -78,7 +78,7 @@ def _install_source_problems():
     folder = os.path.join(os.path.dirname(here), "problems")
     if os.path.isdir(os.path.join(here, "problems")) or not os.path.isfile(os.path.join(folder, "__init__.py")):
         return  # installed as a wheel (adjoint/problems/ exists), or no problems folder next to us
-    if not any(type(f).__name__ == "_SourceProblems" for f in sys.meta_path):
+    if not any(isinstance(f, _SourceProblems) for f in sys.meta_path):
         sys.meta_path.append(_SourceProblems(folder))
 
 
