@@ -12,7 +12,7 @@ from ..checkpointing._streamed import (
 )
 from ._kernels import _k_sqeuclidean, _log_weights, _n_chunks, _plan
 from ._results import SinkhornGradResult
-from ._reverse import _ACT_ADJOINT, _k_run_reverse, _k_run_schedule
+from ._reverse import _k_run_reverse, _k_run_schedule
 from ._solve import _as_eps, _as_points, _as_weights, _check_positive_int, _solve, _threads_for
 
 # ----------------------------------------------------------------------------------
@@ -485,17 +485,6 @@ def _value_and_grad(
     )
 
 
-def store_all_schedule(iterations):
-    """Reverse schedule of StoreAll: ADJOINT K, K-1, ..., 1 (all states stored).
-
-    Returns an int64 array of (action, argument) rows for ``_k_run_reverse``.
-    """
-    acts = np.empty((iterations, 2), dtype=np.int64)
-    acts[:, 0] = _ACT_ADJOINT
-    acts[:, 1] = np.arange(iterations, 0, -1)
-    return acts
-
-
 def _unrolled_seed(a, b, C, eps, loss, fK, gK):
     """Output layer of the unrolled gradient at the raw iterate (f_K, g_K).
 
@@ -592,19 +581,13 @@ def _grad_store_all(a, b, C, x, y, eps, loss, kw):
     K = sol.iterations
     value, fbar, gbar, abar, bbar, Cbar = _unrolled_seed(a, b, C, eps, loss, Fs[K], Gs[K])
     work = np.empty((_n_chunks(n), m))
-    slot_iter = np.arange(K + 1, dtype=np.int64)
-    acts = store_all_schedule(K)
     _k_run_reverse(
-        acts,
         C,
         a,
         b,
-        _log_weights(a),
-        _log_weights(b),
         np.ascontiguousarray(sched),
         Fs,
         Gs,
-        slot_iter,
         fbar,
         gbar,
         abar,

@@ -100,72 +100,28 @@ def _k_adjoint_col_step(C, f, g, a, eps, gbar, fbar_out, abar, Cbar, work):
             fbar_out[i] = -ai * s
 
 
-# Checkpoint-schedule actions executed by _k_run_reverse.  StoreAll uses only
-# ADJOINT (every state is stored); a binomial schedule would interleave RESTORE
-# (slot -> current state), ADVANCE (one forward iteration) and STORE (current ->
-# slot) before each ADJOINT.
-_ACT_ADVANCE = 0
-_ACT_STORE = 1
-_ACT_RESTORE = 2
-_ACT_ADJOINT = 3
-
-
 @njit(cache=True)
-def _k_run_reverse(
-    actions, C, a, b, loga, logb, eps_sched, slots_f, slots_g, slot_iter, fbar, gbar, abar, bbar, Cbar, work
-):
-    """Execute a reverse schedule: rows of ``actions`` are (kind, arg).
+def _k_run_reverse(C, a, b, eps_sched, Fs, Gs, fbar, gbar, abar, bbar, Cbar, work):
+    """Reverse sweep of the K = ``len(Fs) - 1`` iterations, every iterate stored (store-all).
 
-    ADJOINT k: reverse iteration k (needs f_{k-1} and the iterate (f_k, g_k) in
-    the slots whose iteration index ``slot_iter`` equals k-1 and k); fbar, gbar
-    hold the adjoints of (f_k, g_k) on entry and of (f_{k-1}, g_{k-1}) on exit.
-    STORE / RESTORE / ADVANCE move states between a working state and the slots
-    (kept general for checkpointing schedules; StoreAll never needs them).
+    ``Fs[k], Gs[k]`` hold the iterate (f_k, g_k) after k iterations; the reverse
+    step of iteration k needs f_{k-1} and (f_k, g_k). fbar, gbar, abar, bbar,
+    Cbar hold the seed on entry (adjoints of the output layer with respect to
+    (f_K, g_K), a, b, C) and the accumulated gradient on exit (fbar, gbar:
+    adjoints of the initial potentials). Checkpointed sweeps run in
+    :func:`_k_run_schedule`.
     """
     n = fbar.shape[0]
-    m = gbar.shape[0]
     nsched = eps_sched.shape[0]
     fbar_prev = np.empty(n)
-    cur_f = np.zeros(n)
-    cur_g = np.zeros(m)
-    cur_k = 0
-    g_tmp = np.empty(m)
-    f_tmp = np.empty(n)
-    # map iteration index -> slot (slots hold iterates in arbitrary order)
-    for r in range(actions.shape[0]):
-        kind = actions[r, 0]
-        arg = actions[r, 1]
-        if kind == _ACT_ADVANCE:
-            eps = eps_sched[min(cur_k, nsched - 1)]
-            _k_col_update(C, cur_f, loga, cur_g, eps, g_tmp, work)
-            _copy(cur_g, g_tmp)
-            _k_row_update(C, cur_g, logb, cur_f, eps, f_tmp, work)
-            _copy(cur_f, f_tmp)
-            cur_k += 1
-        elif kind == _ACT_STORE:
-            _copy(slots_f[arg], cur_f)
-            _copy(slots_g[arg], cur_g)
-            slot_iter[arg] = cur_k
-        elif kind == _ACT_RESTORE:
-            _copy(cur_f, slots_f[arg])
-            _copy(cur_g, slots_g[arg])
-            cur_k = slot_iter[arg]
-        else:  # ADJOINT of iteration arg
-            k = arg
-            sk = -1
-            sp = -1
-            for s in range(slot_iter.shape[0]):
-                if slot_iter[s] == k:
-                    sk = s
-                if slot_iter[s] == k - 1:
-                    sp = s
-            eps = eps_sched[min(k - 1, nsched - 1)]
-            fk = slots_f[sk]
-            gk = slots_g[sk]
-            _k_adjoint_row_step(C, fk, gk, b, eps, fbar, gbar, bbar, Cbar, work)
-            _k_adjoint_col_step(C, slots_f[sp], gk, a, eps, gbar, fbar_prev, abar, Cbar, work)
-            _copy(fbar, fbar_prev)
-            gbar[:] = 0.0
+    for k in range(Fs.shape[0] - 1, 0, -1):
+        eps = eps_sched[min(k - 1, nsched - 1)]
+        fk = Fs[k]
+        gk = Gs[k]
+        _k_adjoint_row_step(C, fk, gk, b, eps, fbar, gbar, bbar, Cbar, work)
+        _k_adjoint_col_step(C, Fs[k - 1], gk, a, eps, gbar, fbar_prev, abar, Cbar, work)
+        _copy(fbar, fbar_prev)
+        gbar[:] = 0.0
     return 0
 
 
