@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._cg import conjugate_gradients
 from ..checkpointing._streamed import (
     RULE_BINOMIAL as _RULE_BINOMIAL,
 )
@@ -119,32 +120,6 @@ def _loss_terms(loss, P, f, g, a, b, C, eps):
     return float(value), Lf, Lg, La, Lb, LC
 
 
-def _pcg(matvec, rhs, diag, tol, maxiter):
-    """Jacobi-preconditioned conjugate gradients (SPD system)."""
-    x = np.zeros_like(rhs)
-    r = rhs.copy()
-    nr0 = np.linalg.norm(rhs)
-    if nr0 == 0.0:
-        return x, 0, 0.0
-    z = r / diag
-    p = z.copy()
-    rz = r @ z
-    it = 0
-    while it < maxiter:
-        Ap = matvec(p)
-        alpha = rz / (p @ Ap)
-        x += alpha * p
-        r -= alpha * Ap
-        it += 1
-        if np.linalg.norm(r) <= tol * nr0:
-            break
-        z = r / diag
-        rz_new = r @ z
-        p = z + (rz_new / rz) * p
-        rz = rz_new
-    return x, it, float(np.linalg.norm(r) / nr0)
-
-
 def _schur_solve(P, d1, d2, R1, R2, solver, cg_tol, cg_maxiter):
     """Solve [[D1, P], [P^T, D2]] (x1, x2) = (R1, R2), consistent and singular
     along (1, -1): eliminate x1, solve the Schur complement
@@ -166,12 +141,12 @@ def _schur_solve(P, d1, d2, R1, R2, solver, cg_tol, cg_maxiter):
         its = 0
     else:
 
-        def matvec(v):
-            return d2 * v - P.T @ (inv1 * (P @ v)) + beta * v.sum()
+        def matvec(v, out):
+            out[:] = d2 * v - P.T @ (inv1 * (P @ v)) + beta * v.sum()
 
         diag = d2 - (P * P).T @ inv1 + beta
         diag = np.where(diag > 0, diag, d2.mean())
-        x2, its, _ = _pcg(matvec, s, diag, cg_tol, cg_maxiter)
+        x2, its, _ = conjugate_gradients(matvec, s, cg_tol, cg_maxiter, diag=diag, stop_at_nonpositive_curvature=False)
     x1 = inv1 * (R1 - P @ x2)
     return x1, x2, its
 
