@@ -13,7 +13,8 @@ import numpy as np
 
 from ._codegen import emit_lines, kernel_source, load_module, module_source
 from ._graph import Graph
-from ._tracer import Builder, TraceError, Tracer, array_literals, as_value, trace_shapes
+from ._tracer import Builder, TraceError, Tracer, as_value
+from ._tracing import array_literals, trace_shapes
 from ._transforms import bind_inputs, jvp_graph, replay, select_outputs, vjp_graph
 
 __all__ = [
