@@ -186,7 +186,7 @@ def tape_plan(td) -> TapePlan:
         stack.extend(nodes[v].args)
     # the backward set: the cotangent nodes, plus the primal nodes they need that are recomputed
     cot = [nd.id for nd in nodes if mask[nd.id] & COT and nd.prim not in leaf]
-    need = set()
+    need: set[int] = set()
     for v in cot:
         need.update(a for a in nodes[v].args if mask[a] == VAR and nodes[a].prim not in leaf)
     need.update(g for g in grads if mask[g] == VAR and nodes[g].prim not in leaf)
@@ -314,7 +314,7 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     )
     # -- backward loop body -------------------------------------------------------------------------
     loads = []
-    reps = {xi: ("s", list(X)), ti: ("s", ["t"]), zi: ("s", list(LAM)), **creps}
+    reps: dict = {xi: ("s", list(X)), ti: ("s", ["t"]), zi: ("s", list(LAM)), **creps}
     for v, off, sz in plan.stored:
         if E.is_small(nodes[v]):
             nm = [f"_r{v}_{i}" for i in range(sz)]

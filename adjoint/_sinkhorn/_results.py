@@ -60,9 +60,10 @@ class SinkhornResult:
     eps: float
     method: str
     absorptions: int = 0
-    a: np.ndarray = field(default=None, repr=False)
-    b: np.ndarray = field(default=None, repr=False)
-    cost: np.ndarray = field(default=None, repr=False)
+    # a, b, cost: always given by the solve (None is only the default that lets them follow absorptions)
+    a: np.ndarray = field(default=None, repr=False)  # type: ignore[arg-type]
+    b: np.ndarray = field(default=None, repr=False)  # type: ignore[arg-type]
+    cost: np.ndarray = field(default=None, repr=False)  # type: ignore[arg-type]
     stored_plan: np.ndarray | None = field(default=None, repr=False)
 
     @property

@@ -8,6 +8,7 @@ import math
 import types
 import weakref
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -555,6 +556,14 @@ def _obj(shape, fill):
 
 class _NumpyShim(types.ModuleType):
     """numpy, except that new arrays are object arrays (so traced values can be stored in them)."""
+
+    # set on the instance below
+    zeros: Callable
+    empty: Callable
+    ones: Callable
+    zeros_like: Callable
+    empty_like: Callable
+    ones_like: Callable
 
     def __getattr__(self, name):
         return getattr(np, name)

@@ -194,5 +194,5 @@ for _f in (
     np.pad,
 ):
     HANDLED[_f] = _structural_np(_f)
-for _f in (np.stack, np.concatenate, np.hstack, np.vstack, np.column_stack, np.block):
-    HANDLED[_f] = _seq_structural(_f)
+for _fs in (np.stack, np.concatenate, np.hstack, np.vstack, np.column_stack, np.block):
+    HANDLED[_fs] = _seq_structural(_fs)

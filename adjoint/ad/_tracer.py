@@ -43,7 +43,7 @@ _TO_FLOAT = (
 class Builder:
     """Records nodes; identical nodes are created once (hash-consing)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.nodes: list[Node] = []
         self.cse: dict = {}
         self.inputs: list[int] = []
