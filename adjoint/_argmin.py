@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from ._cg import conjugate_gradients
 from ._problem import ControlProblem, Cost, Dynamics, _is_dispatcher, as_float_vector, call_user
 from ._solve import Stats, solve_adjoint
 from ._traced import cost, vector_field
@@ -332,7 +333,7 @@ def _inner_solve(fs: _Funcs, theta, x0, method, tol, maxiter, polish):
     for _ in range(polish if r > tol else 0):
         if not np.isfinite(r) or nit >= maxiter:
             break
-        d, _, k, bad = _cg(lambda v, out: fs.hvp(x, theta, v, out), -g, 1e-3 * tol / max(r, tol), 4 * n)
+        d, k, bad = conjugate_gradients(lambda v, out: fs.hvp(x, theta, v, out), -g, 1e-3 * tol / max(r, tol), 4 * n)
         nh += k
         if bad:
             break
@@ -347,32 +348,6 @@ def _inner_solve(fs: _Funcs, theta, x0, method, tol, maxiter, polish):
         if r <= tol:
             break
     return x, nit, r, nh
-
-
-def _cg(hvp, b, tol, maxiter):
-    """Conjugate gradients for ``H w = b``; returns ``(w, iterations, hvps, nonpositive_curvature)``."""
-    n = b.shape[0]
-    w = np.zeros(n)
-    r = b.copy()
-    p = r.copy()
-    Hp = np.empty(n)
-    rr = float(r @ r)
-    bnorm = np.sqrt(rr)
-    it = 0
-    while it < maxiter and np.sqrt(rr) > tol * bnorm:
-        hvp(p, Hp)
-        it += 1
-        pHp = float(p @ Hp)
-        if not pHp > 0.0:
-            return w, it, it, True
-        alpha = rr / pHp
-        w += alpha * p
-        r -= alpha * Hp
-        rr_new = float(r @ r)
-        p *= rr_new / rr
-        p += r
-        rr = rr_new
-    return w, it, it, False
 
 
 def _implicit(
@@ -412,7 +387,8 @@ def _implicit(
         w, lit, nh, lin_res = np.zeros(n), 0, 0, 0.0
     else:
         if linear_solver == "cg":
-            w, lit, nh, nonpd = _cg(hvp, gx, linear_tol, linear_maxiter)
+            w, lit, nonpd = conjugate_gradients(hvp, gx, linear_tol, linear_maxiter)
+            nh = lit
         else:
             H = np.empty((n, n))
             e = np.zeros(n)
@@ -765,8 +741,10 @@ def solve_argmin(
     t_start = time.perf_counter()
     if mode not in _MODES:
         raise ValueError(f"`mode` must be one of {_MODES}; got {mode!r}")
-    th_arr = np.asarray(theta, dtype=np.float64) if not isinstance(theta, str) else theta
-    theta = as_float_vector("theta", th_arr.reshape(1) if np.ndim(th_arr) == 0 else theta)
+    if isinstance(theta, str):
+        theta = as_float_vector("theta", theta)  # raises, naming the argument
+    th_arr = np.asarray(theta, dtype=np.float64)
+    theta = as_float_vector("theta", th_arr.reshape(1) if th_arr.ndim == 0 else theta)
     if theta.shape[0] == 0:
         raise ValueError("`theta` must have at least one entry; got shape (0,)")
     x_init = as_float_vector("x_init", x_init)

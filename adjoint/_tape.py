@@ -16,7 +16,7 @@ This module generates, from the traced graph, one store-all kernel for such fiel
   reductions) into a tape of shape ``(K, width)``; cheap intermediates (sums, products, slices)
   are recomputed in the backward loop from the stored ones;
 * the backward loop evaluates the cotangent nodes with those intermediates read from the tape;
-* the emitter writes one loop per buffer node; :func:`adjoint.ad._codegen.fuse_loops` (``split``)
+* the emitter writes one loop per buffer node; :func:`adjoint.ad._passes.fuse_loops` (``split``)
   then fuses loops of equal trip count by kind, so that what LLVM can vectorise stays vectorisable:
   the elementwise loops together, the loops calling the vectorisable ``_adj_vm`` functions
   (``tanh``, ``exp``) together, and the reductions (dot products: sequential sums, never
@@ -25,7 +25,7 @@ This module generates, from the traced graph, one store-all kernel for such fiel
   the following reduction, where they run in the shadow of its additions; buffers that live inside
   one fused loop become scalar locals. The parameter cotangent is added straight into ``grad_p``
   (``grad_p[i] += tau * <value>``, the same two operations as filling a work array and
-  accumulating it) by :func:`adjoint.ad._codegen.accumulate_into` when each of its elements is
+  accumulating it) by :func:`adjoint.ad._passes.accumulate_into` when each of its elements is
   written exactly once. For the neural ODE a forward step is one loop for ``W1 x + b1``, one for
   the ``tanh`` (both vectorised) and the dot products with ``W2``; a backward step one vectorised
   loop (the gradients of ``W2`` and ``b1`` and the cotangent of the hidden layer) and the dot
@@ -186,7 +186,7 @@ def tape_plan(td) -> TapePlan:
         stack.extend(nodes[v].args)
     # the backward set: the cotangent nodes, plus the primal nodes they need that are recomputed
     cot = [nd.id for nd in nodes if mask[nd.id] & COT and nd.prim not in leaf]
-    need: set = set()
+    need: set[int] = set()
     for v in cot:
         need.update(a for a in nodes[v].args if mask[a] == VAR and nodes[a].prim not in leaf)
     need.update(g for g in grads if mask[g] == VAR and nodes[g].prim not in leaf)
@@ -256,7 +256,8 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     """Source of ``gradient(x0, C, p, t0, tau, K, traj, grad_c, grad_p, grad_x0) -> (value, status)``
     and its constant arrays. ``costs``: dict with ``tv, tg, rv, rg`` -> ``module.name`` strings (or
     None when absent)."""
-    from .ad._codegen import Emitter, accumulate_into, choose_small, fuse_loops
+    from .ad._codegen import Emitter, choose_small
+    from .ad._passes import accumulate_into, fuse_loops
 
     jg = plan.graph
     P = "_j"

@@ -30,9 +30,11 @@ from ._api import (
     vjp,
 )
 from ._codegen import cache_dir, emit_lines
+from ._dispatch import logsumexp
 from ._graph import Graph, Node
 from ._primitives import PRIMITIVES
-from ._tracer import TraceError, Tracer, logsumexp, trace
+from ._tracer import TraceError, Tracer
+from ._tracing import trace
 from ._transforms import bind_inputs, jvp_graph, replay, select_outputs, vjp_graph
 
 __all__ = [

@@ -14,7 +14,8 @@ import numpy as np
 
 from ._codegen import emit_lines, kernel_source, load_module, module_source
 from ._graph import Graph
-from ._tracer import Builder, TraceError, Tracer, array_literals, as_value, trace_shapes
+from ._tracer import Builder, TraceError, Tracer, as_value
+from ._tracing import array_literals, trace_shapes
 from ._transforms import bind_inputs, jvp_graph, replay, select_outputs, vjp_graph
 
 __all__ = [
@@ -555,6 +556,14 @@ def _obj(shape, fill):
 
 class _NumpyShim(types.ModuleType):
     """numpy, except that new arrays are object arrays (so traced values can be stored in them)."""
+
+    # set on the instance below
+    zeros: Callable
+    empty: Callable
+    ones: Callable
+    zeros_like: Callable
+    empty_like: Callable
+    ones_like: Callable
 
     def __getattr__(self, name):
         return getattr(np, name)

@@ -9,18 +9,19 @@ numpy arrays met on the way are captured as constants.
 Anything whose result would depend on a traced value at trace time -- ``if x > 0:``, ``float(x)``,
 ``math.exp(x)``, indexing by a traced value -- raises :class:`TraceError` with a message naming
 the operation and what to use instead.
+
+The numpy functions and ufuncs that tracers dispatch through are in :mod:`adjoint.ad._dispatch`;
+running a function under tracing (:func:`~adjoint.ad._tracing.trace`) in :mod:`adjoint.ad._tracing`.
 """
 
 from __future__ import annotations
-
-import inspect
 
 import numpy as np
 
 from ._graph import Graph, Node, attrs_key
 from ._primitives import ELEMENTWISE, PRIMITIVES
 
-__all__ = ["TraceError", "Tracer", "Builder", "bind", "trace", "as_value", "structural"]
+__all__ = ["TraceError", "Tracer", "Builder", "bind", "as_value", "structural"]
 
 
 class TraceError(TypeError):
@@ -42,7 +43,7 @@ _TO_FLOAT = (
 class Builder:
     """Records nodes; identical nodes are created once (hash-consing)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.nodes: list[Node] = []
         self.cse: dict = {}
         self.inputs: list[int] = []
@@ -324,6 +325,10 @@ def structural(fn, *sources):
     src = np.where(zero, -1, (flat - 1) // M)
     elem = np.where(zero, 0, (flat - 1) % M)
     return bind("assemble", *sources, src=src, elem=elem, shape=r.shape)
+
+
+# numpy's array constructors, which array_literals (adjoint.ad._tracing) replaces while tracing
+_np_array, _np_asarray = np.array, np.asarray
 
 
 def as_value(v):
@@ -639,6 +644,8 @@ class Tracer:
 
     # -- numpy dispatch ----------------------------------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        from ._dispatch import UFUNCS
+
         name = ufunc.__name__
         if method != "__call__":
             hint = " (use np.sum / np.max / np.cumsum-free code)" if method == "reduce" else ""
@@ -657,6 +664,8 @@ class Tracer:
         return fn(*inputs)
 
     def __array_function__(self, func, types, args, kwargs):
+        from ._dispatch import HANDLED
+
         fn = HANDLED.get(func)
         if fn is None:
             name = getattr(func, "__module__", "numpy").replace("numpy", "np") + "." + func.__name__
@@ -668,7 +677,7 @@ class Tracer:
         return fn(*args, **kwargs)
 
 
-# -- functions (numpy-compatible signatures) ------------------------------------------------------
+# -- numpy functions called by Tracer's operators and methods (the others: adjoint.ad._dispatch) --
 
 
 def power(a, b):
@@ -695,328 +704,8 @@ def dot(a, b):
     return bind("dot", a, b)
 
 
-def outer(a, b):
-    a, b = as_value(a), as_value(b)
-    a = reshape(a, (int(np.prod(_shape(a))), 1))
-    b = reshape(b, (1, int(np.prod(_shape(b)))))
-    return bind("dot", a, b)
-
-
 def mean(x, axis=None, keepdims=False, **kw):
     x = as_value(x)
     axes = _norm_axes(axis, len(_shape(x)))
     n = int(np.prod([_shape(x)[a] for a in axes], dtype=np.int64))
     return bind("div", _reduce("reduce_sum", x, axis, keepdims), float(n))
-
-
-def _sum(x, axis=None, dtype=None, out=None, keepdims=False, **kw):
-    if out is not None:
-        raise TraceError("`np.sum(..., out=...)` is not supported during tracing")
-    return _reduce("reduce_sum", x, axis, keepdims)
-
-
-def logsumexp(x, axis=None, keepdims=False):
-    """Numerically stable ``log(sum(exp(x), axis))`` on traced or plain arrays.
-
-    Its derivative is the softmax ``exp(x - logsumexp(x))``.
-    """
-    return _reduce("logsumexp", x, axis, keepdims)
-
-
-def where(cond, a=None, b=None):
-    if a is None or b is None:
-        raise TraceError("np.where(cond) (one argument) returns data-dependent indices; use np.where(cond, a, b)")
-    return bind("where", cond, a, b)
-
-
-def _structural_np(npfn):
-    def f(*args, **kwargs):
-        return structural(lambda *c: npfn(*c, **kwargs), *args)
-
-    f.__name__ = npfn.__name__
-    return f
-
-
-def _seq_structural(npfn):
-    def f(arrays, *args, **kwargs):
-        arrays = list(arrays)
-        return structural(lambda *c: npfn(list(c), *args, **kwargs), *arrays)
-
-    f.__name__ = npfn.__name__
-    return f
-
-
-def _clip(a, a_min=None, a_max=None, **kw):
-    if a_min is None:
-        a_min = kw.pop("min", None)
-    if a_max is None:
-        a_max = kw.pop("max", None)
-    r = a
-    if a_min is not None:
-        r = bind("maximum", r, a_min)
-    if a_max is not None:
-        r = bind("minimum", r, a_max)
-    return r
-
-
-def _norm(x, ord=None, axis=None, keepdims=False):
-    if ord not in (None, 2, "fro"):
-        raise TraceError(
-            f"np.linalg.norm(ord={ord!r}) is not supported on traced arrays; only the 2-norm / Frobenius norm"
-        )
-    return bind("sqrt", _reduce("reduce_sum", bind("mul", x, x), axis, keepdims))
-
-
-def _inner(a, b):
-    a, b = as_value(a), as_value(b)
-    if len(_shape(a)) <= 1 and len(_shape(b)) <= 1:
-        return dot(a, b)
-    raise TraceError("np.inner on traced arrays supports vectors only; use @")
-
-
-def _hypot(a, b):
-    return bind("sqrt", bind("add", bind("mul", a, a), bind("mul", b, b)))
-
-
-def _logaddexp(a, b):
-    s = np.broadcast_shapes(_shape(as_value(a)), _shape(as_value(b)))
-    st = structural(lambda u, v: np.stack([np.broadcast_to(u, s), np.broadcast_to(v, s)]), a, b)
-    return logsumexp(st, axis=0)
-
-
-UFUNCS = {
-    "add": lambda a, b: bind("add", a, b),
-    "subtract": lambda a, b: bind("sub", a, b),
-    "multiply": lambda a, b: bind("mul", a, b),
-    "divide": lambda a, b: bind("div", a, b),
-    "true_divide": lambda a, b: bind("div", a, b),
-    "power": power,
-    "float_power": power,
-    "negative": lambda a: bind("neg", a),
-    "positive": lambda a: as_value(a),
-    "square": lambda a: bind("pow_const", a, k=2.0),
-    "reciprocal": lambda a: bind("div", 1.0, a),
-    "absolute": lambda a: bind("abs", a),
-    "fabs": lambda a: bind("abs", a),
-    "sign": lambda a: bind("sign", a),
-    "maximum": lambda a, b: bind("maximum", a, b),
-    "minimum": lambda a, b: bind("minimum", a, b),
-    "fmax": lambda a, b: bind("maximum", a, b),
-    "fmin": lambda a, b: bind("minimum", a, b),
-    "arctan2": lambda a, b: bind("arctan2", a, b),
-    "hypot": _hypot,
-    "logaddexp": _logaddexp,
-    "matmul": matmul,
-    "less": lambda a, b: bind("lt", a, b),
-    "less_equal": lambda a, b: bind("le", a, b),
-    "greater": lambda a, b: bind("gt", a, b),
-    "greater_equal": lambda a, b: bind("ge", a, b),
-    "equal": lambda a, b: bind("eq", a, b),
-    "not_equal": lambda a, b: bind("ne", a, b),
-    "logical_and": lambda a, b: bind("logical_and", a, b),
-    "logical_or": lambda a, b: bind("logical_or", a, b),
-    "logical_not": lambda a: bind("logical_not", a),
-    "log2": lambda a: bind("div", bind("log", a), float(np.log(2.0))),
-    "log10": lambda a: bind("div", bind("log", a), float(np.log(10.0))),
-    "exp2": lambda a: bind("exp", bind("mul", a, float(np.log(2.0)))),
-}
-for _u in ("sin", "cos", "tan", "exp", "log", "log1p", "expm1", "sqrt", "tanh", "sinh", "cosh", "arctan"):
-    UFUNCS[_u] = (lambda name: lambda a: bind(name, a))(_u)
-
-
-HANDLED = {
-    np.sum: _sum,
-    np.mean: mean,
-    np.dot: dot,
-    np.vdot: lambda a, b: dot(reshape(a, (-1,)), reshape(b, (-1,))),
-    np.inner: _inner,
-    np.outer: outer,
-    np.where: where,
-    np.clip: _clip,
-    np.max: lambda x, axis=None, keepdims=False, **k: _reduce("reduce_max", x, axis, keepdims),
-    np.min: lambda x, axis=None, keepdims=False, **k: _reduce("reduce_min", x, axis, keepdims),
-    np.amax: lambda x, axis=None, keepdims=False, **k: _reduce("reduce_max", x, axis, keepdims),
-    np.amin: lambda x, axis=None, keepdims=False, **k: _reduce("reduce_min", x, axis, keepdims),
-    np.linalg.norm: _norm,
-    np.zeros_like: lambda a, *r, **k: np.zeros(_shape(a)),
-    np.ones_like: lambda a, *r, **k: np.ones(_shape(a)),
-    np.full_like: lambda a, v, *r, **k: np.full(_shape(a), float(v)),
-    np.shape: lambda a: _shape(a),
-    np.size: lambda a, axis=None: int(np.prod(_shape(a))) if axis is None else _shape(a)[axis],
-    np.ndim: lambda a: len(_shape(a)),
-    np.copy: lambda a, **k: a,
-    np.square: lambda a: bind("pow_const", a, k=2.0),
-}
-for _f in (
-    np.reshape,
-    np.transpose,
-    np.ravel,
-    np.expand_dims,
-    np.squeeze,
-    np.swapaxes,
-    np.moveaxis,
-    np.flip,
-    np.broadcast_to,
-    np.diag,
-    np.atleast_1d,
-    np.atleast_2d,
-    np.roll,
-    np.tile,
-    np.repeat,
-    np.diagonal,
-    np.triu,
-    np.tril,
-    np.fliplr,
-    np.flipud,
-    np.rot90,
-    np.take,
-    np.pad,
-):
-    HANDLED[_f] = _structural_np(_f)
-for _f in (np.stack, np.concatenate, np.hstack, np.vstack, np.column_stack, np.block):
-    HANDLED[_f] = _seq_structural(_f)
-
-
-def trace(fn, *args, names=None):
-    """Trace ``fn`` on symbolic arrays shaped like ``args`` and return its :class:`Graph`.
-
-    Parameters
-    ----------
-    fn : callable
-        A plain Python function of arrays and floats written with numpy.
-    *args : array_like or float
-        Example arguments; only their shapes are used.
-    names : list of str, optional
-        Names of the inputs (default: ``fn``'s parameter names).
-
-    Returns
-    -------
-    Graph
-        Its outputs are ``fn``'s return value (a tuple gives several outputs).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from adjoint.ad import trace
-    >>> g = trace(lambda x, y: y * np.log(x) + np.sqrt(y * np.log(x)), 2.0, 3.0)
-    >>> print("\\n".join(g.lines()))
-    a = log x
-    b = y a
-    c = sqrt b
-    f = b + c
-    """
-    shapes = [np.shape(a) for a in args]
-    return trace_shapes(fn, shapes, names=names)
-
-
-def _contains_tracer(obj, depth=0):
-    if isinstance(obj, Tracer):
-        return True
-    if depth < 6 and isinstance(obj, (list, tuple)):
-        return any(_contains_tracer(o, depth + 1) for o in obj)
-    if isinstance(obj, np.ndarray) and obj.dtype == object:
-        return any(isinstance(o, Tracer) for o in obj.ravel())
-    return False
-
-
-_np_array, _np_asarray = np.array, np.asarray
-
-
-def _traced_array(obj, *args, **kwargs):
-    if _contains_tracer(obj):
-        return as_value(obj) if not isinstance(obj, Tracer) else obj
-    return _np_array(obj, *args, **kwargs)
-
-
-def _traced_asarray(obj, *args, **kwargs):
-    if _contains_tracer(obj):
-        return as_value(obj) if not isinstance(obj, Tracer) else obj
-    return _np_asarray(obj, *args, **kwargs)
-
-
-class array_literals:
-    """While tracing, ``np.array([...])`` / ``np.asarray`` of traced values return one traced
-    array (numpy would otherwise build an object array). Plain arguments go to numpy unchanged."""
-
-    depth = 0
-
-    def __enter__(self):
-        if array_literals.depth == 0:
-            np.array, np.asarray = _traced_array, _traced_asarray
-        array_literals.depth += 1
-
-    def __exit__(self, *exc):
-        array_literals.depth -= 1
-        if array_literals.depth == 0:
-            np.array, np.asarray = _np_array, _np_asarray
-
-
-def trace_shapes(fn, shapes, names=None, opaque=()):
-    """Trace ``fn`` on inputs of the given shapes. ``opaque``: names of inputs that are never
-    differentiated (``"t"`` of a field or cost); compiled functions of those alone are recorded as
-    opaque calls (see :mod:`adjoint.ad._tcall`)."""
-    if names is None:
-        names = _param_names(fn, len(shapes))
-    b = Builder()
-    tracers = [b.input(tuple(s), nm) for s, nm in zip(shapes, names)]
-    with array_literals(), traced_calls(b, tracers, names, opaque):
-        out = fn(*tracers)
-        outs = list(out) if isinstance(out, tuple) else [out]
-        return b.graph([as_value(o) for o in outs])
-
-
-class traced_calls:
-    """While tracing: a numba function called on traced values is recorded as an opaque call when
-    it depends on ``opaque`` inputs only, else traced into through its Python source."""
-
-    def __init__(self, builder, tracers, names, opaque):
-        from ._tcall import opaque_inputs
-
-        self.ctx = opaque_inputs(builder, tracers, names, allowed=tuple(opaque)) if opaque else None
-        self.patched = False
-
-    def __enter__(self):
-        if self.ctx is None:
-            return self
-        self.ctx.__enter__()
-        from numba.core.dispatcher import Dispatcher
-
-        if "__call__" not in Dispatcher.__dict__:
-
-            def call(self_, *args, **kwargs):
-                if not kwargs and any(isinstance(a, Tracer) for a in args):
-                    from ._api import _rebind
-                    from ._tcall import try_tcall
-
-                    got = try_tcall(self_, args)
-                    if got is not None:
-                        return got
-                    return _rebind(self_)(*args)
-                return super(Dispatcher, self_).__call__(*args, **kwargs)
-
-            Dispatcher.__call__ = call
-            self.patched = True
-        return self
-
-    def __exit__(self, *exc):
-        if self.ctx is None:
-            return
-        if self.patched:
-            from numba.core.dispatcher import Dispatcher
-
-            del Dispatcher.__call__
-        self.ctx.__exit__(*exc)
-
-
-def _param_names(fn, n):
-    try:
-        ps = [
-            p.name
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-    except (TypeError, ValueError):
-        ps = []
-    if len(ps) < n:
-        ps = ps + [f"x{i}" for i in range(len(ps), n)]
-    return ps[:n]
