@@ -318,8 +318,9 @@ def test_unrolled_with_eps_scaling_matches_fd(compiled):
 
 
 def test_checkpoint_store_all_accepted(compiled):
-    class StoreAll:  # duck-typed stand-in for adjoint.StoreAll
-        pass
+    # the schedule object itself (a duck-typed class named StoreAll was accepted by a type-name
+    # check, which the one-engine issue removed: schedules resolve through Schedule.resolve_plan)
+    from adjoint import StoreAll
 
     a, b, x, y, C = _problem(8, 7)
     r1 = sinkhorn_value_and_grad(a, b, x, y, 0.1, mode="unrolled", checkpoint=StoreAll(), tol=1e-10)

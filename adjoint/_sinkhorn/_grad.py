@@ -5,12 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._cg import conjugate_gradients
-from ..checkpointing._streamed import (
-    RULE_BINOMIAL as _RULE_BINOMIAL,
-)
-from ..checkpointing._streamed import (
-    RULE_UNIFORM as _RULE_UNIFORM,
-)
+from ..checkpointing import MemoryBudget, Reversible, Revolve, StoreAll, Uniform
 from ._kernels import _k_sqeuclidean, _log_weights, _n_chunks, _plan
 from ._results import SinkhornGradResult
 from ._reverse import _k_run_reverse, _k_run_schedule
@@ -26,7 +21,7 @@ _LINEAR_SOLVERS = ("auto", "dense", "cg")
 
 
 def _is_store_all(checkpoint):
-    return checkpoint is None or type(checkpoint).__name__ == "StoreAll"
+    return checkpoint is None or isinstance(checkpoint, StoreAll)
 
 
 _CHECKPOINT_HELP = (
@@ -38,11 +33,9 @@ _CHECKPOINT_HELP = (
 
 def _check_checkpoint(checkpoint, mode, state_dim):
     """Validate ``checkpoint`` before the solve (fail fast)."""
-    from ..checkpointing import MemoryBudget, Revolve, Uniform
-
     if _is_store_all(checkpoint):
         return
-    if type(checkpoint).__name__ == "Reversible":
+    if isinstance(checkpoint, Reversible):
         raise ValueError(
             f"{_CHECKPOINT_HELP}; got {checkpoint!r}. Reversible needs an "
             f"invertible step, and a Sinkhorn iteration (a pair of soft "
@@ -69,21 +62,14 @@ def _resolve_checkpoint(checkpoint, iterations, state_dim):
     """(name, rule, slots) for K iterations; rule None means store every iterate.
 
     Store-all keeps the K + 1 iterates (f_0, g_0) ... (f_K, g_K), so a schedule
-    with at least K + 1 slots stores everything.
+    with at least K + 1 slots stores everything (``Schedule.resolve_plan``, as for ODEs).
     """
-    from ..checkpointing import MemoryBudget, Uniform
-
-    if _is_store_all(checkpoint):
+    if checkpoint is None:
         return "StoreAll", None, iterations + 1
-    if isinstance(checkpoint, MemoryBudget):
-        checkpoint = checkpoint.resolve(iterations, state_dim)
-        if _is_store_all(checkpoint):
-            return "StoreAll", None, iterations + 1
-    s = checkpoint.snapshots
-    if s >= iterations + 1:
+    plan = checkpoint.resolve_plan(iterations, state_dim)
+    if plan.kind == "store_all":
         return "StoreAll", None, iterations + 1
-    rule = _RULE_UNIFORM if isinstance(checkpoint, Uniform) else _RULE_BINOMIAL
-    return repr(checkpoint), rule, s
+    return plan.name, plan.rule, plan.snapshots
 
 
 def _loss_terms(loss, P, f, g, a, b, C, eps):
