@@ -231,7 +231,8 @@ class _Gen:
         n, m = self.n, self.m
         X, XN, C = _names("x_", n), _names("xn_", n), _names("c_", m)
         body = self.header() + [f"{X[i]} = x0[{i}]" for i in range(n)] + ["run = 0.0"]
-        body += [f"traj[0, {i}] = {X[i]}" for i in range(n)] if n else []
+        # the trajectory only when asked: evaluate() passes a (1, 1) placeholder
+        body += ["if store:"] + [f"    traj[0, {i}] = {X[i]}" for i in range(n)] if n else []
         loop = ["t = t0 + k * tau"] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
         if self.run is not None:
             loop += self.cost_value(self.run, X, C, "t", "_rv") + ["run += _rv"]

@@ -131,3 +131,26 @@ def test_bad_backend_names_the_argument(pend, bad):
         adjoint.solve_adjoint(prob, controls=c, backend=bad)
     with pytest.raises(ValueError, match=r"`backend` must be one of"):
         adjoint.simulate(prob, controls=c, backend=bad)
+
+
+def test_forward_sweep_writes_no_trajectory_out_of_bounds(tmp_path):
+    """evaluate() passes a (1, 1) placeholder trajectory; the scalar forward kernel of a field with
+    several states must not write x0 into it (it did: heap corruption). Bounds-checked, fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, adjoint\n"
+        "def f(x, c, p, t):\n"
+        "    return np.array([x[1], x[2], x[3], -p[0] * x[0]])\n"
+        "prob = adjoint.ControlProblem(f, [1.0, 0.5, 0.25, 0.1], (0.0, 1.0), 20, terminal_cost=lambda x, p: x @ x)\n"
+        "v = adjoint.evaluate(prob, params=[2.0])\n"
+        "assert adjoint.solve_adjoint(prob, params=[2.0]).stats.backend == 'scalar'\n"
+        "print('VALUE', repr(v), repr(adjoint.evaluate(prob, params=[2.0], backend='generic')))\n"
+    )
+    env = dict(os.environ, NUMBA_BOUNDSCHECK="1", ADJOINT_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    vals = out.stdout.split("VALUE ")[1].split()
+    assert vals[0] == vals[1]
