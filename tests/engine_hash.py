@@ -113,7 +113,9 @@ class Recorder:
 # --- the ControlProblems (built after adjoint is imported in the chosen mode) --------------------
 def build_cases(adjoint, numba):
     """name -> (factory() -> fresh ControlProblem, solve kwargs, {name: method}, blocks for objective)."""
-    from problems import harmonic_oscillator as ho, kepler, lotka_volterra as lv, lqr, pendulum, perceptron, revnet
+    from problems import harmonic_oscillator as ho
+    from problems import kepler, lqr, pendulum, perceptron, revnet
+    from problems import lotka_volterra as lv
 
     @numba.njit
     def qs_f(x, c, p, t, out):  # the README quickstart (Lotka-Volterra), hand-written numba
@@ -309,6 +311,7 @@ def run_mode(mode, out_path, cache, verbose=False):
     if os.path.isdir(os.path.join(ROOT, "adjoint")):
         sys.path.insert(0, ROOT)  # the checkout this script lives in
     import numba
+
     import adjoint as A
 
     print(f"# mode {mode}: adjoint from {os.path.dirname(A.__file__)}", flush=True)
