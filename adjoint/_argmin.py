@@ -27,7 +27,7 @@ from ._cg import conjugate_gradients
 from ._problem import ControlProblem, Cost, Dynamics, _is_dispatcher, as_float_vector, call_user
 from ._solve import Stats, solve_adjoint
 from ._traced import cost, vector_field
-from .checkpointing import Schedule, StoreAll
+from .checkpointing import Schedule, as_schedule
 from .integrators import DiscreteMap
 
 __all__ = ["solve_argmin", "ArgminResult", "ArgminStats", "ArgminConvergenceError", "ArgminConvergenceWarning"]
@@ -289,7 +289,7 @@ def _check_funcs(fs: _Funcs, x, theta):
 # --------------------------------------------------------------------------------------------
 
 
-def _inner_solve(fs: _Funcs, theta, x0, method, tol, maxiter, polish):
+def _inner_solve(fs: _Funcs, theta, x0, method, tol, max_iter, polish):
     """scipy's solver, then (``polish``) Newton steps until ``||grad_x E|| <= tol``.
 
     Returns ``(x, iterations, residual, hvp_evaluations)``.
@@ -310,7 +310,7 @@ def _inner_solve(fs: _Funcs, theta, x0, method, tol, maxiter, polish):
             x0,
             jac=True,
             method="L-BFGS-B",
-            options=dict(maxiter=maxiter, gtol=tol / np.sqrt(n), ftol=0.0, maxfun=10 * maxiter + 100),
+            options=dict(maxiter=max_iter, gtol=tol / np.sqrt(n), ftol=0.0, maxfun=10 * max_iter + 100),
         )
     else:
         hv = np.empty(n)
@@ -320,7 +320,7 @@ def _inner_solve(fs: _Funcs, theta, x0, method, tol, maxiter, polish):
             return hv.copy()
 
         res = minimize(
-            fun, x0, jac=True, hessp=hessp, method="Newton-CG", options=dict(maxiter=maxiter, xtol=1e-3 * tol)
+            fun, x0, jac=True, hessp=hessp, method="Newton-CG", options=dict(maxiter=max_iter, xtol=1e-3 * tol)
         )
     x = np.ascontiguousarray(res.x, dtype=np.float64)
     nit = int(res.nit)
@@ -331,7 +331,7 @@ def _inner_solve(fs: _Funcs, theta, x0, method, tol, maxiter, polish):
     # gradient reaches a tight tolerance; Newton steps (CG on Hessian-vector products, no line
     # search) need only the gradient and converge quadratically from there.
     for _ in range(polish if r > tol else 0):
-        if not np.isfinite(r) or nit >= maxiter:
+        if not np.isfinite(r) or nit >= max_iter:
             break
         d, k, bad = conjugate_gradients(lambda v, out: fs.hvp(x, theta, v, out), -g, 1e-3 * tol / max(r, tol), 4 * n)
         nh += k
@@ -356,16 +356,16 @@ def _implicit(
     x_init,
     inner,
     inner_tol,
-    inner_maxiter,
+    inner_max_iter,
     polish,
     linear_solver,
     linear_tol,
-    linear_maxiter,
+    linear_max_iter,
     on_failure,
     t_start,
 ):
     n, npar = x_init.shape[0], theta.shape[0]
-    x, nit, inner_res, nh_inner = _inner_solve(fs, theta, x_init, inner, inner_tol, inner_maxiter, polish)
+    x, nit, inner_res, nh_inner = _inner_solve(fs, theta, x_init, inner, inner_tol, inner_max_iter, polish)
     value = float(fs.loss(x, theta))
     gx, gth = np.empty(n), np.empty(npar)
     fs.lgrad(x, theta, gx, gth)
@@ -378,7 +378,7 @@ def _implicit(
     if not inner_res <= inner_tol:
         problems.append(
             f"the inner solve ({inner}) stopped after {nit} iterations with residual "
-            f"||grad_x E|| = {inner_res:.3e} > inner_tol = {inner_tol:.1e} (raise inner_maxiter, "
+            f"||grad_x E|| = {inner_res:.3e} > inner_tol = {inner_tol:.1e} (raise inner_max_iter, "
             "loosen inner_tol, or try inner='newton-cg')"
         )
     gnorm = float(np.linalg.norm(gx))
@@ -387,7 +387,7 @@ def _implicit(
         w, lit, nh, lin_res = np.zeros(n), 0, 0, 0.0
     else:
         if linear_solver == "cg":
-            w, lit, nonpd = conjugate_gradients(hvp, gx, linear_tol, linear_maxiter)
+            w, lit, nonpd = conjugate_gradients(hvp, gx, linear_tol, linear_max_iter)
             nh = lit
         else:
             H = np.empty((n, n))
@@ -415,7 +415,7 @@ def _implicit(
         problems.append(
             f"the linear solve ({linear_solver}) of d2E/dx2 w = grad_x L stopped after {lit} "
             f"iterations with relative residual {lin_res:.3e} > linear_tol = {linear_tol:.1e} "
-            "(raise linear_maxiter, loosen linear_tol, or use linear_solver='dense')"
+            "(raise linear_max_iter, loosen linear_tol, or use linear_solver='dense')"
         )
     mixed = np.empty(npar)
     fs.mixed(x, theta, w, mixed)
@@ -626,15 +626,15 @@ def solve_argmin(
     loss_grad=None,
     inner=None,
     inner_tol=None,
-    inner_maxiter=None,
+    inner_max_iter=None,
     inner_polish=None,
     linear_solver=None,
     linear_tol=None,
-    linear_maxiter=None,
+    linear_max_iter=None,
     on_failure="raise",
     steps=None,
     step_size=None,
-    checkpoint=None,
+    checkpoint="auto",
 ) -> ArgminResult:
     """Value and gradient of ``f(theta) = L(x(theta), theta)``, ``x(theta) = argmin_x E(x, theta)``.
 
@@ -666,7 +666,7 @@ def solve_argmin(
         *implicit*: scipy's ``L-BFGS-B`` or ``Newton-CG`` (with ``energy_hvp``) for the inner problem.
     inner_tol : float, default 1e-9
         *implicit*: required ``||grad_x E(x, theta)||_2`` at the inner solution (absolute).
-    inner_maxiter : int, default 1000
+    inner_max_iter : int, default 1000
         *implicit*: iterations of the inner solver, Newton polishing steps included.
     inner_polish : int, default 5
         *implicit*: at most this many Newton steps (CG on ``energy_hvp``, no line search) after
@@ -677,7 +677,7 @@ def solve_argmin(
         assembled from ``n`` Hessian-vector products (small ``n``).
     linear_tol : float, default 1e-10
         *implicit*: required relative residual ``||H w - grad_x L|| / ||grad_x L||``.
-    linear_maxiter : int, default ``10 n``
+    linear_max_iter : int, default ``10 n``
     on_failure : {"raise", "warn"}
         *implicit*: when a residual exceeds its tolerance (or the Hessian is not positive definite),
         raise :class:`ArgminConvergenceError` (default) or issue :class:`ArgminConvergenceWarning`
@@ -686,8 +686,9 @@ def solve_argmin(
         *unrolled*: iterations ``K`` of gradient descent (required).
     step_size : float
         *unrolled*: the step ``s`` of ``x_{k+1} = x_k - s grad_x E(x_k, theta)`` (required).
-    checkpoint : Schedule, default ``StoreAll()``
-        *unrolled*: checkpoint schedule of the backward sweep (any of :func:`adjoint.solve_adjoint`'s).
+    checkpoint : Schedule or "auto", default ``"auto"``
+        *unrolled*: checkpoint schedule of the backward sweep (any of :func:`adjoint.solve_adjoint`'s;
+        ``"auto"`` stores every state when they fit in ``DEFAULT_MEMORY_BUDGET``, as there).
 
     Returns
     -------
@@ -755,16 +756,16 @@ def solve_argmin(
     implicit_opts = dict(
         inner=inner,
         inner_tol=inner_tol,
-        inner_maxiter=inner_maxiter,
+        inner_max_iter=inner_max_iter,
         inner_polish=inner_polish,
         linear_solver=linear_solver,
         linear_tol=linear_tol,
-        linear_maxiter=linear_maxiter,
+        linear_max_iter=linear_max_iter,
     )
     unrolled_opts = dict(steps=steps, step_size=step_size, checkpoint=checkpoint)
     other = unrolled_opts if mode == "implicit" else implicit_opts
     for k, v in other.items():
-        if v is not None:
+        if v is not None and not (k == "checkpoint" and isinstance(v, str) and v == "auto"):  # the default
             raise ValueError(
                 f"`{k}` applies to mode={'unrolled' if mode == 'implicit' else 'implicit'!r} only; "
                 f"it was given with mode={mode!r}"
@@ -785,8 +786,8 @@ def solve_argmin(
             raise ValueError(f"`linear_solver` must be 'cg' or 'dense'; got {linear_solver!r}")
         inner_tol = 1e-9 if inner_tol is None else _positive("inner_tol", inner_tol)
         linear_tol = 1e-10 if linear_tol is None else _positive("linear_tol", linear_tol)
-        inner_maxiter = 1000 if inner_maxiter is None else _positive("inner_maxiter", inner_maxiter, int)
-        linear_maxiter = 10 * n if linear_maxiter is None else _positive("linear_maxiter", linear_maxiter, int)
+        inner_max_iter = 1000 if inner_max_iter is None else _positive("inner_max_iter", inner_max_iter, int)
+        linear_max_iter = 10 * n if linear_max_iter is None else _positive("linear_max_iter", linear_max_iter, int)
         inner_polish = 5 if inner_polish is None else inner_polish
         if (
             isinstance(inner_polish, (bool, np.bool_))
@@ -800,11 +801,11 @@ def solve_argmin(
             x_init,
             inner,
             inner_tol,
-            inner_maxiter,
+            inner_max_iter,
             int(inner_polish),
             linear_solver,
             linear_tol,
-            linear_maxiter,
+            linear_max_iter,
             on_failure,
             t_start,
         )
@@ -815,7 +816,9 @@ def solve_argmin(
         )
     steps = _positive("steps", steps, int)
     step_size = _positive("step_size", step_size)
-    checkpoint = StoreAll() if checkpoint is None else checkpoint
-    if not isinstance(checkpoint, Schedule):
-        raise TypeError(f"`checkpoint` must be a schedule such as adjoint.StoreAll(); got {checkpoint!r}")
+    if not (
+        checkpoint is None or isinstance(checkpoint, Schedule) or (isinstance(checkpoint, str) and checkpoint == "auto")
+    ):
+        raise TypeError(f'`checkpoint` must be a schedule such as adjoint.StoreAll(), or "auto"; got {checkpoint!r}')
+    checkpoint = as_schedule(checkpoint)
     return _unrolled(fs, theta, x_init, steps, step_size, checkpoint, t_start)

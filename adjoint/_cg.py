@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def conjugate_gradients(matvec, b, tol, maxiter, diag=None, stop_at_nonpositive_curvature=True):
+def conjugate_gradients(matvec, b, tol, max_iter, diag=None, stop_at_nonpositive_curvature=True):
     """Solve ``A x = b`` for a symmetric positive-definite ``A``, from ``x = 0``.
 
     ``matvec(v, out)`` writes ``A v`` into ``out``. ``diag``: the Jacobi preconditioner (the
-    diagonal of ``A``, positive), or None. Stops when ``|b - A x| <= tol |b|`` or after ``maxiter``
+    diagonal of ``A``, positive), or None. Stops when ``|b - A x| <= tol |b|`` or after ``max_iter``
     iterations; with ``stop_at_nonpositive_curvature``, also at a direction ``p`` of nonpositive
     curvature ``p^T A p <= 0`` (``A`` is not positive definite: :func:`adjoint.solve_argmin`
     reports it; ``x`` is the iterate before it). Without, such a step is taken as any other: the
@@ -38,7 +38,7 @@ def conjugate_gradients(matvec, b, tol, maxiter, diag=None, stop_at_nonpositive_
     rz = rr if diag is None else float(r @ z)
     bnorm = np.sqrt(rr)
     it = 0
-    while it < maxiter and np.sqrt(rr) > tol * bnorm:
+    while it < max_iter and np.sqrt(rr) > tol * bnorm:
         matvec(p, Ap)
         it += 1
         pAp = float(p @ Ap)

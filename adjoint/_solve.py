@@ -20,8 +20,7 @@ from ._problem import ControlProblem
 from ._results import AdjointResult, Gradient, Stats
 from ._sweep import Buffers, Grid, Sweep
 from ._validate import _EULER, _materialize, _prepare, _raise_nonfinite  # noqa: F401 - _materialize: tests
-from .checkpointing import Schedule
-from .checkpointing import auto as _auto_schedule
+from .checkpointing import as_schedule
 
 __all__ = ["solve_adjoint", "simulate", "evaluate", "AdjointResult", "Gradient", "Stats"]
 
@@ -143,13 +142,7 @@ def solve_adjoint(
             if res is not None:
                 return res
     method = _EULER if method is None else method
-    if checkpoint is None or (isinstance(checkpoint, str) and checkpoint == "auto"):
-        checkpoint = _auto_schedule()
-    if not isinstance(checkpoint, Schedule):
-        raise TypeError(
-            '`checkpoint` must be "auto" or a schedule such as adjoint.StoreAll(), '
-            f"adjoint.Revolve(snapshots=20), adjoint.MemoryBudget('200 MB'); got {checkpoint!r}"
-        )
+    checkpoint = as_schedule(checkpoint)
     backend = _check_backend(backend)
     comp, p, C, x0a = _prepare(problem, params, controls, x0, method, backend)
     A, b, cn = method.tableau_arrays()

@@ -3,9 +3,9 @@
 The ready problems are the modules of :mod:`adjoint.problems` named in :data:`PROBLEMS`. Each has a
 module docstring (its first line is what ``list`` shows) and a function
 
-    solve(output_dir, steps=None, method=None, maxiter=..., verbose=True) -> ProblemResult
+    solve(output_dir, steps=None, method=None, max_iter=..., verbose=True) -> ProblemResult
 
-taking the subset of ``steps``, ``method`` and ``maxiter`` that makes sense for it (the CLI passes
+taking the subset of ``steps``, ``method`` and ``max_iter`` that makes sense for it (the CLI passes
 only the options given on the command line, and refuses those ``solve`` does not take). ``solve``
 prints its progress when ``verbose``, writes ``<name>.png`` and ``<name>.json`` into ``output_dir``
 and returns a :class:`ProblemResult` naming them: the CLI reports exactly those files.
@@ -106,7 +106,9 @@ def main(argv=None) -> int:
     sp.add_argument("name", help="problem name (see `list`)")
     sp.add_argument("--steps", type=int, default=None, help="number of steps (problem default if omitted)")
     sp.add_argument("--method", default=None, help="euler, heun or rk4 (where the problem allows)")
-    sp.add_argument("--maxiter", type=int, default=None, help="maximum optimiser iterations")
+    sp.add_argument(
+        "--max-iter", "--maxiter", dest="max_iter", type=int, default=None, help="maximum optimiser iterations"
+    )
     sp.add_argument("--out", default="out", help="output folder (default: ./out)")
     args = parser.parse_args(argv)
     avail = _available()
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
     mod = importlib.import_module(avail[args.name])
     accepted = inspect.signature(mod.solve).parameters
     kwargs = {"output_dir": args.out}
-    for opt in ("steps", "method", "maxiter"):
+    for opt in ("steps", "method", "max_iter"):
         val = getattr(args, opt)
         if val is None:
             continue

@@ -17,10 +17,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=20)
     ap.add_argument("--hidden", type=int, default=4)
-    ap.add_argument("--maxiter", type=int, default=300)
+    ap.add_argument("--max-iter", type=int, default=300)
     ap.add_argument("--out", default=".")
     a = ap.parse_args()
-    res = revnet.solve(a.out, steps=a.layers, hidden=a.hidden, maxiter=a.maxiter)
+    res = revnet.solve(a.out, steps=a.layers, hidden=a.hidden, max_iter=a.max_iter)
     s = res.summary
     print(
         f"training accuracy {s['accuracy']:.1%}, loss {s['objective']:.4f} after {s['iterations']} L-BFGS "

@@ -9,7 +9,7 @@ progress, writes ``<name>.png`` and ``<name>.json`` into ``output_dir`` and retu
     from adjoint.problems import pendulum
 
     prob = pendulum.make_problem(steps=200)
-    res = pendulum.solve("out", maxiter=50)  # res.summary["objective"], res.figure, res.json
+    res = pendulum.solve("out", max_iter=50)  # res.summary["objective"], res.figure, res.json
 
 Inside this package the modules import each other relatively (``from . import _common``), so the
 folder also works under its source-checkout name ``problems``.

@@ -84,7 +84,7 @@ def _shown(i):
     return i < 10 or (i < 100 and i % 10 == 0) or i % 100 == 0
 
 
-def lbfgs(fun, v0, *, bounds=None, maxiter=200, verbose=True, gtol=1e-9, ftol=1e-13):
+def lbfgs(fun, v0, *, bounds=None, max_iter=200, verbose=True, gtol=1e-9, ftol=1e-13):
     """Minimise an :class:`adjoint.Objective` with L-BFGS-B and print its progress.
 
     Progress lines (``verbose``): iterations 0-9, every 10th up to 100, then every 100th, and the
@@ -121,7 +121,7 @@ def lbfgs(fun, v0, *, bounds=None, maxiter=200, verbose=True, gtol=1e-9, ftol=1e
         method="L-BFGS-B",
         bounds=bounds,
         callback=lambda xk: record(np.asarray(xk)),
-        options={"maxiter": maxiter, "gtol": gtol, "ftol": ftol, "maxcor": 20},
+        options={"maxiter": max_iter, "gtol": gtol, "ftol": ftol, "maxcor": 20},
     )
     if verbose:
         if not _shown(history[-1]["iteration"]):

@@ -114,7 +114,7 @@ def modified_energy(s, omega, tau):
     return w2 * s[..., 0] ** 2 + s[..., 1] ** 2 + w2 * tau * s[..., 0] * s[..., 1]
 
 
-def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, omega0=1.2, checkpoint=None):
+def solve(output_dir="out", steps=None, method=None, max_iter=200, verbose=True, omega0=1.2, checkpoint=None):
     """Recover ``omega`` with L-BFGS-B (bounds ``1.0 <= omega <= 1.6``) and the reversible adjoint.
 
     ``method`` is ``"leapfrog"`` (default) or ``"verlet"``; ``checkpoint`` defaults to
@@ -137,7 +137,7 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True, 
 
     fun = _common.Counted(objective)
     opt, hist = _common.lbfgs(
-        fun, np.array([float(omega0)]), bounds=[(1.0, 1.6)], maxiter=maxiter, verbose=verbose, gtol=1e-12, ftol=1e-15
+        fun, np.array([float(omega0)]), bounds=[(1.0, 1.6)], max_iter=max_iter, verbose=verbose, gtol=1e-12, ftol=1e-15
     )
     w_hat = float(opt.x[0])
     if verbose:

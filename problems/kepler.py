@@ -123,7 +123,7 @@ def shoot(prob, v0, target=TARGET, checkpoint=None, method=None):
 
 
 def solve(
-    output_dir="out", steps=None, method=None, maxiter=200, verbose=True, target=TARGET, v0=(0.0, 1.0), checkpoint=None
+    output_dir="out", steps=None, method=None, max_iter=200, verbose=True, target=TARGET, v0=(0.0, 1.0), checkpoint=None
 ):
     """Shoot to ``target`` with L-BFGS-B (reversible adjoint by default); save the orbits and history.
 
@@ -149,7 +149,7 @@ def solve(
         return res.value, res.grad.x0[2:].copy()
 
     # J has an exact zero (a hit), so only the gradient tolerance ends the search
-    opt, hist = _common.lbfgs(_common.Counted(objective), v0, maxiter=maxiter, verbose=verbose, gtol=1e-12, ftol=0.0)
+    opt, hist = _common.lbfgs(_common.Counted(objective), v0, max_iter=max_iter, verbose=verbose, gtol=1e-12, ftol=0.0)
     v_hat = opt.x
     _, first = adjoint.simulate(prob, params=p, x0=np.concatenate([Q0, v0]), method=method)
     _, best = adjoint.simulate(prob, params=p, x0=np.concatenate([Q0, v_hat]), method=method)

@@ -169,7 +169,7 @@ def initial_guess() -> np.ndarray:
     return np.array([0.8, 0.3, 0.5, 1.0])
 
 
-def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True):
+def solve(output_dir="out", steps=None, method=None, max_iter=200, verbose=True):
     """Fit the four parameters and the initial state with L-BFGS-B; save a PNG and JSON.
 
     Writes ``lotka_volterra.png`` and ``lotka_volterra.json`` into ``output_dir``; returns their
@@ -182,7 +182,7 @@ def solve(output_dir="out", steps=None, method=None, maxiter=200, verbose=True):
     prob = make_problem(steps)
     fun = prob.objective(wrt=("params", "x0"), params=initial_guess(), method=method)
     res, hist = _common.lbfgs(
-        fun, fun.initial(), bounds=fun.bounds(params=(1e-3, 10.0), x0=(1e-3, 10.0)), maxiter=maxiter, verbose=verbose
+        fun, fun.initial(), bounds=fun.bounds(params=(1e-3, 10.0), x0=(1e-3, 10.0)), max_iter=max_iter, verbose=verbose
     )
     fit = fun.unpack(res.x)
     _, traj = adjoint.simulate(prob, params=fit["params"], x0=fit["x0"], method=method)

@@ -105,7 +105,7 @@ def exact_optimum(steps: int):
     return c.reshape(steps, 1), float(J)
 
 
-def solve(output_dir="out", steps=None, method=None, maxiter=500, verbose=True):
+def solve(output_dir="out", steps=None, method=None, max_iter=500, verbose=True):
     """Optimise with L-BFGS-B from zero controls and compare with :func:`exact_optimum`.
 
     Writes ``lqr.png`` and ``lqr.json`` into ``output_dir``; returns their
@@ -118,7 +118,7 @@ def solve(output_dir="out", steps=None, method=None, maxiter=500, verbose=True):
         raise ValueError("the LQR reference optimum is computed for explicit Euler; use method='euler'")
     prob = make_problem(steps)
     fun = prob.objective(wrt="controls", controls=np.zeros((steps, 1)))
-    res, hist = _common.lbfgs(fun, fun.initial(), maxiter=maxiter, verbose=verbose, gtol=1e-12, ftol=1e-15)
+    res, hist = _common.lbfgs(fun, fun.initial(), max_iter=max_iter, verbose=verbose, gtol=1e-12, ftol=1e-15)
     c_opt, j_opt = exact_optimum(steps)
     u = fun.unpack(res.x)["controls"]
     _, traj = adjoint.simulate(prob, controls=u)

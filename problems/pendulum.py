@@ -86,7 +86,7 @@ def initial_guess(steps: int) -> np.ndarray:
     return (0.5 * np.sin(2.0 * math.pi * t / T_END)).reshape(steps, 1)
 
 
-def solve(output_dir="out", steps=None, method=None, maxiter=2000, verbose=True):
+def solve(output_dir="out", steps=None, method=None, max_iter=2000, verbose=True):
     """Optimise the torques with L-BFGS-B (bounds ``|torque| <= U_MAX``); save a PNG and JSON.
 
     Writes ``pendulum.png`` and ``pendulum.json`` into ``output_dir``; returns their
@@ -99,7 +99,7 @@ def solve(output_dir="out", steps=None, method=None, maxiter=2000, verbose=True)
     prob = make_problem(steps)
     fun = prob.objective(wrt="controls", controls=initial_guess(steps), method=method)
     res, hist = _common.lbfgs(
-        fun, fun.initial(), bounds=fun.bounds(controls=(-U_MAX, U_MAX)), maxiter=maxiter, verbose=verbose
+        fun, fun.initial(), bounds=fun.bounds(controls=(-U_MAX, U_MAX)), max_iter=max_iter, verbose=verbose
     )
     torque = fun.unpack(res.x)["controls"]
     _, traj = adjoint.simulate(prob, controls=torque, method=method)

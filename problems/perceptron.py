@@ -170,7 +170,7 @@ def predict(controls, points):
     return SCALE * x[:, 0]
 
 
-def solve(output_dir="out", steps=None, method=None, maxiter=1000, verbose=True):
+def solve(output_dir="out", steps=None, method=None, max_iter=1000, verbose=True):
     """Train the layer weights with L-BFGS-B; save the decision boundary and history.
 
     Writes ``perceptron.png`` and ``perceptron.json`` into ``output_dir``; returns their
@@ -181,7 +181,7 @@ def solve(output_dir="out", steps=None, method=None, maxiter=1000, verbose=True)
     steps = LAYERS if steps is None else steps
     prob = make_problem(steps)
     fun = prob.objective(wrt="controls", controls=initial_guess(steps), method=adjoint.DiscreteMap())
-    res, hist = _common.lbfgs(fun, fun.initial(), maxiter=maxiter, verbose=verbose)
+    res, hist = _common.lbfgs(fun, fun.initial(), max_iter=max_iter, verbose=verbose)
     ctrl = fun.unpack(res.x)["controls"]
     acc = float(np.mean(np.sign(predict(ctrl, POINTS)) == LABELS))
     if verbose:

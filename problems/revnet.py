@@ -233,7 +233,7 @@ def predict(theta, points, hidden: int = 4, steps: int = 20, t_end: float = T_EN
     return np.concatenate([x, y], axis=1) @ w + c
 
 
-def _train(steps, hidden, checkpoint, maxiter, seed, verbose):
+def _train(steps, hidden, checkpoint, max_iter, seed, verbose):
     """L-BFGS-B on two moons via ``_common.lbfgs``; returns ``(theta, result, accuracy, data, history)``."""
     from adjoint.checkpointing._reversible import Reversible
 
@@ -252,7 +252,7 @@ def _train(steps, hidden, checkpoint, maxiter, seed, verbose):
     opt, hist = _common.lbfgs(
         _common.Counted(fun),
         initial_params(hidden, seed),
-        maxiter=maxiter,
+        max_iter=max_iter,
         verbose=verbose,
         gtol=1e-5,
         ftol=2.220446049250313e-09,
@@ -261,13 +261,13 @@ def _train(steps, hidden, checkpoint, maxiter, seed, verbose):
     return opt.x, opt, acc, (points, labels), hist
 
 
-def train(steps: int = 20, hidden: int = 4, checkpoint=None, maxiter: int = 300, seed: int = 1, verbose: bool = False):
+def train(steps: int = 20, hidden: int = 4, checkpoint=None, max_iter: int = 300, seed: int = 1, verbose: bool = False):
     """Train with L-BFGS-B. Returns ``(theta, scipy_result, accuracy, (points, labels))``."""
-    theta, opt, acc, data, _ = _train(steps, hidden, checkpoint, maxiter, seed, verbose)
+    theta, opt, acc, data, _ = _train(steps, hidden, checkpoint, max_iter, seed, verbose)
     return theta, opt, acc, data
 
 
-def solve(output_dir="out", steps=None, maxiter=300, verbose=True, hidden=4, checkpoint=None, seed=1):
+def solve(output_dir="out", steps=None, max_iter=300, verbose=True, hidden=4, checkpoint=None, seed=1):
     """Train on two moons (``steps`` layers, reversible adjoint by default) and save the decision boundary.
 
     Prints one line per L-BFGS-B iteration when ``verbose``, saves ``revnet.png`` (decision boundary,
@@ -278,7 +278,7 @@ def solve(output_dir="out", steps=None, maxiter=300, verbose=True, hidden=4, che
     from . import _common
 
     steps = 20 if steps is None else steps
-    theta, opt, acc, (points, labels), hist = _train(steps, hidden, checkpoint, maxiter, seed, verbose)
+    theta, opt, acc, (points, labels), hist = _train(steps, hidden, checkpoint, max_iter, seed, verbose)
     if verbose:
         print(f"  training accuracy {acc:.3f}")
     lo, hi = points.min(axis=0) - 0.5, points.max(axis=0) + 0.5

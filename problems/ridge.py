@@ -162,7 +162,7 @@ def make_problem(n_features=20, n_train=40, n_val=40, noise=0.5, seed=0) -> Ridg
     return Ridge(A, b, Av, bv, energy, loss, energy_grad, energy_hvp, energy_mixed_vjp, loss_grad)
 
 
-def solve(output_dir="out", maxiter=100, verbose=True, problem: Ridge | None = None, theta0=0.0):
+def solve(output_dir="out", max_iter=100, verbose=True, problem: Ridge | None = None, theta0=0.0):
     """Tune ``theta = log lambda`` with L-BFGS-B on the implicit hyper-gradient; save a PNG and JSON.
 
     Prints one line per iteration when ``verbose``, saves ``ridge.png`` (validation error, implicit
@@ -183,7 +183,7 @@ def solve(output_dir="out", maxiter=100, verbose=True, problem: Ridge | None = N
     best, hist = _common.lbfgs(
         _common.Counted(fun),
         np.atleast_1d(float(theta0)),
-        maxiter=maxiter,
+        max_iter=max_iter,
         verbose=verbose,
         gtol=1e-5,
         ftol=2.220446049250313e-09,

@@ -412,8 +412,8 @@ def run_mode(mode, out_path, cache, verbose=False):
                     ),
                 )
         rec.run(
-            f"error/argmin/{pname}/inner_maxiter",
-            lambda: argmin(data.energy, data.loss, theta, x0, inner_maxiter=2, **data.derivatives()),
+            f"error/argmin/{pname}/inner_max_iter",
+            lambda: argmin(data.energy, data.loss, theta, x0, inner_max_iter=2, **data.derivatives()),
         )
 
     # Sinkhorn: every gradient mode (every schedule of the unrolled one), and the solver alone

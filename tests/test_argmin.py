@@ -202,13 +202,19 @@ def test_unconverged_inner_solve_raises_with_the_figures(ridge):
         match=r"inner solve \(lbfgs\) stopped after 2 iterations with residual "
         r"\|\|grad_x E\|\| = \d\.\d{3}e[-+]\d+ > inner_tol = 1\.0e-09",
     ):
-        solve_argmin(ridge.energy, ridge.loss, -1.0, np.zeros(ridge.n), inner_maxiter=2, **ridge.derivatives())
+        solve_argmin(ridge.energy, ridge.loss, -1.0, np.zeros(ridge.n), inner_max_iter=2, **ridge.derivatives())
 
 
 def test_unconverged_inner_solve_warns_when_asked(ridge):
     with pytest.warns(ArgminConvergenceWarning, match=r"inner solve .* residual"):
         r = solve_argmin(
-            ridge.energy, ridge.loss, -1.0, np.zeros(ridge.n), inner_maxiter=2, on_failure="warn", **ridge.derivatives()
+            ridge.energy,
+            ridge.loss,
+            -1.0,
+            np.zeros(ridge.n),
+            inner_max_iter=2,
+            on_failure="warn",
+            **ridge.derivatives(),
         )
     assert not r.stats.converged
     assert r.stats.inner_residual > r.stats.inner_tol
@@ -223,7 +229,7 @@ def test_unconverged_linear_solve_raises(ridge):
         match=r"linear solve \(cg\) .* stopped after 2 iterations with "
         r"relative residual \d\.\d{3}e[-+]\d+ > linear_tol = 1\.0e-10",
     ):
-        solve_argmin(ridge.energy, ridge.loss, -1.0, np.zeros(ridge.n), linear_maxiter=2, **ridge.derivatives())
+        solve_argmin(ridge.energy, ridge.loss, -1.0, np.zeros(ridge.n), linear_max_iter=2, **ridge.derivatives())
 
 
 def test_indefinite_hessian_is_reported():
@@ -255,7 +261,7 @@ def test_indefinite_hessian_is_reported():
             energy_mixed_vjp=em,
             loss_grad=lg,
             inner="newton-cg",
-            inner_maxiter=3,
+            inner_max_iter=3,
         )
 
 

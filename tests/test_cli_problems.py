@@ -11,11 +11,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> extra CLI options (small settings; --steps only where the problem takes it)
 CASES = {
-    "harmonic_oscillator": ["--steps", "200", "--maxiter", "5"],
-    "kepler": ["--steps", "400", "--maxiter", "5"],
-    "revnet": ["--steps", "5", "--maxiter", "5"],
-    "ridge": ["--maxiter", "5"],
-    "logistic": ["--maxiter", "5"],
+    "harmonic_oscillator": ["--steps", "200", "--max-iter", "5"],
+    "kepler": ["--steps", "400", "--max-iter", "5"],
+    "revnet": ["--steps", "5", "--max-iter", "5"],
+    "ridge": ["--max-iter", "5"],
+    "logistic": ["--max-iter", "5"],
 }
 
 

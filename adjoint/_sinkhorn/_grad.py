@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._cg import conjugate_gradients
-from ..checkpointing import MemoryBudget, Reversible, Revolve, StoreAll, Uniform
+from ..checkpointing import MemoryBudget, Reversible, Revolve, StoreAll, Uniform, as_schedule
 from ._kernels import _k_sqeuclidean, _log_weights, _n_chunks, _plan
 from ._results import SinkhornGradResult
 from ._reverse import _k_run_reverse, _k_run_schedule
@@ -24,6 +24,10 @@ def _is_store_all(checkpoint):
     return checkpoint is None or isinstance(checkpoint, StoreAll)
 
 
+def _is_auto(checkpoint):
+    return isinstance(checkpoint, str) and checkpoint == "auto"
+
+
 _CHECKPOINT_HELP = (
     "`checkpoint` must be None or StoreAll() (store every iterate), "
     "Revolve(snapshots=s), Uniform(snapshots=s) or MemoryBudget(bytes) (from "
@@ -33,7 +37,7 @@ _CHECKPOINT_HELP = (
 
 def _check_checkpoint(checkpoint, mode, state_dim):
     """Validate ``checkpoint`` before the solve (fail fast)."""
-    if _is_store_all(checkpoint):
+    if _is_store_all(checkpoint) or _is_auto(checkpoint):
         return
     if isinstance(checkpoint, Reversible):
         raise ValueError(
@@ -66,7 +70,7 @@ def _resolve_checkpoint(checkpoint, iterations, state_dim):
     """
     if checkpoint is None:
         return "StoreAll", None, iterations + 1
-    plan = checkpoint.resolve_plan(iterations, state_dim)
+    plan = as_schedule(checkpoint).resolve_plan(iterations, state_dim)
     if plan.kind == "store_all":
         return "StoreAll", None, iterations + 1
     return plan.name, plan.rule, plan.snapshots
@@ -106,7 +110,7 @@ def _loss_terms(loss, P, f, g, a, b, C, eps):
     return float(value), Lf, Lg, La, Lb, LC
 
 
-def _schur_solve(P, d1, d2, R1, R2, solver, cg_tol, cg_maxiter):
+def _schur_solve(P, d1, d2, R1, R2, solver, cg_tol, cg_max_iter):
     """Solve [[D1, P], [P^T, D2]] (x1, x2) = (R1, R2), consistent and singular
     along (1, -1): eliminate x1, solve the Schur complement
     S = D2 - P^T D1^{-1} P (null vector 1) with the rank-one correction
@@ -132,12 +136,12 @@ def _schur_solve(P, d1, d2, R1, R2, solver, cg_tol, cg_maxiter):
 
         diag = d2 - (P * P).T @ inv1 + beta
         diag = np.where(diag > 0, diag, d2.mean())
-        x2, its, _ = conjugate_gradients(matvec, s, cg_tol, cg_maxiter, diag=diag, stop_at_nonpositive_curvature=False)
+        x2, its, _ = conjugate_gradients(matvec, s, cg_tol, cg_max_iter, diag=diag, stop_at_nonpositive_curvature=False)
     x1 = inv1 * (R1 - P @ x2)
     return x1, x2, its
 
 
-def _implicit_adjoint(P, a, b, Lf, Lg, eps, solver, cg_tol, cg_maxiter):
+def _implicit_adjoint(P, a, b, Lf, Lg, eps, solver, cg_tol, cg_max_iter):
     """Adjoint of the gauge-fixed optimality system.
 
     Unknowns z = (f, g); equations G(z) = (a - P 1, b - P^T 1) = 0 (Hessian of
@@ -157,9 +161,9 @@ def _implicit_adjoint(P, a, b, Lf, Lg, eps, solver, cg_tol, cg_maxiter):
     if solver == "auto":
         solver = "dense" if min(n, m) <= 3000 else "cg"
     if n >= m:
-        lf, lg, its = _schur_solve(P, r, c, Rf, Rg, solver, cg_tol, cg_maxiter)
+        lf, lg, its = _schur_solve(P, r, c, Rf, Rg, solver, cg_tol, cg_max_iter)
     else:
-        lg, lf, its = _schur_solve(P.T, c, r, Rg, Rf, solver, cg_tol, cg_maxiter)
+        lg, lf, its = _schur_solve(P.T, c, r, Rg, Rf, solver, cg_tol, cg_max_iter)
     t = (a @ lf - b @ lg) / (sa + sb)
     lf = lf - t
     lg = lg + t
@@ -195,10 +199,10 @@ def sinkhorn_value_and_grad(
     max_iter=10_000,
     method="auto",
     eps_scaling=None,
-    checkpoint=None,
+    checkpoint="auto",
     linear_solver="auto",
     cg_tol=1e-12,
-    cg_maxiter=None,
+    cg_max_iter=None,
     warn=True,
 ):
     """Regularised OT cost between point clouds and its gradient.
@@ -227,9 +231,11 @@ def sinkhorn_value_and_grad(
     tol, max_iter, method, eps_scaling :
         As in :func:`solve_sinkhorn` (``mode="unrolled"`` always iterates in
         the log domain, the iterations it differentiates).
-    checkpoint : None, StoreAll, Revolve, Uniform or MemoryBudget, optional
+    checkpoint : "auto", None, StoreAll, Revolve, Uniform or MemoryBudget, default "auto"
         Memory strategy of ``mode="unrolled"`` (schedules of
-        :mod:`adjoint.checkpointing`): ``None`` or ``StoreAll()`` stores the
+        :mod:`adjoint.checkpointing`): ``"auto"`` is ``MemoryBudget`` of
+        ``DEFAULT_MEMORY_BUDGET``, as in :func:`adjoint.solve_adjoint` (other modes
+        store no iterates and ignore it); ``None`` or ``StoreAll()`` stores the
         K + 1 iterates ``(f_k, g_k)``; ``Revolve(snapshots=s)`` and
         ``Uniform(snapshots=s)`` store at most ``s`` and recompute the others;
         ``MemoryBudget(bytes)`` stores all if ``K + 1`` iterates of ``n + m``
@@ -239,7 +245,7 @@ def sinkhorn_value_and_grad(
         Implicit mode: Schur complement solved densely (Cholesky, O(min(n,m)^3))
         or by Jacobi-preconditioned CG (matrix-vector products with the plan).
         ``"auto"``: dense when ``min(n, m) <= 3000``.
-    cg_tol, cg_maxiter : optional
+    cg_tol, cg_max_iter : optional
         CG relative tolerance and iteration cap (default ``10 min(n, m)``).
     warn : bool, optional
         Warn on non-convergence of the forward solve.
@@ -321,8 +327,8 @@ def sinkhorn_value_and_grad(
             "got a user `loss`. Use mode='implicit' or mode='unrolled'."
         )
     _check_checkpoint(checkpoint, mode, n + m)
-    if cg_maxiter is None:
-        cg_maxiter = 10 * min(n, m)
+    if cg_max_iter is None:
+        cg_max_iter = 10 * min(n, m)
     with _threads_for(n * m):
         return _value_and_grad(
             a,
@@ -338,7 +344,7 @@ def sinkhorn_value_and_grad(
             eps_scaling,
             linear_solver,
             cg_tol,
-            cg_maxiter,
+            cg_max_iter,
             warn,
             checkpoint,
         )
@@ -358,9 +364,9 @@ def _value_and_grad(
     eps_scaling,
     linear_solver,
     cg_tol,
-    cg_maxiter,
+    cg_max_iter,
     warn,
-    checkpoint=None,
+    checkpoint="auto",
 ):
     n, m = a.shape[0], b.shape[0]
     C = np.empty((n, m))
@@ -395,7 +401,7 @@ def _value_and_grad(
     else:
         value, Lf, Lg, La, Lb, LC = _loss_terms(loss, P, f, g, a, b, C, eps)
     try:
-        lf, lg, sigma, solver, its, resid = _implicit_adjoint(P, a, b, Lf, Lg, eps, linear_solver, cg_tol, cg_maxiter)
+        lf, lg, sigma, solver, its, resid = _implicit_adjoint(P, a, b, Lf, Lg, eps, linear_solver, cg_tol, cg_max_iter)
     except np.linalg.LinAlgError as exc:  # what scipy.linalg.solve raises
         state = (
             "converged"

@@ -10,6 +10,7 @@ from ._schedules import (
     Schedule,
     StoreAll,
     Uniform,
+    as_schedule,
     auto,
     parse_bytes,
 )
@@ -25,5 +26,6 @@ __all__ = [
     "Action",
     "DEFAULT_MEMORY_BUDGET",
     "auto",
+    "as_schedule",
     "parse_bytes",
 ]

@@ -444,3 +444,17 @@ def auto() -> MemoryBudget:
     if _AUTO is None:
         _AUTO = MemoryBudget()
     return _AUTO
+
+
+def as_schedule(checkpoint) -> Schedule:
+    """The schedule of a ``checkpoint=`` argument: ``"auto"`` (the default everywhere) and None mean
+    :func:`auto`; a :class:`Schedule` is itself; anything else is a TypeError saying what to pass."""
+    if checkpoint is None or (isinstance(checkpoint, str) and checkpoint == "auto"):
+        return auto()
+    if not isinstance(checkpoint, Schedule):
+        hint = " (pass an instance, not the class)" if isinstance(checkpoint, type) else ""
+        raise TypeError(
+            '`checkpoint` must be "auto" or a schedule such as adjoint.StoreAll(), '
+            f"adjoint.Revolve(snapshots=20), adjoint.MemoryBudget('200 MB'); got {checkpoint!r}{hint}"
+        )
+    return checkpoint
