@@ -398,6 +398,9 @@ def _implicit(
                 e[j] = 0.0
             H = 0.5 * (H + H.T)
             try:
+                # positive definiteness first (the CG path detects nonpositive curvature as it
+                # goes; an LU solve would return a saddle's or a maximum's w without complaint)
+                np.linalg.cholesky(H)
                 w = np.linalg.solve(H, gx)
             except np.linalg.LinAlgError:
                 w = np.zeros(n)

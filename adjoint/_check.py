@@ -105,6 +105,18 @@ def check_gradient(
     >>> chk.max_rel_error < 1e-9
     True
     """
+    if isinstance(directions, bool) or not isinstance(directions, (int, np.integer)) or directions < 1:
+        raise ValueError(f"`directions` must be an integer >= 1 (the number of random directions); got {directions!r}")
+    if h is not None:
+        try:
+            h = float(h)
+        except (TypeError, ValueError):
+            raise TypeError(f"`h` must be a positive float (the finite-difference step) or None; got {h!r}") from None
+        if not (np.isfinite(h) and h > 0.0):
+            raise ValueError(
+                f"`h` must be a positive finite float (the finite-difference step), or None for "
+                f"1e-6 * max(1, |v|); got {h!r}"
+            )
     method = _EULER if method is None else method
     if isinstance(wrt, str):
         wrt = (wrt,)

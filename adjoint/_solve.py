@@ -19,7 +19,7 @@ from ._lane import _all_finite, _install_lane, _Lane, _lane_key  # noqa: F401 - 
 from ._problem import ControlProblem
 from ._results import AdjointResult, Gradient, Stats
 from ._sweep import Buffers, Grid, Sweep
-from ._validate import _EULER, _materialize, _prepare, _raise_nonfinite  # noqa: F401 - _materialize: tests
+from ._validate import _EULER, _materialize, _prepare, _raise_nonfinite, check_trajectory_size, warn_long_sweep  # noqa: F401 - _materialize: tests
 from .checkpointing import as_schedule
 
 __all__ = ["solve_adjoint", "simulate", "evaluate", "AdjointResult", "Gradient", "Stats"]
@@ -31,6 +31,8 @@ def _forward(problem, params, controls, x0, method, backend, keep):
     backend = _check_backend(backend)
     comp, p, C, x0a = _prepare(problem, params, controls, x0, method, backend)
     K, n = problem.steps, problem.state_dim
+    if keep:
+        check_trajectory_size(K, n, "simulate", "use adjoint.evaluate() (the value alone stores no states)")
     be = _select_backend(comp, method, None, K, n, C.shape[1], p.shape[0], backend, purpose="forward")
     traj = np.empty((K + 1, n)) if keep else _NO_TRAJ
     val, status = be.forward(x0a, C, p, problem.t_span[0], problem.tau, K, traj, keep)
@@ -148,6 +150,9 @@ def solve_adjoint(
     A, b, cn = method.tableau_arrays()
     K = problem.steps
     n = problem.state_dim
+    if return_trajectory:
+        check_trajectory_size(K, n, "solve_adjoint", "pass return_trajectory=False (the gradient needs none)")
+    warn_long_sweep(checkpoint.resolve_plan(K, n), K, n, "solve_adjoint")
     sweep = Sweep(
         functions=comp.functions(method.kind),
         grid=Grid(x0a, C, p, problem.t_span[0], problem.tau, K, A, b, cn),

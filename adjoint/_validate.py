@@ -10,6 +10,8 @@ traceback.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 
 import numpy as np
 
@@ -330,4 +332,59 @@ def _raise_nonfinite(problem, status):
         f"the state became non-finite (NaN or inf) in step {k} (t = {t:.6g} -> output at step {k + 1}); "
         "the simulation diverged: reduce the step size (more `steps`), check `params`/`controls`, or use a "
         "higher-order method"
+    )
+
+
+# -- checks made before a long or large sweep starts -----------------------------------------------
+
+#: a floor on the time of one step (forward or adjoint) per state component: the fastest generated
+#: kernels run near it, so an estimate from it is a lower bound, never an alarm for nothing
+SECONDS_PER_STEP_FLOOR = 2e-9
+#: planned sweeps estimated at more than this get a warning before they start (compiled loops
+#: cannot be interrupted with Ctrl-C)
+WARN_SECONDS = 60.0
+
+
+def _machine_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_trajectory_size(K: int, n: int, fn_name: str, fix: str) -> None:
+    """Raise before any work when a stored trajectory of ``K + 1`` states cannot fit in memory."""
+    need = (K + 1) * n * 8
+    mem = _machine_memory()
+    if mem is not None and need > mem:
+        raise MemoryError(
+            f"{fn_name}: the trajectory of {K + 1} states of {n} floats needs {need / 1e9:.3g} GB, more than "
+            f"this machine's memory ({mem / 1e9:.3g} GB); {fix}, or use fewer `steps`"
+        )
+
+
+def warn_long_sweep(resolved, K: int, n: int, fn_name: str) -> None:
+    """Warn, before it starts, when the planned sweep takes more than about a minute even at the
+    fastest kernels' speed: forward steps from the schedule's recomputation count, plus the adjoint."""
+    from .checkpointing._plan import binomial_forward_steps
+    from .checkpointing._streamed import RULE_BINOMIAL
+
+    if K * n * 2 * SECONDS_PER_STEP_FLOOR < WARN_SECONDS:  # the cheap exit: even store-all is short
+        return
+    fwd = K
+    if resolved.kind == "streamed" and resolved.rule == RULE_BINOMIAL and resolved.snapshots:
+        fwd = binomial_forward_steps(K, min(int(resolved.snapshots), K))
+    elif resolved.kind == "reversible":
+        fwd = 2 * K  # the forward sweep and the reconstruction of the states backwards
+    seconds = (fwd + K) * n * SECONDS_PER_STEP_FLOOR
+    if seconds < WARN_SECONDS:
+        return
+    stored = K + 1 if resolved.kind == "store_all" else (resolved.snapshots or 1)
+    warnings.warn(
+        f"{fn_name}: the planned sweep runs {fwd:.3g} forward and {K:.3g} adjoint steps of a state of {n} "
+        f"floats (schedule {resolved.name}, recomputation ratio {fwd / K:.2f}, {stored * n * 8 / 1e9:.3g} GB of "
+        f"stored states): at least ~{seconds:.3g} s, and a compiled loop cannot be interrupted with Ctrl-C. "
+        "Use fewer `steps` if this is not intended.",
+        RuntimeWarning,
+        stacklevel=3,
     )

@@ -96,6 +96,20 @@ def _jsonable(o):
     return repr(o)
 
 
+def _check_output_dir(path) -> str | None:
+    """Why ``path`` cannot serve as the output folder, or None: checked before the optimisation, so
+    a bad ``--out`` is reported at once, not as a traceback after the whole run."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "exists and is not a folder"
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        return f"cannot be created ({exc.strerror or exc})"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "cannot be written"
+    return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m adjoint", description="Exact gradients of simulations: ready problems."
@@ -122,6 +136,13 @@ def main(argv=None) -> int:
         return 2
     if args.steps is not None and args.steps < 1:
         print("--steps must be >= 1", file=sys.stderr)
+        return 2
+    if args.max_iter is not None and args.max_iter < 1:
+        print(f"--max-iter must be >= 1; got {args.max_iter}", file=sys.stderr)
+        return 2
+    problem = _check_output_dir(args.out)
+    if problem:
+        print(f"error: --out {args.out!r}: {problem}; pass a folder that can be created and written", file=sys.stderr)
         return 2
     mod = importlib.import_module(avail[args.name])
     accepted = inspect.signature(mod.solve).parameters

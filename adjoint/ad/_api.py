@@ -86,10 +86,14 @@ def _cache_for(fn):
         return {}
 
 
-def _shape_of(a):
+def _shape_of(a, where="argument"):
     if isinstance(a, Tracer):
         return a.shape
+    if isinstance(a, (str, bytes)):
+        raise TypeError(f"{where} must be a float or an array of floats; got the string {a!r}")
     arr = np.asarray(a)
+    if arr.dtype.kind not in "biufcO":
+        raise TypeError(f"{where} must be a float or an array of floats; got an array of dtype {arr.dtype}")
     if arr.dtype == object:
         return as_value(arr).shape if not isinstance(as_value(arr), np.ndarray) else arr.shape
     return arr.shape
@@ -101,6 +105,12 @@ def _is_traced(args):
 
 def _normalize_argnums(argnums, nargs):
     single = isinstance(argnums, (int, np.integer))
+    ok = single or (
+        isinstance(argnums, (tuple, list))
+        and all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in argnums)
+    )
+    if not ok or isinstance(argnums, bool):
+        raise TypeError(f"`argnums` must be an int or a tuple of ints (positions of arguments); got {argnums!r}")
     nums = [int(argnums)] if single else [int(a) for a in argnums]
     for a in nums:
         if not 0 <= a < nargs:
@@ -183,11 +193,14 @@ def value_and_grad(fn, argnums=0):
 
 
 def _make_grad(fn, argnums, with_value):
+    if not callable(fn):
+        raise TypeError(f"`fn` must be a callable returning a scalar; got {fn!r}")
+    _normalize_argnums(argnums, 1 << 30)  # the type now; the range once the arguments are known
     cache = _cache_for(fn)
 
     def g(*args):
         nums, single = _normalize_argnums(argnums, len(args))
-        shapes = [_shape_of(a) for a in args]
+        shapes = [_shape_of(a, f"argument {i} of {g.__name__}") for i, a in enumerate(args)]
         gg = _grad_graph(fn, shapes, nums, cache, with_value)
         outs = _run(gg, args, cache, ("grad", tuple(nums), with_value, tuple(map(tuple, shapes))))
         if with_value:

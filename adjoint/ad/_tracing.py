@@ -8,7 +8,7 @@ import inspect
 
 import numpy as np
 
-from ._tracer import Builder, Tracer, _np_array, _np_asarray, as_value
+from ._tracer import Builder, TraceError, Tracer, _np_array, _np_asarray, as_value
 
 __all__ = ["trace", "trace_shapes", "array_literals", "traced_calls"]
 
@@ -93,7 +93,18 @@ def trace_shapes(fn, shapes, names=None, opaque=()):
     b = Builder()
     tracers = [b.input(tuple(s), nm) for s, nm in zip(shapes, names)]
     with array_literals(), traced_calls(b, tracers, names, opaque):
-        out = fn(*tracers)
+        try:
+            out = fn(*tracers)
+        except ValueError as exc:
+            if "setting an array element with a sequence" not in str(exc):
+                raise
+            # numpy's words for `buf[i] = traced value` into a float array: say what to write instead
+            raise TraceError(
+                f"{getattr(fn, '__name__', 'the function')}: assigning a traced value into a numpy array "
+                "(`y = np.zeros(n); y[i] = ...`) is not supported while tracing; build the array from "
+                "its entries instead (`np.array([e0, e1, ...])`, np.stack, np.concatenate or np.where), "
+                "or pass a hand-written numba function"
+            ) from None
         outs = list(out) if isinstance(out, tuple) else [out]
         return b.graph([as_value(o) for o in outs])
 

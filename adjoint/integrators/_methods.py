@@ -41,9 +41,15 @@ class Method:
 
 
 def _validate_tableau(A, b, c, name):
-    A = np.asarray(A, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    c = np.asarray(c, dtype=np.float64)
+    def as_real(v, nm):
+        try:
+            return np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"`{name}` {nm} must be an array of real numbers (e.g. a nested list of floats); got {v!r}"
+            ) from None
+
+    A, b, c = as_real(A, "A"), as_real(b, "b"), as_real(c, "c")
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"`{name}` A must be a square matrix; got shape {A.shape}")
     s = A.shape[0]
