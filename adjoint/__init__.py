@@ -132,3 +132,8 @@ __all__ = [
     "check_gradient",
     "GradientCheck",
 ]
+
+
+from ._modules import install_cache_healing as _install_cache_healing  # noqa: E402
+
+_install_cache_healing()  # damaged numba cache files of adjoint's functions recompile, with a warning

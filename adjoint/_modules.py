@@ -14,6 +14,9 @@ functions of :mod:`adjoint.ad`. They all hand their source to :func:`load`, whic
   generate the same module at once both import a complete file;
 - checks a file that is already there against the source it must hold: a truncated or edited file
   is rewritten, with a warning naming the folder;
+- makes numba's own cache files of adjoint's functions heal (:func:`install_cache_healing`): data
+  files carry a checksum, and a damaged index or data file is recompiled with a warning, never
+  loaded or raised;
 - falls back to compiling in memory, without ``cache=True``, when the folder cannot be created or
   written (a read-only home, a path that is a file), with one warning per folder and process.
 
@@ -34,7 +37,14 @@ import types
 import warnings
 from pathlib import Path
 
-__all__ = ["cache_dir", "load", "file_digest", "import_path", "CacheWarning"]
+__all__ = [
+    "cache_dir",
+    "load",
+    "file_digest",
+    "import_path",
+    "CacheWarning",
+    "install_cache_healing",
+]
 
 #: the version of this layer's file layout; part of every digest
 LAYOUT_VERSION = "1"
@@ -204,6 +214,107 @@ def _write(folder: Path, name: str, source: str) -> Path | None:
         _WRITABLE[str(folder)] = f"{type(exc).__name__}: {exc.strerror or exc}"
         return None
     return path
+
+
+#: appended to numba's pickled cache data: a marker and the SHA-256 of the pickle (``pickle.loads``
+#: stops at the pickle's end, so numba itself reads such files unchanged)
+_TRAILER = b"\0adjoint-sha256\0"
+
+
+def _ours(module_name: str) -> bool:
+    return module_name == "adjoint" or module_name.startswith(("adjoint.", "_adjoint_"))
+
+
+def _checksummed(cache_file):
+    """Give one numba cache file object checksummed data: written with a trailing digest, verified
+    when read (a file without the trailer, from before, is read as numba reads it)."""
+    import pickle
+
+    dump = cache_file._dump
+
+    def dump_with_digest(obj):
+        data = dump(obj)
+        return data + _TRAILER + hashlib.sha256(data).digest()
+
+    def load_verified(name):
+        path = cache_file._data_path(name)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        cut = len(data) - len(_TRAILER) - 32
+        if cut >= 0 and data[cut : cut + len(_TRAILER)] == _TRAILER:
+            if hashlib.sha256(data[:cut]).digest() != data[cut + len(_TRAILER) :]:
+                raise ValueError(f"{os.path.basename(path)} does not match its checksum (a damaged file)")
+        return pickle.loads(data)
+
+    cache_file._dump = dump_with_digest
+    cache_file._load_data = load_verified
+
+
+def _remove_files(cache) -> list:
+    """Remove the index and data files of one function's numba cache; their names."""
+    folder = getattr(cache, "_cache_path", None)
+    index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+    removed: list = []
+    if not folder or not index:
+        return removed
+    stem = os.path.basename(index)[: -len(".nbi")]
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for fn in names:
+        if fn == stem + ".nbi" or (fn.startswith(stem + ".") and fn.endswith(".nbc")):
+            try:
+                os.unlink(os.path.join(folder, fn))
+                removed.append(fn)
+            except OSError:
+                pass
+    return removed
+
+
+def install_cache_healing() -> None:
+    """Make numba's on-disk cache of this package's functions (the library's own kernels, the
+    generated modules, the ready problems) heal instead of failing.
+
+    numba raises, in every later process, when a function's index (``.nbi``) or data (``.nbc``) file
+    is truncated or garbled (``UnpicklingError``, ``EOFError``, an LLVM bitcode parsing error), and a
+    data file garbled inside its machine code could even load. For functions of ``adjoint`` (and
+    only those), data files are written with a checksum and verified when read, and any failure to
+    load is a miss: the function's files are removed, a :class:`CacheWarning` names the folder, and
+    numba compiles and saves anew. Installed once, when ``adjoint`` is imported.
+    """
+    from numba.core.caching import FunctionCache
+
+    if getattr(FunctionCache, "_adjoint_healing", False):
+        return
+    load_overload = FunctionCache.load_overload
+
+    def healing_load_overload(self, sig, target_context):
+        module = getattr(getattr(self, "_py_func", None), "__module__", None) or ""
+        if not _ours(module):
+            return load_overload(self, sig, target_context)
+        if not getattr(self, "_adjoint_checksummed", False):
+            cache_file = getattr(self, "_cache_file", None)
+            if cache_file is not None and hasattr(cache_file, "_dump") and hasattr(cache_file, "_load_data"):
+                _checksummed(cache_file)
+            self._adjoint_checksummed = True
+        try:
+            return load_overload(self, sig, target_context)
+        except Exception as exc:  # noqa: BLE001 - any failure to load is a miss: compile instead
+            removed = _remove_files(self)
+            name = getattr(getattr(self, "_py_func", None), "__qualname__", "?")
+            warnings.warn(
+                f"adjoint: numba's cached machine code of {module}.{name} in "
+                f"{str(getattr(self, '_cache_path', '?'))!r} could not be loaded ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); it is compiled again"
+                + (f" and the damaged files ({', '.join(sorted(removed))}) were replaced." if removed else "."),
+                CacheWarning,
+                stacklevel=2,
+            )
+            return None
+
+    FunctionCache.load_overload = healing_load_overload  # type: ignore[method-assign]
+    FunctionCache._adjoint_healing = True  # type: ignore[attr-defined]
 
 
 def _import_file(name: str, path: Path) -> types.ModuleType:

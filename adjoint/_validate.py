@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _kernels as kern
 from . import _traced
+from ._bounds import probe_bounds
 from ._fused import fused_kernels, traced_parts
 from ._problem import ControlProblem, Cost, Dynamics, _arity, as_float_vector, call_user
 from ._separable import SeparableDynamics
@@ -139,6 +140,7 @@ def _check_user_functions(problem, comp: _Compiled, method, x0, c0, p, interpret
     key = (comp.dynamics.f, c0.shape[0], p.shape[0], method.kind)
     if key + (not interpreted,) in problem._cache.checked:
         return
+    _probe_calls(comp, x0, c0, p, problem.t_span[0])
     try:
         _check_calls(problem, comp, method, x0, c0, p, interpreted)
     except (TypeError, ValueError):
@@ -151,6 +153,30 @@ def _check_user_functions(problem, comp: _Compiled, method, x0, c0, p, interpret
     problem._cache.checked.add(key + (False,))
     if not interpreted:
         problem._cache.checked.add(key + (True,))
+
+
+def _probe_calls(comp: _Compiled, x0, c0, p, t0):
+    """Each user numba function once through its Python source on arrays of exactly the declared
+    sizes: an index out of range raises IndexError here instead of corrupting memory in a kernel."""
+    n, m, q = x0.shape[0], c0.shape[0], p.shape[0]
+    dyn = comp.dynamics
+    if not isinstance(dyn, SeparableDynamics):
+        probe_bounds("`dynamics.f`", dyn.f, "f", (x0, c0, p, t0, np.zeros(n)))
+        probe_bounds(
+            "`dynamics.vjp`", dyn.vjp, "vjp", (x0, c0, p, t0, np.ones(n), np.zeros(n), np.zeros(m), np.zeros(q))
+        )
+    for label, has, cost, c in (
+        ("terminal_cost", comp.has_term, comp.terminal, np.zeros(0)),
+        ("running_cost", comp.has_run, comp.running, c0),
+    ):
+        if not has or cost is None:
+            continue
+        probe_bounds(f"`{label}.value`", cost.value, "value", (x0, c, p, t0))
+        grads = (np.zeros(n), np.zeros(c.shape[0]), np.zeros(q))
+        probe_bounds(f"`{label}.grad`", cost.grad, "grad", (x0, c, p, t0) + grads)
+        vg = getattr(cost, "value_and_grad", None)
+        if vg is not None:
+            probe_bounds(f"`{label}.value_and_grad`", vg, "grad", (x0, c, p, t0) + grads)
 
 
 def _check_calls(problem, comp: _Compiled, method, x0, c0, p, interpreted):

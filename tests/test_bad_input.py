@@ -293,3 +293,102 @@ def test_cli_bad_input(argv, phrase, tmp_path):
     assert phrase in out.stderr
     assert "Traceback" not in out.stderr
     assert "iter" not in out.stdout  # refused before any optimisation ran
+
+
+# -- indices out of the declared bounds: in a subprocess, so that a heap corruption would fail it ----
+
+OOB_SCRIPT = r"""
+import numpy as np, numba, adjoint
+
+
+@numba.njit
+def f_reads_p3(x, c, p, t, out):
+    out[0] = p[0] * x[0] - p[1] * x[0] * x[1]
+    out[1] = p[2] * x[0] * x[1] - p[3] * x[1]
+
+
+@numba.njit
+def f_writes_out2(x, c, p, t, out):
+    out[0] = x[1]
+    out[1] = -x[0]
+    out[2] = 0.0
+
+
+@numba.njit
+def f_swap(x, c, p, t, out):
+    out[0] = x[1]
+    out[1] = -x[0]
+
+
+@numba.njit
+def vjp(x, c, p, t, z, out_x, out_c, out_p):
+    out_x[0] = z[0]
+    out_x[1] = z[1]
+    out_p[:] = 0.0
+
+
+@numba.njit
+def L(x, c, p, t):
+    return 0.5 * (x[0] ** 2 + x[1] ** 2)
+
+
+@numba.njit
+def dL(x, c, p, t, out_x, out_c, out_p):
+    out_x[0] = x[0]
+    out_x[1] = x[1]
+    out_p[:] = 0.0
+
+
+@numba.njit
+def L_reads_x2(x, c, p, t):
+    return x[2]
+
+
+for name, dyn, cost, params in [
+    ("read", adjoint.Dynamics(f_reads_p3, vjp, state_dim=2, param_dim=3), adjoint.Cost(L, dL), [1.0, 0.4, 0.4]),
+    ("write", adjoint.Dynamics(f_writes_out2, vjp, state_dim=2), adjoint.Cost(L, dL), None),
+    ("cost", adjoint.Dynamics(f_swap, vjp, state_dim=2), adjoint.Cost(L_reads_x2, dL), None),
+]:
+    for backend in ("auto", "generic"):
+        prob = adjoint.ControlProblem(dyn, x0=[1.0, 1.0], t_span=(0.0, 5.0), steps=1000, terminal_cost=cost)
+        try:
+            adjoint.solve_adjoint(prob, params=params, backend=backend)
+            print(name, backend, "NO ERROR")
+        except IndexError as exc:
+            print(name, backend, "IndexError:", exc)
+"""
+
+
+def test_indices_out_of_bounds_raise_before_any_kernel(tmp_path):
+    script = tmp_path / "oob.py"
+    script.write_text(OOB_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]  # a corrupted heap aborts the process (SIGABRT)
+    assert "NO ERROR" not in out.stdout
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 6, out.stdout
+    for backend in ("auto", "generic"):
+        assert f"read {backend} IndexError: `dynamics.f` reads p[3], but `p` has 3 entries (param_dim=3" in out.stdout
+        assert f"write {backend} IndexError: `dynamics.f` writes out[2], but `out` has 2 entries (state_dim=2" in (
+            out.stdout
+        )
+        assert f"cost {backend} IndexError: `terminal_cost.value` reads x[2], but `x` has 2 entries" in out.stdout
+
+
+def test_large_states_are_probed_by_a_bounds_checked_compile():
+    from numba import njit
+
+    from adjoint._bounds import PYTHON_PROBE_MAX, probe_bounds
+
+    @njit
+    def shift(x, c, p, t, out):  # reads x[n] at the last i
+        for i in range(x.shape[0]):
+            out[i] = x[i + 1] - x[i]
+
+    n = PYTHON_PROBE_MAX + 1
+    args = (np.ones(n), np.zeros(0), np.zeros(0), 0.0, np.zeros(n))
+    with pytest.raises(IndexError, match=r"`dynamics.f` indexes an array out of its bounds.*x \(20001,\)"):
+        probe_bounds("`dynamics.f`", shift, "f", args)
+    with pytest.raises(IndexError, match=r"`dynamics.f` reads x\[100\], but `x` has 100 entries \(state_dim=100"):
+        probe_bounds("`dynamics.f`", shift, "f", (np.ones(100), np.zeros(0), np.zeros(0), 0.0, np.zeros(100)))

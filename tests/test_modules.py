@@ -52,8 +52,10 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def _run(cache, *, wait=True):
+def _run(cache, *, wait=True, numba_cache=None):
     env = dict(os.environ, ADJOINT_CACHE_DIR=str(cache), PYTHONDONTWRITEBYTECODE="1")
+    if numba_cache is not None:  # numba's machine code of the library and of the generated modules
+        env["NUMBA_CACHE_DIR"] = str(numba_cache)
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -123,3 +125,33 @@ def test_damaged_module_files_are_written_again(reference, tmp_path):
     assert all("written again" in m and str(cache) in m for m in res["cache_warnings"])
     # healed: the next process loads without a warning
     assert _run(cache)["cache_warnings"] == []
+
+
+def _damage_bytes(kind, data):
+    if kind == 0:
+        return data[: len(data) // 2]  # truncated
+    if kind == 1:
+        return b""  # empty
+    mid = len(data) // 2  # garbled: bytes flipped in the middle (inside the machine code of a .nbc)
+    return data[:mid] + bytes(b ^ 0x5A for b in data[mid : mid + 64]) + data[mid + 64 :]
+
+
+@pytest.mark.parametrize("suffix", [".nbi", ".nbc"])
+def test_damaged_numba_cache_files_are_compiled_again(reference, tmp_path, suffix):
+    cache, numba_cache = tmp_path / "cache", tmp_path / "numba"
+    first = _run(cache, numba_cache=numba_cache)
+    assert _values(first) == _values(reference)
+    files = sorted(numba_cache.rglob("*" + suffix))
+    assert len(files) >= 6, files  # the library's kernels and the generated modules' functions
+    for i, path in enumerate(files):
+        path.write_bytes(_damage_bytes(i % 3, path.read_bytes()))
+    res = _run(cache, numba_cache=numba_cache)
+    assert _values(res) == _values(reference)  # bit for bit: recompiled, never a damaged load
+    healed = [m for m in res["cache_warnings"] if "could not be loaded" in m]
+    if suffix == ".nbc":  # every damaged data file is caught, by unpickling or by its checksum
+        assert len(healed) >= len(files) * 2 // 3, (len(files), res["cache_warnings"])
+    else:  # a garbled index may still unpickle (then its entries just miss): truncated and empty warn
+        assert len(healed) >= len(files) // 2, (len(files), res["cache_warnings"])
+    assert all(str(numba_cache) in m for m in healed)
+    # healed: the next process loads without a warning
+    assert _run(cache, numba_cache=numba_cache)["cache_warnings"] == []
