@@ -11,6 +11,7 @@ have the figures).
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -130,8 +131,8 @@ class _Lane:
                 _give_traj((K + 1, n), traj)
         if status:
             _raise_nonfinite(problem, status)
-        if not _all_finite(gp, gC.reshape(-1), gx):
-            return None  # the general path names the non-finite block
+        if not (_all_finite(gp, gC.reshape(-1), gx) and math.isfinite(value)):
+            return None  # the general path names the non-finite block or value
         st = dict(self.stats)
         st["seconds"] = elapsed
         return _frozen(

@@ -312,6 +312,13 @@ class ControlProblem:
                     raise ValueError(f"`{nm}`={given} disagrees with the dynamics ({nm}={have})")
         elif callable(dynamics):
             state_dim = None
+            n_args = _arity(dynamics)
+            if n_args is not None and n_args != 4:
+                raise TypeError(
+                    f"`dynamics` as a plain function must take (x, c, p, t) and return x' as an array (c: the "
+                    f"controls of the step, p: the parameters, t: the time; unused ones are ignored); it takes "
+                    f"{n_args} arguments"
+                )
         else:
             raise TypeError(
                 "`dynamics` must be an adjoint.Dynamics (or SeparableDynamics) or a plain "

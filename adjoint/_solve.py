@@ -19,7 +19,15 @@ from ._lane import _all_finite, _install_lane, _Lane, _lane_key  # noqa: F401 - 
 from ._problem import ControlProblem
 from ._results import AdjointResult, Gradient, Stats
 from ._sweep import Buffers, Grid, Sweep
-from ._validate import _EULER, _materialize, _prepare, _raise_nonfinite, check_trajectory_size, warn_long_sweep  # noqa: F401 - _materialize: tests
+from ._validate import (  # noqa: F401 - _materialize: tests
+    _EULER,
+    _materialize,
+    _prepare,
+    _raise_nonfinite,
+    check_trajectory_size,
+    raise_nonfinite_value,
+    warn_long_sweep,
+)
 from .checkpointing import as_schedule
 
 __all__ = ["solve_adjoint", "simulate", "evaluate", "AdjointResult", "Gradient", "Stats"]
@@ -38,6 +46,7 @@ def _forward(problem, params, controls, x0, method, backend, keep):
     val, status = be.forward(x0a, C, p, problem.t_span[0], problem.tau, K, traj, keep)
     if status:
         _raise_nonfinite(problem, status)
+    raise_nonfinite_value(val)
     return float(val), (traj if keep else None)
 
 
@@ -179,6 +188,7 @@ def solve_adjoint(
                     f"the gradient with respect to {nm} is non-finite although the state "
                     "stayed finite; check the vjp and cost gradients for overflow"
                 )
+    raise_nonfinite_value(out.value)  # after the gradient: a gradient that overflows is named first
     traj = out.trajectory
     if return_trajectory and traj is None:
         _, traj = simulate(problem, params=p, controls=C, x0=x0a, method=method, backend=backend)

@@ -203,7 +203,8 @@ def _check_calls(problem, comp: _Compiled, method, x0, c0, p, interpreted):
     )
     if not np.all(np.isfinite(out)):
         raise ValueError(
-            f"`dynamics.f` left entries of `out` unset or non-finite at x0 (got {out}); it must write all {n} entries"
+            f"`dynamics.f` left entries of `out` unset or non-finite at x0 (got {out}); it must write all {n} entries, "
+            f"finite at x0{_scale_hint(x0, p)}"
         )
     z = np.ones(n)
     ox, oc, op = np.full(n, np.nan), np.full(m, np.nan), np.full(npar, np.nan)
@@ -232,9 +233,14 @@ def _check_calls(problem, comp: _Compiled, method, x0, c0, p, interpreted):
             f"`{label}.value` (value(x, c, p, t) -> float)", v, (x0, c, p, t0), "It must return a float.", interpreted
         )
         try:
-            float(val)
+            val = float(val)
         except (TypeError, ValueError):
             raise TypeError(f"`{label}.value` must return a float; got {type(val).__name__}") from None
+        if label == "running_cost" and not math.isfinite(val):  # l(x_0, c_0) is a term of the objective
+            raise ValueError(
+                f"`{label}.value` is {val} at x0: the cost is undefined or overflows at the initial state "
+                f"(a log or sqrt of a negative number, a division by zero){_scale_hint(x0, p)}"
+            )
         gx, gc, gp = np.full(n, np.nan), np.full(c.shape[0], np.nan), np.full(npar, np.nan)
         _call_user(
             f"`{label}.grad` (grad(x, c, p, t, out_x, out_c, out_p))",
@@ -254,6 +260,14 @@ def _check_calls(problem, comp: _Compiled, method, x0, c0, p, interpreted):
             _check_value_and_grad(label, vg, (x0, c, p, t0), float(val), (gx, gc, gp), interpreted)
 
 
+def _scale_hint(x0, p) -> str:
+    """A hint when the inputs are so large that squares or products overflow."""
+    big = max([float(np.max(np.abs(a))) for a in (x0, p) if a.size] or [0.0])
+    if big > 1e100:
+        return f"; x0 and params have entries up to {big:.3g}, where squares and products overflow: rescale them"
+    return ""
+
+
 def _check_value_and_grad(label, vg, args, val, grads, interpreted=frozenset()):
     """``value_and_grad`` must agree with ``value`` and ``grad`` (it replaces both in the sweeps)."""
     n_out = [a.shape[0] for a in grads]
@@ -266,7 +280,7 @@ def _check_value_and_grad(label, vg, args, val, grads, interpreted=frozenset()):
         got = float(got)
     except (TypeError, ValueError):
         raise TypeError(f"`{label}.value_and_grad` must return the cost value as a float; got {got!r}") from None
-    if not abs(got - val) <= 1e-12 * max(1.0, abs(val)):
+    if not (got == val or abs(got - val) <= 1e-12 * max(1.0, abs(val))):  # == : both inf
         raise ValueError(
             f"`{label}.value_and_grad` returned {got!r} but `{label}.value` returned {val!r} at x0; "
             "they must compute the same value"
@@ -349,6 +363,16 @@ def _prepare(problem, params, controls, x0, method, backend="auto"):
         interpreted = frozenset() if compiled else _interpretable(comp, method, problem.state_dim, cdim, p.shape[0])
         _check_user_functions(problem, comp, method, x0c, c0, p, interpreted)
     return comp, p, C, x0c
+
+
+def raise_nonfinite_value(value) -> None:
+    """The state stayed finite but the objective is not: the costs returned NaN or inf."""
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"the objective is {value} although the state stayed finite: the terminal or running cost returned "
+            "NaN or inf (a log or sqrt of a negative number, a division by zero, an overflow); check the costs "
+            "at the states this run reached"
+        )
 
 
 def _raise_nonfinite(problem, status):

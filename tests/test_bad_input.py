@@ -25,6 +25,9 @@ PEND = pendulum.make_problem(20)
 D, T = lv.DYNAMICS, lv.TERMINAL
 HUGE = adjoint.ControlProblem(D, [1.0, 1.0], (0, 1), 10**12, terminal_cost=T)
 DIVERGING = np.array([400.0, 1.0, 1.0, 1.0])
+LOG_COST = adjoint.ControlProblem(
+    lambda x, c, p, t: -p[0] * x, [1.0], (0, 1), 10, terminal_cost=lambda x, p: np.log(x[0] - 5.0)
+)
 B2 = np.ones(2) / 2
 A3 = np.ones(3) / 3
 
@@ -133,7 +136,32 @@ CASES = [
         MemoryError,
         r"trajectory of 1000000000001 states .*return_trajectory=False",
     ),
+    (
+        "sa-x0-overflows",
+        lambda: adjoint.solve_adjoint(lv.make_problem(50), params=P0, x0=[1e200, 1.0]),  # checked afresh
+        ValueError,
+        r"`running_cost.value` is inf at x0.*entries up to 1e\+200.*rescale",
+    ),
+    (
+        "sa-nan-cost",
+        lambda: sa(LOG_COST, params=[1.0]),
+        FloatingPointError,
+        r"objective is nan although the state stayed finite.*log or sqrt of a negative",
+    ),
+    (
+        "cp-plain-dynamics-two-args",
+        lambda: cp(dynamics=lambda x, p: -p[0] * x, x0=[1.0]),
+        TypeError,
+        r"`dynamics` as a plain function must take \(x, c, p, t\).*it takes 2 arguments",
+    ),
+    (
+        "cp-plain-dynamics-five-args",
+        lambda: cp(dynamics=lambda x, c, p, t, q: -p[0] * x, x0=[1.0]),
+        TypeError,
+        r"must take \(x, c, p, t\).*it takes 5 arguments",
+    ),
     # -- evaluate, simulate, objective, check_gradient ---------------------------------------------
+    ("ev-nan-cost", lambda: adjoint.evaluate(LOG_COST, params=[1.0]), FloatingPointError, r"objective is nan"),
     ("ev-params-shape", lambda: adjoint.evaluate(LV, params=[1.0]), ValueError, r"`params` must have shape \(4,\)"),
     ("ev-diverges", lambda: adjoint.evaluate(LV, params=DIVERGING), FloatingPointError, r"non-finite"),
     ("sim-diverges", lambda: adjoint.simulate(LV, params=DIVERGING), FloatingPointError, r"non-finite"),
