@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,17 @@ class GradientCheck:
     complex_step : ndarray or None
         ``Im J(v + i h d) / h`` (``h = 1e-20``) when the user's functions accept complex input.
     central_rel_error, complex_rel_error : float or None
+    reference : str
+        The reference ``max_rel_error`` was measured against: ``"complex step"`` (compiled
+        complex-valued user functions, or the traced graphs evaluated in complex arithmetic) or
+        ``"central differences"`` (when the complex step was not available; see
+        ``complex_step_error``).
+    expected_accuracy : float
+        The relative error a correct gradient shows against that reference: about ``1e-13`` for the
+        complex step (no subtractive cancellation), about ``1e-6`` for central differences (their
+        truncation and rounding errors).
+    method : str
+        The method whose discrete gradient was checked.
     complex_step_error : str or None
         Why the complex step was not available.
     """
@@ -40,6 +52,9 @@ class GradientCheck:
     central_rel_error: float
     complex_rel_error: float | None
     complex_step_error: str | None
+    reference: str = "central differences"
+    expected_accuracy: float = 1e-6
+    method: str = "Euler()"
 
     def __str__(self):
         cs = (
@@ -48,8 +63,9 @@ class GradientCheck:
             else f"{self.complex_rel_error:.2e}"
         )
         return (
-            f"GradientCheck(max_rel_error={self.max_rel_error:.2e}, central={self.central_rel_error:.2e}, "
-            f"complex_step={cs})"
+            f"GradientCheck(max_rel_error={self.max_rel_error:.2e} against {self.reference} (a correct gradient: "
+            f"~{self.expected_accuracy:.0e}), central={self.central_rel_error:.2e}, complex_step={cs}, "
+            f"method={self.method})"
         )
 
 
@@ -59,6 +75,18 @@ _EULER = Euler()  # the default method (one instance: its cache_key is computed 
 def _rel(a, b):
     scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1e-300)
     return float(np.max(np.abs(a - b) / scale))
+
+
+def _warn_if_solved_with_another_method(problem) -> None:
+    cache = getattr(problem, "_cache", None)
+    used = {run[0] for comp in getattr(cache, "compiled", {}).values() for run in getattr(comp, "runs", ())}
+    if used and _EULER.cache_key not in used:
+        warnings.warn(
+            "check_gradient checks the explicit Euler gradient (method=None), but this problem was solved "
+            "with another method only: pass method=... (e.g. adjoint.RK4()) to check the gradient you optimise",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def check_gradient(
@@ -86,12 +114,20 @@ def check_gradient(
         Blocks to check (those of size 0 are skipped).
     params, controls, x0 : array_like
         The point at which to check.
+    method : Method, optional
+        The method whose discrete gradient is checked. Default ``adjoint.Euler()``; when the
+        problem was solved (in this process) only with other methods, a warning says so: pass the
+        method you optimise with.
     directions : int
         Number of random unit directions.
     h : float, optional
         Central-difference step (default ``1e-6 * max(1, |v|)``).
     complex_step : bool
-        Also try the complex step (needs vector field and costs written for complex input).
+        Also try the complex step: hand-written numba functions are compiled for complex input
+        (which they must support), traced problems are evaluated from their graphs in complex
+        arithmetic (up to ``MAX_TRACED_COMPLEX_EVALUATIONS`` field evaluations). ``reference`` of the
+        result says which reference ``max_rel_error`` used, ``expected_accuracy`` what a correct
+        gradient shows against it.
 
     Returns
     -------
@@ -117,6 +153,8 @@ def check_gradient(
                 f"`h` must be a positive finite float (the finite-difference step), or None for "
                 f"1e-6 * max(1, |v|); got {h!r}"
             )
+    if method is None:
+        _warn_if_solved_with_another_method(problem)
     method = _EULER if method is None else method
     if isinstance(wrt, str):
         wrt = (wrt,)
@@ -150,6 +188,9 @@ def check_gradient(
         central_rel_error=cen_rel,
         complex_rel_error=cs_rel,
         complex_step_error=cs_err,
+        reference="complex step" if cs_rel is not None else "central differences",
+        expected_accuracy=1e-13 if cs_rel is not None else 1e-6,
+        method=repr(method),
     )
 
 
@@ -176,6 +217,8 @@ def _complex_value(fun: Objective, v: np.ndarray) -> complex:
     comp = _materialize(prob, cdim, sizes["params"])
     method = fun.method
     A, b, cn = method.tableau_arrays()
+    if getattr(comp.dynamics, "traced", None) is not None and method.kind != kern.KIND_LEAPFROG:
+        return _traced_complex_value(prob, comp, method, x0, C, p)
     traj = np.empty((1, prob.state_dim), dtype=np.complex128)
     val, _, status = kern.forward(
         method.kind,
@@ -200,3 +243,65 @@ def _complex_value(fun: Objective, v: np.ndarray) -> complex:
     if status:
         raise FloatingPointError(f"complex forward sweep became non-finite at step {status - 1}")
     return complex(val)
+
+
+#: the interpreted complex sweep of a traced problem evaluates the graphs in Python (tens of
+#: microseconds per evaluation): above this many field evaluations per direction it is not run
+MAX_TRACED_COMPLEX_EVALUATIONS = 200_000
+
+
+def _complex_callable(obj, graph_attr, compiled):
+    """A function of (x, c, p, t) in complex arithmetic: the traced graph when there is one, else the
+    user's compiled function (numba compiles it for complex arrays, or raises)."""
+    traced = getattr(obj, "traced", None)
+    graph = getattr(traced, graph_attr, None) if traced is not None else None
+    if graph is not None:
+        return lambda x, c, p, t: graph.evaluate(x, c, p, t, dtype=complex)[0]
+    return compiled
+
+
+def _traced_complex_value(prob, comp, method, x0, C, p) -> complex:
+    """The objective of a traced problem at a complex point: the same steps as the forward kernel
+    (explicit Euler, Runge-Kutta, maps), with the traced field and costs evaluated in complex
+    arithmetic, so traced problems get the complex step (about 1e-15) like hand-written ones."""
+    K, tau, t0 = prob.steps, prob.tau, prob.t_span[0]
+    A, b, cn = method.tableau_arrays()
+    stages = b.shape[0] if method.kind == kern.KIND_RK else 1
+    if K * stages > MAX_TRACED_COMPLEX_EVALUATIONS:
+        raise ValueError(
+            f"{K} steps x {stages} stages: too many for the interpreted complex sweep of a traced problem "
+            f"(at most {MAX_TRACED_COMPLEX_EVALUATIONS} field evaluations); check a problem with fewer steps"
+        )
+    graph = comp.dynamics.traced.graph
+
+    def f(x, c, t):
+        return graph.evaluate(x, c, p, t, dtype=complex)[0]
+
+    run = _complex_callable(comp.running, "graph", comp.rv) if comp.has_run else None
+    term = _complex_callable(comp.terminal, "graph", comp.tv) if comp.has_term else None
+    x = x0.copy()
+    total = 0.0j
+    for k in range(K):
+        t = t0 + k * tau
+        c = C[k]
+        if run is not None:
+            total += complex(np.asarray(run(x, c, p, t)).reshape(()))
+        if method.kind == kern.KIND_EULER:
+            x = x + tau * f(x, c, t)
+        elif method.kind == kern.KIND_MAP:
+            x = f(x, c, t)
+        else:
+            ks: list = []
+            for i in range(stages):
+                xi = x.copy()
+                for j in range(i):
+                    if A[i, j] != 0.0:
+                        xi = xi + tau * A[i, j] * ks[j]
+                ks.append(f(xi, c, t + cn[i] * tau))
+            x = x + tau * sum(b[i] * ks[i] for i in range(stages))
+        if not np.all(np.isfinite(x)):
+            raise FloatingPointError(f"complex forward sweep became non-finite at step {k}")
+    value = tau * total
+    if term is not None:
+        value += complex(np.asarray(term(x, np.zeros(0, dtype=complex), p, t0 + K * tau)).reshape(()))
+    return complex(value)
