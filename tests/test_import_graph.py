@@ -5,7 +5,12 @@ since importing ``adjoint.ad`` at run time always runs ``adjoint/__init__.py`` f
 """
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = str(Path(__file__).resolve().parents[1])
 
 PKG = Path(__file__).resolve().parents[1] / "adjoint"
 
@@ -56,3 +61,21 @@ def test_the_module_layer_is_a_leaf():
     for name in AD_MAY_IMPORT:
         path = PKG / f"{name.split('.')[-1]}.py"
         assert _imports(path) <= {name}, (name, _imports(path))
+
+
+def test_tracing_leaves_numbas_numpy_registry_intact(tmp_path):
+    """Tracing patches np.array for a moment; a numba compilation during the trace (an opaque call of
+    a numba function of t) must not register the patched function: afterwards any numba function of
+    the process still compiles np.array (a fresh process, so that tracing happens first)."""
+    code = (
+        "import numpy as np, numba, adjoint\n"
+        "from adjoint.problems import lotka_volterra as lv\n"
+        "adjoint.evaluate(lv.make_problem(100), params=lv.initial_guess())\n"
+        "f = numba.njit(lambda a, b: np.array([a, b]) + np.asarray([a, b]))\n"
+        "print(f(1.0, 2.0).tolist())\n"
+    )
+    env = dict(os.environ, ADJOINT_CACHE_DIR=str(tmp_path / "cache"), NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[2.0, 4.0]"

@@ -67,6 +67,25 @@ def _traced_asarray(obj, *args, **kwargs):
     return _np_asarray(obj, *args, **kwargs)
 
 
+_REGISTRIES_LOADED = False
+
+
+def _load_numba_registries():
+    """Let numba import its numpy implementations before ``np.array`` is patched, once per process.
+
+    numba registers ``np.array``/``np.asarray`` by the function object when it first imports them
+    (lazily, at the first compilation in a process). A compilation that happens while tracing (a
+    numba function of ``t`` recorded as an opaque call) would register the patched functions, and
+    every later ``np.array`` in any numba function of the process would fail to type."""
+    global _REGISTRIES_LOADED
+    if not _REGISTRIES_LOADED:
+        from numba.core.registry import cpu_target
+
+        cpu_target.typing_context.refresh()
+        cpu_target.target_context.refresh()
+        _REGISTRIES_LOADED = True
+
+
 class array_literals:
     """While tracing, ``np.array([...])`` / ``np.asarray`` of traced values return one traced
     array (numpy would otherwise build an object array). Plain arguments go to numpy unchanged."""
@@ -75,6 +94,7 @@ class array_literals:
 
     def __enter__(self):
         if array_literals.depth == 0:
+            _load_numba_registries()
             np.array, np.asarray = _traced_array, _traced_asarray
         array_literals.depth += 1
 
