@@ -31,6 +31,7 @@ FALLBACK_BYTES = 256 * 2**20
 @njit
 def gradient_reversible(
     kind,
+    step,
     f,
     vjp,
     g,
@@ -72,7 +73,7 @@ def gradient_reversible(
     x = x0.copy()
     xn = np.empty(n)
     for k in range(K):
-        kern.step(kind, f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x, xn)
+        step(f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x, xn)
         if not kern._finite(xn):
             return 0.0, k + 1, 0.0
         for i in range(n):

@@ -1,0 +1,420 @@
+"""A method's step and adjoint step, described once and rendered for every backend.
+
+:func:`describe` turns a method (its kind and tableau) into a :class:`StepDescription`: two short
+lists of statements over named vectors, the forward step ``x -> xn`` and the adjoint step
+``(x, lam) -> (z, gc)`` that also adds the parameter part to ``gp``. Two renderers read it:
+
+- :func:`scalar_lines` writes straight-line code with one local per component, the vector field and
+  its VJP spliced from the traced graph or called (the scalar backend, :mod:`adjoint._fused`);
+- :func:`array_source` writes njit functions ``step`` / ``adjoint_step`` with a loop over the
+  components per statement, calling the user's compiled ``f`` / ``vjp`` (the generic backend: the
+  kernels of :mod:`adjoint._kernels` and :mod:`adjoint.checkpointing._streamed` receive them as the
+  sweep functions ``step`` and ``adjoint_step``, see :func:`array_steps`).
+
+Every statement fixes the floating-point operations and their order (left to right, as written in
+its docstring); both renderers emit exactly those, so the backends agree bit for bit by
+construction. Zero coefficients of ``A`` are skipped when the description is built (the weights
+``b`` never are).
+
+Vector names: ``x``, ``lam`` (inputs), ``xn`` (forward output), ``z``, ``gc`` (adjoint outputs),
+``gp`` (accumulated); internal vectors are ``d``, ``vx``, ``vc``, ``vp`` and the per-stage ``k<i>``
+(stage derivative), ``X<i>`` (stage input), ``kb<i>`` (stage-derivative cotangent), ``xb<i>``
+(stage-input cotangent). Sizes: ``n`` (state) unless a statement says ``m`` (controls) or ``q``
+(parameters).
+
+Where the next sweeps go (each adds statements or a description beside ``forward``/``adjoint``
+here, and one case per renderer): a tangent sweep is a third list (``Jvp`` statements beside
+``Field``); the second-order adjoint is the adjoint list with ``Vjp`` differentiated once more; a
+block of cotangents renders the adjoint list once per column; an implicit stage is a ``Solve``
+statement (Newton on the stage equation forward, one transposed solve backward); a variable step
+reads ``tau`` per step, which the statements already name symbolically.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from ._methods import KIND_EULER, KIND_LEAPFROG, KIND_MAP, KIND_RK
+
+__all__ = ["StepDescription", "describe", "scalar_lines", "array_source", "array_steps"]
+
+_GEN_VERSION = "1"
+
+
+# -- statements ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Field:
+    """``out = fn(x, c, p, t + dt * tau)`` (``t`` itself when ``dt`` is None); ``fn`` is ``"f"``."""
+
+    x: str
+    dt: float | None
+    out: str
+
+
+@dataclass(frozen=True)
+class Vjp:
+    """``(ox, oc, op) = [d_(x, c, p) f(x, c, p, t + dt * tau)]^T cot``."""
+
+    x: str
+    dt: float | None
+    cot: str
+    ox: str
+    oc: str
+    op: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage input: ``out = (((x + tau * a_1 * v_1) + tau * a_2 * v_2) ...)``, terms ``(a, v)``."""
+
+    out: str
+    x: str
+    terms: tuple
+
+
+@dataclass(frozen=True)
+class Combine:
+    """``out = x + tau * (((0 + b_1 * v_1) + b_2 * v_2) ...)`` (``0`` a zero of the state's type)."""
+
+    out: str
+    x: str
+    terms: tuple
+
+
+@dataclass(frozen=True)
+class Update:
+    """``out = x + tau * v``."""
+
+    out: str
+    x: str
+    v: str
+
+
+@dataclass(frozen=True)
+class StageCot:
+    """``out = tau * (((b * lam) + a_1 * v_1) + ...)``, terms ``(a, v)``."""
+
+    out: str
+    b: float
+    lam: str
+    terms: tuple
+
+
+@dataclass(frozen=True)
+class Copy:
+    """``out = src``."""
+
+    out: str
+    src: str
+    size: str = "n"
+
+
+@dataclass(frozen=True)
+class Zero:
+    """``out = 0``."""
+
+    out: str
+    size: str = "n"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """``out = tau * src``."""
+
+    out: str
+    src: str
+    size: str = "n"
+
+
+@dataclass(frozen=True)
+class Acc:
+    """``out += src`` (``out += tau * src`` when ``tau``)."""
+
+    out: str
+    src: str
+    size: str = "n"
+    tau: bool = False
+
+
+@dataclass(frozen=True)
+class StepDescription:
+    """The statements of one method's forward step and adjoint step.
+
+    ``homes``: where the array renderer keeps a vector when it may share another's storage (an
+    elementwise statement reads it only to write the same component of that one)."""
+
+    kind: int
+    forward: tuple
+    adjoint: tuple
+    homes: dict = field(default_factory=dict)
+
+
+def _t(dt):
+    return None if dt is None else float(dt)
+
+
+def describe(kind, A, b, cn) -> StepDescription:
+    """The description of the method with code ``kind`` and tableau ``(A, b, cn)``."""
+    if kind == KIND_EULER:
+        return StepDescription(
+            kind,
+            (Field("x", None, "d"), Update("xn", "x", "d")),
+            (
+                Vjp("x", None, "lam", "vx", "vc", "vp"),
+                Update("z", "lam", "vx"),
+                Scale("gc", "vc", "m"),
+                Acc("gp", "vp", "q", tau=True),
+            ),
+            {"d": "xn", "vx": "z", "vc": "gc"},
+        )
+    if kind == KIND_MAP:
+        return StepDescription(
+            kind, (Field("x", None, "xn"),), (Vjp("x", None, "lam", "z", "gc", "vp"), Acc("gp", "vp", "q"))
+        )
+    if kind != KIND_RK:
+        raise ValueError(f"no step description for method kind {kind}")
+    s = len(b)
+
+    def stage(i):
+        return Stage(f"X{i}", "x", tuple((float(A[i, j]), f"k{j}") for j in range(i) if A[i, j] != 0.0))
+
+    fwd: list = []
+    for i in range(s):
+        fwd += [stage(i), Field(f"X{i}", _t(cn[i]), f"k{i}")]
+    fwd.append(Combine("xn", "x", tuple((float(b[i]), f"k{i}") for i in range(s))))
+    adj: list = []
+    for i in range(s):
+        adj.append(stage(i))
+        if i < s - 1:  # the last stage derivative is not needed by the adjoint
+            adj.append(Field(f"X{i}", _t(cn[i]), f"k{i}"))
+    adj += [Copy("z", "lam"), Zero("gc", "m")]
+    for i in range(s - 1, -1, -1):
+        terms = tuple((float(A[j, i]), f"xb{j}") for j in range(i + 1, s) if A[j, i] != 0.0)
+        adj += [
+            StageCot(f"kb{i}", float(b[i]), "lam", terms),
+            Vjp(f"X{i}", _t(cn[i]), f"kb{i}", f"xb{i}", "vc", "vp"),
+            Acc("z", f"xb{i}"),
+            Acc("gc", "vc", "m"),
+            Acc("gp", "vp", "q"),
+        ]
+    return StepDescription(kind, tuple(fwd), tuple(adj))
+
+
+@functools.lru_cache(maxsize=None)
+def _describe_key(key):
+    import numpy as np
+
+    kind, A, b, cn = key
+    b_ = np.frombuffer(b)
+    s = b_.shape[0]
+    return describe(kind, np.frombuffer(A).reshape(s, s), b_, np.frombuffer(cn))
+
+
+def describe_method(method) -> StepDescription:
+    """:func:`describe` of a method object (memoised on its tableau)."""
+    return _describe_key(method.cache_key)
+
+
+# -- scalar renderer -------------------------------------------------------------------------------
+def scalar_lines(stmts, gen, names, t):
+    """Straight-line lines of ``stmts`` for :class:`adjoint._fused._Gen` ``gen``.
+
+    ``names``: the local names of the named vectors (``x``, ``c``, ``lam``, ``xn``, ``z``, ``gc``,
+    ``gp``); the others are ``_<name>`` (``_<name>_`` for per-stage names) with the component
+    index appended. ``t``: the expression of the step's start time.
+    """
+    dims = {"n": gen.n, "m": gen.m, "q": gen.q}
+
+    def vec(nm, size="n"):
+        if nm in names:
+            return names[nm]
+        base = f"_{nm}_" if nm[-1].isdigit() else f"_{nm}"
+        return [f"{base}{i}" for i in range(dims[size])]
+
+    def time(dt):
+        return t if dt is None else f"({t} + {dt!r} * tau)"
+
+    C = names["c"]
+    lines: list = []
+    for st in stmts:
+        if isinstance(st, Field):
+            lines += gen.dyn_f(vec(st.x), C, time(st.dt), vec(st.out))
+        elif isinstance(st, Vjp):
+            lines += gen.dyn_vjp(vec(st.x), C, time(st.dt), vec(st.cot), vec(st.ox), vec(st.oc, "m"), vec(st.op, "q"))
+        elif isinstance(st, Stage):
+            out, x = vec(st.out), vec(st.x)
+            terms = [(a, vec(v)) for a, v in st.terms]
+            for mm in range(gen.n):
+                e = x[mm]
+                for a, v in terms:
+                    e = f"({e} + tau * {a!r} * {v[mm]})"
+                lines.append(f"{out[mm]} = {e}")
+        elif isinstance(st, Combine):
+            out, x = vec(st.out), vec(st.x)
+            terms = [(a, vec(v)) for a, v in st.terms]
+            for mm in range(gen.n):
+                acc = "0.0"
+                for a, v in terms:
+                    acc = f"({acc} + {a!r} * {v[mm]})"
+                lines.append(f"{out[mm]} = {x[mm]} + tau * {acc}")
+        elif isinstance(st, Update):
+            out, x, v = vec(st.out), vec(st.x), vec(st.v)
+            lines += [f"{out[i]} = {x[i]} + tau * {v[i]}" for i in range(gen.n)]
+        elif isinstance(st, StageCot):
+            out, lam = vec(st.out), vec(st.lam)
+            terms = [(a, vec(v)) for a, v in st.terms]
+            for mm in range(gen.n):
+                acc = f"{st.b!r} * {lam[mm]}"
+                for a, v in terms:
+                    acc = f"({acc} + {a!r} * {v[mm]})"
+                lines.append(f"{out[mm]} = tau * ({acc})")
+        elif isinstance(st, Copy):
+            out, src = vec(st.out, st.size), vec(st.src, st.size)
+            lines += [f"{o} = {s_}" for o, s_ in zip(out, src)]
+        elif isinstance(st, Zero):
+            lines += [f"{o} = 0.0" for o in vec(st.out, st.size)]
+        elif isinstance(st, Scale):
+            out, src = vec(st.out, st.size), vec(st.src, st.size)
+            lines += [f"{o} = tau * {s_}" for o, s_ in zip(out, src)]
+        elif isinstance(st, Acc):
+            out, src = vec(st.out, st.size), vec(st.src, st.size)
+            lines += [f"{o} += {'tau * ' if st.tau else ''}{s_}" for o, s_ in zip(out, src)]
+        else:  # pragma: no cover - a statement without a scalar rendering
+            raise TypeError(f"no scalar rendering of {st!r}")
+    return lines
+
+
+# -- array renderer --------------------------------------------------------------------------------
+#: the step functions' parameters (the signatures the kernels call them with)
+STEP_PARAMS = "f, g, x, c, p, t, tau, A, b, cn, stage_k, stage_x, out"
+ADJOINT_PARAMS = (
+    "f, vjp, g, gvjp, x, c, p, t, tau, A, b, cn, stage_k, stage_xs, stage_bar, stage_xbar, lam, tmp_c, tmp_p, "
+    "out_z, out_c, acc_p"
+)
+_SIZES = {"n": "x.shape[0]", "m": "out_c.shape[0]", "q": "acc_p.shape[0]"}
+
+
+def _array_home(nm, desc, forward):
+    """The array (and row) holding vector ``nm`` in the generic kernels' buffers."""
+    nm = desc.homes.get(nm, nm)
+    fixed = {"x": "x", "xn": "out", "lam": "lam", "z": "out_z", "gc": "out_c", "gp": "acc_p"}
+    fixed.update({"vc": "tmp_c", "vp": "tmp_p"})
+    if nm in fixed:
+        return fixed[nm]
+    for pre, arr in (("kb", "stage_bar"), ("xb", "stage_xbar"), ("k", "stage_k"), ("X", "stage_xs")):
+        if nm.startswith(pre) and nm[len(pre) :].isdigit():
+            if pre == "X" and forward:
+                return "stage_x"  # the forward step needs one stage input at a time
+            return f"{arr}[{nm[len(pre) :]}]"
+    raise KeyError(f"no array home for vector {nm!r}")  # pragma: no cover
+
+
+def _elem(home, i):
+    if home.endswith("]"):
+        return f"{home[:-1]}, {i}]"
+    return f"{home}[{i}]"
+
+
+def _array_lines(stmts, desc, forward):
+    def h(nm):
+        return _array_home(nm, desc, forward)
+
+    def time(dt):
+        return "t" if dt is None else f"t + {dt!r} * tau"
+
+    def loop(size, rhs_of, lhs_home, op="="):
+        return [f"for _i in range({_SIZES[size]}):", f"    {_elem(lhs_home, '_i')} {op} {rhs_of('_i')}"]
+
+    lines: list = []
+    for st in stmts:
+        if isinstance(st, Field):
+            lines.append(f"f({h(st.x)}, c, p, {time(st.dt)}, {h(st.out)})")
+        elif isinstance(st, Vjp):
+            args = ", ".join(h(v) for v in (st.cot, st.ox, st.oc, st.op))
+            lines.append(f"vjp({h(st.x)}, c, p, {time(st.dt)}, {args})")
+        elif isinstance(st, Stage):
+
+            def rhs(i, st=st):
+                e = _elem(h(st.x), i)
+                for a, v in st.terms:
+                    e = f"({e} + tau * {a!r} * {_elem(h(v), i)})"
+                return e
+
+            lines += loop("n", rhs, h(st.out))
+        elif isinstance(st, Combine):
+
+            def rhs(i, st=st):
+                x = _elem(h(st.x), i)
+                acc = f"0.0 * {x}"  # a zero of the state's type (real or complex)
+                for a, v in st.terms:
+                    acc = f"({acc} + {a!r} * {_elem(h(v), i)})"
+                return f"{x} + tau * {acc}"
+
+            lines += loop("n", rhs, h(st.out))
+        elif isinstance(st, Update):
+            lines += loop("n", lambda i, st=st: f"{_elem(h(st.x), i)} + tau * {_elem(h(st.v), i)}", h(st.out))
+        elif isinstance(st, StageCot):
+
+            def rhs(i, st=st):
+                acc = f"{st.b!r} * {_elem(h(st.lam), i)}"
+                for a, v in st.terms:
+                    acc = f"({acc} + {a!r} * {_elem(h(v), i)})"
+                return f"tau * ({acc})"
+
+            lines += loop("n", rhs, h(st.out))
+        elif isinstance(st, Copy):
+            lines += loop(st.size, lambda i, st=st: _elem(h(st.src), i), h(st.out))
+        elif isinstance(st, Zero):
+            lines += loop(st.size, lambda i: "0.0", h(st.out))
+        elif isinstance(st, Scale):
+            lines += loop(st.size, lambda i, st=st: f"tau * {_elem(h(st.src), i)}", h(st.out))
+        elif isinstance(st, Acc):
+            pre = "tau * " if st.tau else ""
+            lines += loop(st.size, lambda i, st=st, pre=pre: f"{pre}{_elem(h(st.src), i)}", h(st.out), "+=")
+        else:  # pragma: no cover - a statement without an array rendering
+            raise TypeError(f"no array rendering of {st!r}")
+    return lines
+
+
+def array_source(desc: StepDescription) -> str:
+    """Source of a module defining ``step(STEP_PARAMS)`` and ``adjoint_step(ADJOINT_PARAMS)``.
+
+    ``step`` writes ``x_{k+1}`` into ``out`` (no aliasing of ``x``); ``adjoint_step`` writes
+    ``out_z = [d x_{k+1} / d x_k]^T lam``, ``out_c = [d x_{k+1} / d c_k]^T lam`` and adds
+    ``[d x_{k+1} / d p]^T lam`` to ``acc_p``, from ``x_k`` alone (stages are recomputed).
+    """
+    parts = ["# generated by adjoint.integrators._steps: do not edit", "from numba import njit", ""]
+    for name, params, stmts, fwd in (
+        ("step", STEP_PARAMS, desc.forward, True),
+        ("adjoint_step", ADJOINT_PARAMS, desc.adjoint, False),
+    ):
+        body = _array_lines(stmts, desc, fwd)
+        parts += ["", '@njit(inline="always")', f"def {name}({params}):"] + ["    " + ln for ln in body] + [""]
+    return "\n".join(parts)
+
+
+_ARRAY_STEPS: dict = {}
+
+
+def array_steps(method):
+    """``(step, adjoint_step)`` compiled functions of ``method`` for the generic kernels.
+
+    Generated from :func:`describe` (one module per tableau, through :mod:`adjoint._modules`);
+    splitting methods (leapfrog) use the hand-written :func:`adjoint._kernels.leapfrog_step` and
+    :func:`adjoint._kernels.leapfrog_adjoint_step`.
+    """
+    key = method.cache_key
+    got = _ARRAY_STEPS.get(key)
+    if got is None:
+        if method.kind == KIND_LEAPFROG:
+            from .. import _kernels as kern
+
+            got = (kern.leapfrog_step, kern.leapfrog_adjoint_step)
+        else:
+            from .. import _modules
+
+            module = _modules.load("steps", _GEN_VERSION, array_source(describe_method(method)))
+            got = (module.step, module.adjoint_step)
+        _ARRAY_STEPS[key] = got
+    return got
