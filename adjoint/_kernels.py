@@ -8,8 +8,7 @@ Conventions
 -----------
 * ``step``, ``adjoint_step``: the method's compiled step and adjoint step (signatures
   ``adjoint.integrators._steps.STEP_PARAMS`` / ``ADJOINT_PARAMS``), generated from its description
-  by :func:`adjoint.integrators._steps.array_steps` (``leapfrog_step`` / ``leapfrog_adjoint_step``
-  below for splitting methods).
+  by :func:`adjoint.integrators._steps.array_steps`.
 * ``kind``: 0 explicit Euler, 1 explicit Runge-Kutta with tableau ``(A, b, cn)``, 2 discrete map,
   3 leapfrog (separable systems; ``f, vjp`` are ``u, vjp_u`` and ``g, gvjp`` are ``v, vjp_v``).
   Methods that need no second function receive ``g = f``, ``gvjp = vjp``.
@@ -54,110 +53,10 @@ def _finite(x):
     return s - s == 0.0
 
 
-# The step and adjoint step of Euler, explicit Runge-Kutta and discrete maps are generated from the
-# method's description (adjoint.integrators._steps.array_steps) and reach the kernels below as the
-# sweep functions ``step`` and ``adjoint_step``; the splitting methods' are written here.
-
-
-@njit(inline="always")
-def leapfrog_step(f, g, x, c, p, t, tau, A, b, cn, stage_k, stage_x, out):
-    """One step of a symplectic splitting (adjoint.integrators._leapfrog) from ``x`` into ``out``.
-
-    Substeps S <- S + tau b_i H_i(S) at t + cn_i tau, H_i = f (drift, A[i, i] == 0) or g (kick).
-    f, g are the half-field wrappers of SeparableDynamics, so no x/y split is needed here. Work
-    buffer: stage_k[0].
-    """
-    n = x.shape[0]
-    buf = stage_k[0]
-    for m in range(n):
-        out[m] = x[m]
-    for i in range(b.shape[0]):
-        if A[i, i] == 0.0:
-            f(out, c, p, t + cn[i] * tau, buf)
-        else:
-            g(out, c, p, t + cn[i] * tau, buf)
-        h = tau * b[i]
-        for m in range(n):
-            out[m] += h * buf[m]
-
-
-@njit(inline="always")
-def leapfrog_adjoint_step(
-    f, vjp, g, gvjp, x, c, p, t, tau, A, b, cn, stage_k, stage_xs, stage_bar, stage_xbar, lam, tmp_c, tmp_p, out_z,
-    out_c, acc_p,
-):  # fmt: skip
-    """Adjoint of :func:`leapfrog_step` from ``x``: ``out_z = [d x_{k+1} / d x_k]^T lam``; writes
-    ``out_c`` and adds the parameter part to ``acc_p`` (the signature of every ``adjoint_step``)."""
-    n = x.shape[0]
-    # recompute the substep inputs S_0 = x, ..., S_{s-1} (the last field value is not needed)
-    s = b.shape[0]
-    buf = stage_k[0]
-    for m in range(n):
-        stage_xs[0, m] = x[m]
-    for i in range(s - 1):
-        if A[i, i] == 0.0:
-            f(stage_xs[i], c, p, t + cn[i] * tau, buf)
-        else:
-            g(stage_xs[i], c, p, t + cn[i] * tau, buf)
-        h = tau * b[i]
-        for m in range(n):
-            stage_xs[i + 1, m] = stage_xs[i, m] + h * buf[m]
-    splitting_adjoint(vjp, gvjp, stage_xs, c, p, t, tau, A, b, cn, stage_bar[0], lam, tmp_c, tmp_p, out_z, out_c, acc_p)
-
-
-@njit
-def splitting_adjoint(vjp, gvjp, stage_xs, c, p, t, tau, A, b, cn, buf, lam, tmp_c, tmp_p, out_z, out_c, acc_p):
-    """Reverse sweep of a splitting step's substeps, given their inputs ``stage_xs[i] = S_i``.
-
-    ``Z_i = Z_{i+1} + tau b_i [dH_i(S_i)]^T Z_{i+1}`` from ``Z_s = lam`` into ``out_z``; writes
-    ``out_c`` and adds the parameter part to ``acc_p`` (like an ``adjoint_step``).
-    """
-    n = out_z.shape[0]
-    nc = out_c.shape[0]
-    npar = acc_p.shape[0]
-    for m in range(n):
-        out_z[m] = lam[m]
-    for m in range(nc):
-        out_c[m] = 0.0
-    for i in range(b.shape[0] - 1, -1, -1):
-        if A[i, i] == 0.0:
-            vjp(stage_xs[i], c, p, t + cn[i] * tau, out_z, buf, tmp_c, tmp_p)
-        else:
-            gvjp(stage_xs[i], c, p, t + cn[i] * tau, out_z, buf, tmp_c, tmp_p)
-        h = tau * b[i]
-        for m in range(n):
-            out_z[m] += h * buf[m]
-        for m in range(nc):
-            out_c[m] += h * tmp_c[m]
-        for m in range(npar):
-            acc_p[m] += h * tmp_p[m]
-
-
-@njit
-def inverse_step(kind, f, g, xn, c, p, t, tau, A, b, cn, buf, stage_xs, out):
-    """Undo one step: rebuild ``x_k`` from ``xn = x_{k+1}`` into ``out`` (no aliasing).
-
-    Only for ``kind == KIND_LEAPFROG`` (returns False otherwise, leaving ``out`` untouched): the
-    substeps are undone in reverse order, ``S_i = S_{i+1} - tau b_i H_i(S_{i+1})``, which is exact
-    in exact arithmetic because ``H_i`` does not read the components substep ``i`` moves. Also
-    writes the substep inputs ``stage_xs[i] = S_i`` (``stage_xs[0]`` is ``x_k``), which is what
-    :func:`splitting_adjoint` needs. ``buf`` is a work vector of length n.
-    """
-    if kind != KIND_LEAPFROG:
-        return False
-    n = xn.shape[0]
-    for m in range(n):
-        out[m] = xn[m]
-    for i in range(b.shape[0] - 1, -1, -1):
-        if A[i, i] == 0.0:
-            f(out, c, p, t + cn[i] * tau, buf)
-        else:
-            g(out, c, p, t + cn[i] * tau, buf)
-        h = tau * b[i]
-        for m in range(n):
-            out[m] -= h * buf[m]
-            stage_xs[i, m] = out[m]
-    return True
+# A method's step and adjoint step (and, for splitting methods, the inverse step and the adjoint
+# from the substep inputs) are generated from its description by
+# adjoint.integrators._steps.array_steps; they reach the kernels below as the sweep functions
+# ``step`` and ``adjoint_step``.
 
 
 @njit(inline="always")

@@ -82,7 +82,8 @@ class Sweep:
 
         Parameters named like the fields of :class:`Functions` receive the user's functions (bound
         through :mod:`adjoint._bind`, so the kernel is cached on disk when they are importable),
-        ``step`` and ``adjoint_step`` the method's (generated from its description) or,
+        ``step``, ``adjoint_step``, ``inverse_step``, ``stages_adjoint`` the method's (generated from
+        its description) or,
         for ``kind, has_run, has_term``, are compiled in as constants (so numba prunes the branches
         they rule out); parameters named like the fields of :class:`Grid` receive those; the remaining
         parameters take ``extra`` in order.
@@ -123,8 +124,8 @@ class Sweep:
 _LITERAL_FIELDS = frozenset(("kind", "has_run", "has_term"))
 _FUNCTION_FIELDS = frozenset(f for f in Functions.__dataclass_fields__ if f not in _LITERAL_FIELDS)
 _DATA_FIELDS = frozenset(Grid.__dataclass_fields__)
-#: the method's compiled step and adjoint step (adjoint.integrators._steps.array_steps), in that order
-_STEP_FIELDS = ("step", "adjoint_step")
+#: the method's compiled step functions, in the order of adjoint.integrators._steps.array_steps
+_STEP_FIELDS = ("step", "adjoint_step", "inverse_step", "stages_adjoint")
 _SIGNATURES: dict = {}
 _END = object()
 

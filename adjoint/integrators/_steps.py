@@ -45,16 +45,18 @@ _GEN_VERSION = "1"
 # -- statements ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Field:
-    """``out = fn(x, c, p, t + dt * tau)`` (``t`` itself when ``dt`` is None); ``fn`` is ``"f"``."""
+    """``out = fn(x, c, p, t + dt * tau)`` (``t`` itself when ``dt`` is None); ``fn`` is ``"f"``, or
+    ``"g"`` for the second half-field of a splitting method."""
 
     x: str
     dt: float | None
     out: str
+    fn: str = "f"
 
 
 @dataclass(frozen=True)
 class Vjp:
-    """``(ox, oc, op) = [d_(x, c, p) f(x, c, p, t + dt * tau)]^T cot``."""
+    """``(ox, oc, op) = [d_(x, c, p) fn(x, c, p, t + dt * tau)]^T cot``."""
 
     x: str
     dt: float | None
@@ -62,15 +64,28 @@ class Vjp:
     ox: str
     oc: str
     op: str
+    fn: str = "f"
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage input: ``out = (((x + tau * a_1 * v_1) + tau * a_2 * v_2) ...)``, terms ``(a, v)``."""
+    """A stage input: ``out = (((x + tau * a_1 * v_1) + tau * a_2 * v_2) ...)``, terms ``(a, v)``
+    (``tau * a_j`` first); also a substep ``S + tau * b_i * H_i`` of a splitting method."""
 
     out: str
     x: str
     terms: tuple
+    size: str = "n"
+
+
+@dataclass(frozen=True)
+class Undo:
+    """``out = x - tau * a * v`` (a substep of a splitting method taken back)."""
+
+    out: str
+    x: str
+    a: float
+    v: str
 
 
 @dataclass(frozen=True)
@@ -141,13 +156,22 @@ class Acc:
 class StepDescription:
     """The statements of one method's forward step and adjoint step.
 
-    ``homes``: where the array renderer keeps a vector when it may share another's storage (an
-    elementwise statement reads it only to write the same component of that one)."""
+    The adjoint step is ``recompute`` (the stage inputs ``X<i>`` from ``x``) followed by ``reverse``
+    (the adjoint from the stage inputs). ``inverse``: for an invertible method (splittings), the
+    statements rebuilding ``x`` and the stage inputs from ``xn``, else None. ``homes``: where the
+    array renderer keeps a vector when it may share another's storage (an elementwise statement
+    reads it only to write the same component of that one)."""
 
     kind: int
     forward: tuple
-    adjoint: tuple
+    recompute: tuple
+    reverse: tuple
+    inverse: tuple | None = None
     homes: dict = field(default_factory=dict)
+
+    @property
+    def adjoint(self) -> tuple:
+        return self.recompute + self.reverse
 
 
 def _t(dt):
@@ -160,18 +184,21 @@ def describe(kind, A, b, cn) -> StepDescription:
         return StepDescription(
             kind,
             (Field("x", None, "d"), Update("xn", "x", "d")),
+            (),
             (
                 Vjp("x", None, "lam", "vx", "vc", "vp"),
                 Update("z", "lam", "vx"),
                 Scale("gc", "vc", "m"),
                 Acc("gp", "vp", "q", tau=True),
             ),
-            {"d": "xn", "vx": "z", "vc": "gc"},
+            homes={"d": "xn", "vx": "z", "vc": "gc"},
         )
     if kind == KIND_MAP:
         return StepDescription(
-            kind, (Field("x", None, "xn"),), (Vjp("x", None, "lam", "z", "gc", "vp"), Acc("gp", "vp", "q"))
+            kind, (Field("x", None, "xn"),), (), (Vjp("x", None, "lam", "z", "gc", "vp"), Acc("gp", "vp", "q"))
         )
+    if kind == KIND_LEAPFROG:
+        return _describe_splitting(kind, A, b, cn)
     if kind != KIND_RK:
         raise ValueError(f"no step description for method kind {kind}")
     s = len(b)
@@ -183,12 +210,12 @@ def describe(kind, A, b, cn) -> StepDescription:
     for i in range(s):
         fwd += [stage(i), Field(f"X{i}", _t(cn[i]), f"k{i}")]
     fwd.append(Combine("xn", "x", tuple((float(b[i]), f"k{i}") for i in range(s))))
-    adj: list = []
+    rec: list = []
     for i in range(s):
-        adj.append(stage(i))
+        rec.append(stage(i))
         if i < s - 1:  # the last stage derivative is not needed by the adjoint
-            adj.append(Field(f"X{i}", _t(cn[i]), f"k{i}"))
-    adj += [Copy("z", "lam"), Zero("gc", "m")]
+            rec.append(Field(f"X{i}", _t(cn[i]), f"k{i}"))
+    adj: list = [Copy("z", "lam"), Zero("gc", "m")]
     for i in range(s - 1, -1, -1):
         terms = tuple((float(A[j, i]), f"xb{j}") for j in range(i + 1, s) if A[j, i] != 0.0)
         adj += [
@@ -198,7 +225,36 @@ def describe(kind, A, b, cn) -> StepDescription:
             Acc("gc", "vc", "m"),
             Acc("gp", "vp", "q"),
         ]
-    return StepDescription(kind, tuple(fwd), tuple(adj))
+    return StepDescription(kind, tuple(fwd), tuple(rec), tuple(adj))
+
+
+def _describe_splitting(kind, A, b, cn) -> StepDescription:
+    """A symplectic splitting (adjoint.integrators._leapfrog): substeps ``S <- S + tau b_i H_i(S)`` at
+    ``t + cn_i tau``, ``H_i = f`` (drift, ``A[i, i] == 0``) or ``g`` (kick). ``f, g`` are the half-field
+    wrappers of SeparableDynamics, so no x/y split is needed. The substep inputs are ``X<i>``; each
+    ``H_i`` does not read the components its substep moves, so a substep is undone exactly by
+    ``S - tau b_i H_i(S)`` (``inverse``)."""
+    s = len(b)
+    fn = ["f" if A[i, i] == 0.0 else "g" for i in range(s)]
+    fwd: list = [Copy("xn", "x")]
+    for i in range(s):
+        fwd += [Field("xn", _t(cn[i]), "d", fn[i]), Stage("xn", "xn", ((float(b[i]), "d"),))]
+    rec: list = [Copy("X0", "x")]
+    for i in range(s - 1):  # the last field value is not needed
+        rec += [Field(f"X{i}", _t(cn[i]), "d", fn[i]), Stage(f"X{i + 1}", f"X{i}", ((float(b[i]), "d"),))]
+    rev: list = [Copy("z", "lam"), Zero("gc", "m")]
+    for i in range(s - 1, -1, -1):
+        h = ((float(b[i]), "vx"),)
+        rev += [
+            Vjp(f"X{i}", _t(cn[i]), "z", "vx", "vc", "vp", fn[i]),
+            Stage("z", "z", h),
+            Stage("gc", "gc", ((float(b[i]), "vc"),), "m"),
+            Stage("gp", "gp", ((float(b[i]), "vp"),), "q"),
+        ]
+    inv: list = [Copy("x", "xn")]
+    for i in range(s - 1, -1, -1):
+        inv += [Field("x", _t(cn[i]), "d", fn[i]), Undo("x", "x", float(b[i]), "d"), Copy(f"X{i}", "x")]
+    return StepDescription(kind, tuple(fwd), tuple(rec), tuple(rev), tuple(inv), homes={"d": "k0", "vx": "kb0"})
 
 
 @functools.lru_cache(maxsize=None)
@@ -238,18 +294,23 @@ def scalar_lines(stmts, gen, names, t):
     C = names["c"]
     lines: list = []
     for st in stmts:
+        if isinstance(st, (Field, Vjp)) and st.fn != "f":
+            raise TypeError(f"no scalar rendering of a second half-field: {st!r}")
         if isinstance(st, Field):
             lines += gen.dyn_f(vec(st.x), C, time(st.dt), vec(st.out))
         elif isinstance(st, Vjp):
             lines += gen.dyn_vjp(vec(st.x), C, time(st.dt), vec(st.cot), vec(st.ox), vec(st.oc, "m"), vec(st.op, "q"))
         elif isinstance(st, Stage):
-            out, x = vec(st.out), vec(st.x)
-            terms = [(a, vec(v)) for a, v in st.terms]
-            for mm in range(gen.n):
+            out, x = vec(st.out, st.size), vec(st.x, st.size)
+            terms = [(a, vec(v, st.size)) for a, v in st.terms]
+            for mm in range(dims[st.size]):
                 e = x[mm]
                 for a, v in terms:
                     e = f"({e} + tau * {a!r} * {v[mm]})"
                 lines.append(f"{out[mm]} = {e}")
+        elif isinstance(st, Undo):
+            out, x, v = vec(st.out), vec(st.x), vec(st.v)
+            lines += [f"{out[i]} = ({x[i]} - tau * {st.a!r} * {v[i]})" for i in range(gen.n)]
         elif isinstance(st, Combine):
             out, x = vec(st.out), vec(st.x)
             terms = [(a, vec(v)) for a, v in st.terms]
@@ -286,28 +347,42 @@ def scalar_lines(stmts, gen, names, t):
 
 
 # -- array renderer --------------------------------------------------------------------------------
-#: the step functions' parameters (the signatures the kernels call them with)
-STEP_PARAMS = "f, g, x, c, p, t, tau, A, b, cn, stage_k, stage_x, out"
-ADJOINT_PARAMS = (
-    "f, vjp, g, gvjp, x, c, p, t, tau, A, b, cn, stage_k, stage_xs, stage_bar, stage_xbar, lam, tmp_c, tmp_p, "
-    "out_z, out_c, acc_p"
-)
-_SIZES = {"n": "x.shape[0]", "m": "out_c.shape[0]", "q": "acc_p.shape[0]"}
-
-
-def _array_home(nm, desc, forward):
-    """The array (and row) holding vector ``nm`` in the generic kernels' buffers."""
-    nm = desc.homes.get(nm, nm)
-    fixed = {"x": "x", "xn": "out", "lam": "lam", "z": "out_z", "gc": "out_c", "gp": "acc_p"}
-    fixed.update({"vc": "tmp_c", "vp": "tmp_p"})
-    if nm in fixed:
-        return fixed[nm]
-    for pre, arr in (("kb", "stage_bar"), ("xb", "stage_xbar"), ("k", "stage_k"), ("X", "stage_xs")):
-        if nm.startswith(pre) and nm[len(pre) :].isdigit():
-            if pre == "X" and forward:
-                return "stage_x"  # the forward step needs one stage input at a time
-            return f"{arr}[{nm[len(pre) :]}]"
-    raise KeyError(f"no array home for vector {nm!r}")  # pragma: no cover
+#: the generated functions: name -> (parameters, the description's list, vector homes, sizes). A home
+#: ``"?name"`` is a default that the description's ``homes`` may override. The kernels call the
+#: functions with these signatures (``stages_adjoint`` and ``inverse_step`` only exist for
+#: invertible methods, :mod:`adjoint.checkpointing._reversible`).
+_STAGE_HOMES = {"kb": "stage_bar", "xb": "stage_xbar", "k": "stage_k", "X": "stage_xs"}
+_FUNCTIONS = {
+    "step": (
+        "f, g, x, c, p, t, tau, A, b, cn, stage_k, stage_x, out",
+        "forward",
+        {"x": "x", "xn": "out", "X": "stage_x"},  # one stage input at a time
+        {"n": "x.shape[0]"},
+    ),
+    "adjoint_step": (
+        "f, vjp, g, gvjp, x, c, p, t, tau, A, b, cn, stage_k, stage_xs, stage_bar, stage_xbar, lam, tmp_c, tmp_p, "
+        "out_z, out_c, acc_p",
+        "adjoint",
+        {"x": "x", "lam": "lam", "z": "out_z", "gc": "out_c", "gp": "acc_p", "?vc": "tmp_c", "?vp": "tmp_p"},
+        {"n": "x.shape[0]", "m": "out_c.shape[0]", "q": "acc_p.shape[0]"},
+    ),
+    "stages_adjoint": (
+        "vjp, gvjp, stage_xs, c, p, t, tau, A, b, cn, buf, lam, tmp_c, tmp_p, out_z, out_c, acc_p",
+        "reverse",
+        {"lam": "lam", "z": "out_z", "gc": "out_c", "gp": "acc_p", "?vc": "tmp_c", "?vp": "tmp_p", "vx": "buf"},
+        {"n": "out_z.shape[0]", "m": "out_c.shape[0]", "q": "acc_p.shape[0]"},
+    ),
+    "inverse_step": (
+        "f, g, xn, c, p, t, tau, A, b, cn, buf, stage_xs, out",
+        "inverse",
+        {"x": "out", "xn": "xn", "d": "buf"},
+        {"n": "xn.shape[0]"},
+    ),
+}
+_INVERTIBLE_ONLY = ("stages_adjoint", "inverse_step")
+#: the parameters of ``step`` and ``adjoint_step``
+STEP_PARAMS = _FUNCTIONS["step"][0]
+ADJOINT_PARAMS = _FUNCTIONS["adjoint_step"][0]
 
 
 def _elem(home, i):
@@ -316,52 +391,46 @@ def _elem(home, i):
     return f"{home}[{i}]"
 
 
-def _array_lines(stmts, desc, forward):
+def _array_lines(stmts, homes, sizes):
+    """Lines of ``stmts``, one loop over the components per statement; ``homes`` maps a vector name to
+    the array (or ``array[row]``) holding it."""
+
     def h(nm):
-        return _array_home(nm, desc, forward)
+        return homes(nm)
 
     def time(dt):
         return "t" if dt is None else f"t + {dt!r} * tau"
 
     def loop(size, rhs_of, lhs_home, op="="):
-        return [f"for _i in range({_SIZES[size]}):", f"    {_elem(lhs_home, '_i')} {op} {rhs_of('_i')}"]
+        return [f"for _i in range({sizes[size]}):", f"    {_elem(lhs_home, '_i')} {op} {rhs_of('_i')}"]
+
+    def terms(e, tt, i, tau):
+        for a, v in tt:
+            e = f"({e} + {'tau * ' if tau else ''}{a!r} * {_elem(h(v), i)})"
+        return e
 
     lines: list = []
     for st in stmts:
         if isinstance(st, Field):
-            lines.append(f"f({h(st.x)}, c, p, {time(st.dt)}, {h(st.out)})")
+            lines.append(f"{st.fn}({h(st.x)}, c, p, {time(st.dt)}, {h(st.out)})")
         elif isinstance(st, Vjp):
             args = ", ".join(h(v) for v in (st.cot, st.ox, st.oc, st.op))
-            lines.append(f"vjp({h(st.x)}, c, p, {time(st.dt)}, {args})")
+            lines.append(f"{'vjp' if st.fn == 'f' else 'gvjp'}({h(st.x)}, c, p, {time(st.dt)}, {args})")
         elif isinstance(st, Stage):
-
-            def rhs(i, st=st):
-                e = _elem(h(st.x), i)
-                for a, v in st.terms:
-                    e = f"({e} + tau * {a!r} * {_elem(h(v), i)})"
-                return e
-
+            lines += loop(st.size, lambda i, st=st: terms(_elem(h(st.x), i), st.terms, i, True), h(st.out))
+        elif isinstance(st, Undo):
+            rhs = lambda i, st=st: f"({_elem(h(st.x), i)} - tau * {st.a!r} * {_elem(h(st.v), i)})"  # noqa: E731
             lines += loop("n", rhs, h(st.out))
         elif isinstance(st, Combine):
-
-            def rhs(i, st=st):
-                x = _elem(h(st.x), i)
-                acc = f"0.0 * {x}"  # a zero of the state's type (real or complex)
-                for a, v in st.terms:
-                    acc = f"({acc} + {a!r} * {_elem(h(v), i)})"
-                return f"{x} + tau * {acc}"
-
+            # the sum starts from a zero of the state's type (real or complex)
+            rhs = lambda i, st=st: (
+                f"{_elem(h(st.x), i)} + tau * {terms(f'0.0 * {_elem(h(st.x), i)}', st.terms, i, False)}"
+            )  # noqa: E501, E731
             lines += loop("n", rhs, h(st.out))
         elif isinstance(st, Update):
             lines += loop("n", lambda i, st=st: f"{_elem(h(st.x), i)} + tau * {_elem(h(st.v), i)}", h(st.out))
         elif isinstance(st, StageCot):
-
-            def rhs(i, st=st):
-                acc = f"{st.b!r} * {_elem(h(st.lam), i)}"
-                for a, v in st.terms:
-                    acc = f"({acc} + {a!r} * {_elem(h(v), i)})"
-                return f"tau * ({acc})"
-
+            rhs = lambda i, st=st: f"tau * ({terms(f'{st.b!r} * {_elem(h(st.lam), i)}', st.terms, i, False)})"  # noqa: E731
             lines += loop("n", rhs, h(st.out))
         elif isinstance(st, Copy):
             lines += loop(st.size, lambda i, st=st: _elem(h(st.src), i), h(st.out))
@@ -377,19 +446,42 @@ def _array_lines(stmts, desc, forward):
     return lines
 
 
+def _homes(desc, fixed):
+    """The home of each vector: the function's own (its parameters), else the description's
+    sharing, else the function's default, else the stage arrays."""
+
+    def home(nm):
+        if nm in fixed:
+            return fixed[nm]
+        if nm in desc.homes:
+            return home(desc.homes[nm])
+        if "?" + nm in fixed:
+            return fixed["?" + nm]
+        for pre in ("kb", "xb", "k", "X"):
+            if nm.startswith(pre) and nm[len(pre) :].isdigit():
+                if pre in fixed:
+                    return fixed[pre]
+                return f"{_STAGE_HOMES[pre]}[{nm[len(pre) :]}]"
+        raise KeyError(f"no array home for vector {nm!r}")  # pragma: no cover
+
+    return home
+
+
 def array_source(desc: StepDescription) -> str:
-    """Source of a module defining ``step(STEP_PARAMS)`` and ``adjoint_step(ADJOINT_PARAMS)``.
+    """Source of a module of njit functions rendered from ``desc`` (see ``_FUNCTIONS``).
 
     ``step`` writes ``x_{k+1}`` into ``out`` (no aliasing of ``x``); ``adjoint_step`` writes
     ``out_z = [d x_{k+1} / d x_k]^T lam``, ``out_c = [d x_{k+1} / d c_k]^T lam`` and adds
-    ``[d x_{k+1} / d p]^T lam`` to ``acc_p``, from ``x_k`` alone (stages are recomputed).
+    ``[d x_{k+1} / d p]^T lam`` to ``acc_p``, from ``x_k`` alone (stages are recomputed). For an
+    invertible method also ``inverse_step`` (``x_k`` into ``out`` and the stage inputs into
+    ``stage_xs`` from ``xn = x_{k+1}``) and ``stages_adjoint`` (the adjoint step from those).
     """
     parts = ["# generated by adjoint.integrators._steps: do not edit", "from numba import njit", ""]
-    for name, params, stmts, fwd in (
-        ("step", STEP_PARAMS, desc.forward, True),
-        ("adjoint_step", ADJOINT_PARAMS, desc.adjoint, False),
-    ):
-        body = _array_lines(stmts, desc, fwd)
+    for name, (params, which, fixed, sizes) in _FUNCTIONS.items():
+        if desc.inverse is None and name in _INVERTIBLE_ONLY:
+            continue
+        stmts = getattr(desc, which)
+        body = _array_lines(stmts, _homes(desc, fixed), sizes)
         parts += ["", '@njit(inline="always")', f"def {name}({params}):"] + ["    " + ln for ln in body] + [""]
     return "\n".join(parts)
 
@@ -398,23 +490,15 @@ _ARRAY_STEPS: dict = {}
 
 
 def array_steps(method):
-    """``(step, adjoint_step)`` compiled functions of ``method`` for the generic kernels.
-
-    Generated from :func:`describe` (one module per tableau, through :mod:`adjoint._modules`);
-    splitting methods (leapfrog) use the hand-written :func:`adjoint._kernels.leapfrog_step` and
-    :func:`adjoint._kernels.leapfrog_adjoint_step`.
-    """
+    """``(step, adjoint_step, inverse_step, stages_adjoint)``: the compiled functions of ``method``
+    for the generic kernels, rendered from :func:`describe` (one module per tableau, through
+    :mod:`adjoint._modules`); the last two are None for a method that is not invertible."""
     key = method.cache_key
     got = _ARRAY_STEPS.get(key)
     if got is None:
-        if method.kind == KIND_LEAPFROG:
-            from .. import _kernels as kern
+        from .. import _modules
 
-            got = (kern.leapfrog_step, kern.leapfrog_adjoint_step)
-        else:
-            from .. import _modules
-
-            module = _modules.load("steps", _GEN_VERSION, array_source(describe_method(method)))
-            got = (module.step, module.adjoint_step)
+        module = _modules.load("steps", _GEN_VERSION, array_source(describe_method(method)))
+        got = tuple(getattr(module, nm, None) for nm in ("step", "adjoint_step", "inverse_step", "stages_adjoint"))
         _ARRAY_STEPS[key] = got
     return got
