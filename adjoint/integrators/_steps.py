@@ -278,7 +278,10 @@ def scalar_lines(stmts, gen, names, t):
 
     ``names``: the local names of the named vectors (``x``, ``c``, ``lam``, ``xn``, ``z``, ``gc``,
     ``gp``); the others are ``_<name>`` (``_<name>_`` for per-stage names) with the component
-    index appended. ``t``: the expression of the step's start time.
+    index appended. A name may also be given as one array name (its accumulations become a loop)
+    or None (its accumulations are left to the caller). ``gen`` renders the field and VJP statements
+    (``dyn_f``, ``dyn_vjp``: traced splices or calls; :class:`Computed` when they are already
+    evaluated) and gives the dimensions ``n, m, q``. ``t``: the expression of the step's start time.
     """
     dims = {"n": gen.n, "m": gen.m, "q": gen.q}
 
@@ -339,11 +342,35 @@ def scalar_lines(stmts, gen, names, t):
             out, src = vec(st.out, st.size), vec(st.src, st.size)
             lines += [f"{o} = tau * {s_}" for o, s_ in zip(out, src)]
         elif isinstance(st, Acc):
-            out, src = vec(st.out, st.size), vec(st.src, st.size)
-            lines += [f"{o} += {'tau * ' if st.tau else ''}{s_}" for o, s_ in zip(out, src)]
+            out, src, pre = vec(st.out, st.size), vec(st.src, st.size), "tau * " if st.tau else ""
+            if out is None:  # accumulated by the caller (e.g. fused into the VJP's own loops)
+                continue
+            if isinstance(out, str):  # an array: one loop
+                lines += [f"for _i in range({dims[st.size]}):", f"    {out}[_i] += {pre}{src}[_i]"]
+                continue
+            lines += [f"{o} += {pre}{s_}" for o, s_ in zip(out, src)]
         else:  # pragma: no cover - a statement without a scalar rendering
             raise TypeError(f"no scalar rendering of {st!r}")
     return lines
+
+
+class Computed:
+    """For :func:`scalar_lines` when the field and its VJP are already evaluated into locals (the tape
+    backend emits them from the traced graph): a field statement then binds its output to ``u``, a
+    VJP statement its state and control parts to ``vx``, ``vc`` (the parameter part is an array the
+    caller names)."""
+
+    def __init__(self, n, m, q, u=(), vx=(), vc=()):
+        self.n, self.m, self.q = n, m, q
+        self.u, self.vx, self.vc = list(u), list(vx), list(vc)
+
+    def dyn_f(self, xs, cs, t, outs):
+        return [f"{o} = {u}" for o, u in zip(outs, self.u) if o != u]
+
+    def dyn_vjp(self, xs, cs, t, zs, ox, oc, op):
+        return [f"{o} = {v}" for o, v in zip(ox, self.vx) if o != v] + [
+            f"{o} = {v}" for o, v in zip(oc, self.vc) if o != v
+        ]
 
 
 # -- array renderer --------------------------------------------------------------------------------
