@@ -7,9 +7,10 @@ keeps the state, the adjoint and the parameters in scalar local variables and sp
 forward and VJP code straight into the step loops. Costs that cannot be traced (e.g. data lookups
 with a computed index) are called as functions on small buffers.
 
-The generated code performs the same floating-point operations in the same order as the generic
-kernels of :mod:`adjoint._kernels` (explicit Euler, explicit Runge-Kutta, discrete maps), so the
-results agree bit for bit with the checkpointed schedules that use those kernels.
+The step and the adjoint step are rendered from the method's description
+(:mod:`adjoint.integrators._steps`), the same one the generic kernels' step functions are rendered
+from (explicit Euler, explicit Runge-Kutta, discrete maps), so the results agree bit for bit with the
+checkpointed schedules that use those kernels.
 
 Modules are written and loaded by the one module layer (:mod:`adjoint._modules`), named by a digest
 of their source, and compiled with ``cache=True``.
