@@ -1,15 +1,18 @@
 """A method's step and adjoint step, described once and rendered for every backend.
 
-:func:`describe` turns a method (its kind and tableau) into a :class:`StepDescription`: two short
-lists of statements over named vectors, the forward step ``x -> xn`` and the adjoint step
-``(x, lam) -> (z, gc)`` that also adds the parameter part to ``gp``. Two renderers read it:
+:func:`describe` turns a method (its kind and tableau) into a :class:`StepDescription`: short lists
+of statements over named vectors: ``forward`` (``x -> xn``), ``recompute`` (the stage inputs from
+``x``) and ``reverse`` (the adjoint step ``(X<i>, lam) -> (z, gc)``, adding the parameter part to
+``gp``), and for invertible methods (splittings) ``inverse`` (``xn -> x``). Two renderers read it:
 
-- :func:`scalar_lines` writes straight-line code with one local per component, the vector field and
-  its VJP spliced from the traced graph or called (the scalar backend, :mod:`adjoint._fused`);
-- :func:`array_source` writes njit functions ``step`` / ``adjoint_step`` with a loop over the
-  components per statement, calling the user's compiled ``f`` / ``vjp`` (the generic backend: the
-  kernels of :mod:`adjoint._kernels` and :mod:`adjoint.checkpointing._streamed` receive them as the
-  sweep functions ``step`` and ``adjoint_step``, see :func:`array_steps`).
+- :func:`scalar_lines` writes straight-line code with one local per component; the field and VJP
+  statements are spliced from the traced graph or called (the scalar backend, :mod:`adjoint._fused`),
+  or bound to locals already computed (:class:`Computed`: the tape backend, :mod:`adjoint._tape`);
+- :func:`array_source` writes njit functions (``step``, ``adjoint_step``; ``inverse_step`` and
+  ``stages_adjoint`` for splittings) with one loop over the components per statement, calling the
+  user's compiled ``f`` / ``vjp`` (``g`` / ``gvjp``); the generic backend's sweep kernels
+  (:mod:`adjoint._kernels`, :mod:`adjoint.checkpointing._streamed`,
+  :mod:`adjoint.checkpointing._reversible`) receive them as sweep functions (:func:`array_steps`).
 
 Every statement fixes the floating-point operations and their order (left to right, as written in
 its docstring); both renderers emit exactly those, so the backends agree bit for bit by
@@ -22,12 +25,12 @@ Vector names: ``x``, ``lam`` (inputs), ``xn`` (forward output), ``z``, ``gc`` (a
 (stage-input cotangent). Sizes: ``n`` (state) unless a statement says ``m`` (controls) or ``q``
 (parameters).
 
-Where the next sweeps go (each adds statements or a description beside ``forward``/``adjoint``
-here, and one case per renderer): a tangent sweep is a third list (``Jvp`` statements beside
-``Field``); the second-order adjoint is the adjoint list with ``Vjp`` differentiated once more; a
-block of cotangents renders the adjoint list once per column; an implicit stage is a ``Solve``
-statement (Newton on the stage equation forward, one transposed solve backward); a variable step
-reads ``tau`` per step, which the statements already name symbolically.
+The next sweeps add to this description (docs/architecture.md, "Where the next capabilities go"):
+a tangent sweep is a ``tangent`` list (a ``Jvp`` statement where ``forward`` has ``Field``; the
+other statements are linear and apply to tangents as written); the second-order adjoint is the
+tangent of ``recompute`` + ``reverse``; a block of cotangents renders ``reverse`` once per column;
+an implicit stage is a ``Solve`` statement (Newton forward, a transposed solve in ``reverse``); a
+variable step needs nothing here (the statements name ``t`` and ``tau`` symbolically).
 """
 
 from __future__ import annotations
