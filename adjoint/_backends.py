@@ -81,10 +81,12 @@ class GenericBackend(Backend):
 
         comp, method = self._comp, self._method
         A, b, cn = method.tableau_arrays()
+        from .integrators._steps import array_steps
+
         fwd = bound_kernel(
             kern.forward,
-            {"f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
-            {"kind": method.kind, "has_run": comp.has_run, "has_term": comp.has_term},
+            {"step": array_steps(method)[0], "f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
+            {"has_run": comp.has_run, "has_term": comp.has_term},
         )
         val, _, status = fwd(x0, C, p, t0, tau, K, A, b, cn, traj, keep)
         return val, status

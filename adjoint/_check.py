@@ -10,6 +10,7 @@ import numpy as np
 from . import _kernels as kern
 from ._optimize import Objective
 from .integrators import Euler
+from .integrators._steps import array_steps
 
 __all__ = ["check_gradient", "GradientCheck"]
 
@@ -221,7 +222,7 @@ def _complex_value(fun: Objective, v: np.ndarray) -> complex:
         return _traced_complex_value(prob, comp, method, x0, C, p)
     traj = np.empty((1, prob.state_dim), dtype=np.complex128)
     val, _, status = kern.forward(
-        method.kind,
+        array_steps(method)[0],
         comp.f,
         comp.g,
         comp.rv,

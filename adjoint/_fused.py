@@ -7,9 +7,10 @@ keeps the state, the adjoint and the parameters in scalar local variables and sp
 forward and VJP code straight into the step loops. Costs that cannot be traced (e.g. data lookups
 with a computed index) are called as functions on small buffers.
 
-The generated code performs the same floating-point operations in the same order as the generic
-kernels of :mod:`adjoint._kernels` (explicit Euler, explicit Runge-Kutta, discrete maps), so the
-results agree bit for bit with the checkpointed schedules that use those kernels.
+The step and the adjoint step are rendered from the method's description
+(:mod:`adjoint.integrators._steps`), the same one the generic kernels' step functions are rendered
+from (explicit Euler, explicit Runge-Kutta, discrete maps), so the results agree bit for bit with the
+checkpointed schedules that use those kernels.
 
 Modules are written and loaded by the one module layer (:mod:`adjoint._modules`), named by a digest
 of their source, and compiled with ``cache=True``.
@@ -24,6 +25,7 @@ from . import _modules
 from ._modules import file_digest as _file_digest
 from ._modules import import_path as _import_path
 from .checkpointing import _streamed
+from .integrators import _steps
 
 __all__ = ["fused_kernels", "MAX_SCALAR_OPS"]
 
@@ -46,6 +48,7 @@ class _Gen:
         self.n, self.m, self.q = n, m, q
         self.kind = kind
         self.A, self.b, self.cn = A, b, cn
+        self.desc = _steps.describe(kind, A, b, cn)  # the step and adjoint step (also the generic kernels')
         self.imports = {}
         self.files = {}
         self.uid = 0
@@ -127,78 +130,15 @@ class _Gen:
             return self.cost_grad(self.run, xs, cs, t, ox, oc, op, fn=vg, vout=vout), []
         return self.cost_grad(self.run, xs, cs, t, ox, oc, op), self.cost_value(self.run, xs, cs, t, vout)
 
-    # -- one step and one adjoint step, mirroring adjoint._kernels -------------------------------
+    # -- one step and one adjoint step, rendered from the method's description -------------------
     def step(self, X, C, t, OUT):
         """Lines computing the next state OUT (names) from X (names)."""
-        n, kind = self.n, self.kind
-        if kind == kern.KIND_EULER:
-            D = _names("_d", n)
-            return self.dyn_f(X, C, t, D) + [f"{OUT[i]} = {X[i]} + tau * {D[i]}" for i in range(n)]
-        if kind == kern.KIND_MAP:
-            return self.dyn_f(X, C, t, OUT)
-        A, b, cn = self.A, self.b, self.cn
-        s = len(b)
-        lines = []
-        Ks = [_names(f"_k{i}_", n) for i in range(s)]
-        for i in range(s):
-            Xi = _names(f"_X{i}_", n)
-            for mm in range(n):
-                e = X[mm]
-                for j in range(i):
-                    if A[i, j] != 0.0:
-                        e = f"({e} + tau * {float(A[i, j])!r} * {Ks[j][mm]})"
-                lines.append(f"{Xi[mm]} = {e}")
-            lines += self.dyn_f(Xi, C, f"({t} + {float(cn[i])!r} * tau)", Ks[i])
-        for mm in range(n):
-            acc = "0.0"
-            for i in range(s):
-                acc = f"({acc} + {float(b[i])!r} * {Ks[i][mm]})"
-            lines.append(f"{OUT[mm]} = {X[mm]} + tau * {acc}")
-        return lines
+        return _steps.scalar_lines(self.desc.forward, self, {"x": X, "c": C, "xn": OUT}, t)
 
     def adjoint(self, X, C, t, LAM, Z, GC, GP):
         """Lines: Z = [dx_{k+1}/dx_k]^T LAM; GC = [dx_{k+1}/dc_k]^T LAM; GP += [dx_{k+1}/dp]^T LAM."""
-        n, m, q, kind = self.n, self.m, self.q, self.kind
-        VX, VC, VP = _names("_vx", n), _names("_vc", m), _names("_vp", q)
-        if kind == kern.KIND_EULER:
-            lines = self.dyn_vjp(X, C, t, LAM, VX, VC, VP)
-            lines += [f"{Z[i]} = {LAM[i]} + tau * {VX[i]}" for i in range(n)]
-            lines += [f"{GC[i]} = tau * {VC[i]}" for i in range(m)]
-            lines += [f"{GP[i]} += tau * {VP[i]}" for i in range(q)]
-            return lines
-        if kind == kern.KIND_MAP:
-            lines = self.dyn_vjp(X, C, t, LAM, Z, GC, VP)
-            return lines + [f"{GP[i]} += {VP[i]}" for i in range(q)]
-        A, b, cn = self.A, self.b, self.cn
-        s = len(b)
-        lines = []
-        Ks = [_names(f"_k{i}_", n) for i in range(s)]
-        Xs = [_names(f"_X{i}_", n) for i in range(s)]
-        for i in range(s):
-            for mm in range(n):
-                e = X[mm]
-                for j in range(i):
-                    if A[i, j] != 0.0:
-                        e = f"({e} + tau * {float(A[i, j])!r} * {Ks[j][mm]})"
-                lines.append(f"{Xs[i][mm]} = {e}")
-            if i < s - 1:
-                lines += self.dyn_f(Xs[i], C, f"({t} + {float(cn[i])!r} * tau)", Ks[i])
-        lines += [f"{Z[mm]} = {LAM[mm]}" for mm in range(n)]
-        lines += [f"{GC[j]} = 0.0" for j in range(m)]
-        XB = [_names(f"_xb{i}_", n) for i in range(s)]
-        for i in range(s - 1, -1, -1):
-            KB = _names(f"_kb{i}_", n)
-            for mm in range(n):
-                acc = f"{float(b[i])!r} * {LAM[mm]}"
-                for j in range(i + 1, s):
-                    if A[j, i] != 0.0:
-                        acc = f"({acc} + {float(A[j, i])!r} * {XB[j][mm]})"
-                lines.append(f"{KB[mm]} = tau * ({acc})")
-            lines += self.dyn_vjp(Xs[i], C, f"({t} + {float(cn[i])!r} * tau)", KB, XB[i], VC, VP)
-            lines += [f"{Z[mm]} += {XB[i][mm]}" for mm in range(n)]
-            lines += [f"{GC[j]} += {VC[j]}" for j in range(m)]
-            lines += [f"{GP[j]} += {VP[j]}" for j in range(q)]
-        return lines
+        names = {"x": X, "c": C, "lam": LAM, "z": Z, "gc": GC, "gp": GP}
+        return _steps.scalar_lines(self.desc.adjoint, self, names, t)
 
     # -- whole kernels -----------------------------------------------------------------------------
     def header(self, allocate=True):

@@ -1,4 +1,4 @@
-"""Compiled kernels: one step, its adjoint step, and whole sweeps.
+"""Compiled kernels: whole sweeps, given the method's step and adjoint step.
 
 Every function here takes only arrays, scalars and the user's numba dispatchers, writes into
 preallocated outputs, validates nothing and allocates only O(1) work buffers outside the step
@@ -6,6 +6,9 @@ loops. The Python layer (``adjoint._solve``) validates, allocates and wraps resu
 
 Conventions
 -----------
+* ``step``, ``adjoint_step``: the method's compiled step and adjoint step (signatures
+  ``adjoint.integrators._steps.STEP_PARAMS`` / ``ADJOINT_PARAMS``), generated from its description
+  by :func:`adjoint.integrators._steps.array_steps`.
 * ``kind``: 0 explicit Euler, 1 explicit Runge-Kutta with tableau ``(A, b, cn)``, 2 discrete map,
   3 leapfrog (separable systems; ``f, vjp`` are ``u, vjp_u`` and ``g, gvjp`` are ``v, vjp_v``).
   Methods that need no second function receive ``g = f``, ``gvjp = vjp``.
@@ -50,196 +53,10 @@ def _finite(x):
     return s - s == 0.0
 
 
-@njit(inline="always")
-def step(kind, f, g, x, c, p, t, tau, A, b, cn, stage_k, stage_x, out):
-    """One forward step from ``x`` into ``out`` (``out`` must not alias ``x``)."""
-    n = x.shape[0]
-    if kind == KIND_EULER:
-        f(x, c, p, t, out)
-        for i in range(n):
-            out[i] = x[i] + tau * out[i]
-    elif kind == KIND_MAP:
-        f(x, c, p, t, out)
-    elif kind == KIND_LEAPFROG:
-        # Symplectic splitting (adjoint.integrators._leapfrog): substeps S <- S + tau b_i H_i(S) at
-        # t + cn_i tau, H_i = f (drift, A[i, i] == 0) or g (kick). f, g are the half-field wrappers
-        # of SeparableDynamics, so no x/y split is needed here. Work buffer: stage_k[0].
-        buf = stage_k[0]
-        for m in range(n):
-            out[m] = x[m]
-        for i in range(b.shape[0]):
-            if A[i, i] == 0.0:
-                f(out, c, p, t + cn[i] * tau, buf)
-            else:
-                g(out, c, p, t + cn[i] * tau, buf)
-            h = tau * b[i]
-            for m in range(n):
-                out[m] += h * buf[m]
-    else:
-        s = b.shape[0]
-        for i in range(s):
-            for m in range(n):
-                acc = x[m]
-                for j in range(i):
-                    if A[i, j] != 0.0:
-                        acc += tau * A[i, j] * stage_k[j, m]
-                stage_x[m] = acc
-            f(stage_x, c, p, t + cn[i] * tau, stage_k[i])
-        for m in range(n):
-            acc = 0.0 * x[m]
-            for i in range(s):
-                acc += b[i] * stage_k[i, m]
-            out[m] = x[m] + tau * acc
-
-
-@njit(inline="always")
-def adjoint_step(
-    kind,
-    f,
-    vjp,
-    g,
-    gvjp,
-    x,
-    c,
-    p,
-    t,
-    tau,
-    A,
-    b,
-    cn,
-    stage_k,
-    stage_xs,
-    stage_bar,
-    stage_xbar,
-    lam,
-    tmp_c,
-    tmp_p,
-    out_z,
-    out_c,
-    acc_p,
-):
-    """Adjoint of one step taken from ``x``: ``out_z = [d x_{k+1} / d x_k]^T lam``.
-
-    Writes ``out_c = [d x_{k+1} / d c_k]^T lam`` and adds ``[d x_{k+1} / d p]^T lam`` to ``acc_p``.
-    Needs only the input state ``x`` (Runge-Kutta stages are recomputed).
-    """
-    n = x.shape[0]
-    nc = out_c.shape[0]
-    npar = acc_p.shape[0]
-    if kind == KIND_EULER:
-        vjp(x, c, p, t, lam, out_z, out_c, tmp_p)
-        for i in range(n):
-            out_z[i] = lam[i] + tau * out_z[i]
-        for i in range(nc):
-            out_c[i] = tau * out_c[i]
-        for i in range(npar):
-            acc_p[i] += tau * tmp_p[i]
-    elif kind == KIND_MAP:
-        vjp(x, c, p, t, lam, out_z, out_c, tmp_p)
-        for i in range(npar):
-            acc_p[i] += tmp_p[i]
-    elif kind == KIND_LEAPFROG:
-        # recompute the substep inputs S_0 = x, ..., S_{s-1} (the last field value is not needed)
-        s = b.shape[0]
-        buf = stage_k[0]
-        for m in range(n):
-            stage_xs[0, m] = x[m]
-        for i in range(s - 1):
-            if A[i, i] == 0.0:
-                f(stage_xs[i], c, p, t + cn[i] * tau, buf)
-            else:
-                g(stage_xs[i], c, p, t + cn[i] * tau, buf)
-            h = tau * b[i]
-            for m in range(n):
-                stage_xs[i + 1, m] = stage_xs[i, m] + h * buf[m]
-        splitting_adjoint(
-            vjp, gvjp, stage_xs, c, p, t, tau, A, b, cn, stage_bar[0], lam, tmp_c, tmp_p, out_z, out_c, acc_p
-        )
-    else:
-        s = b.shape[0]
-        # recompute the stages
-        for i in range(s):
-            for m in range(n):
-                acc = x[m]
-                for j in range(i):
-                    if A[i, j] != 0.0:
-                        acc += tau * A[i, j] * stage_k[j, m]
-                stage_xs[i, m] = acc
-            if i < s - 1:  # the last stage derivative is not needed by the adjoint
-                f(stage_xs[i], c, p, t + cn[i] * tau, stage_k[i])
-        for m in range(n):
-            out_z[m] = lam[m]
-        for i in range(nc):
-            out_c[i] = 0.0
-        for i in range(s - 1, -1, -1):
-            for m in range(n):
-                acc = b[i] * lam[m]
-                for j in range(i + 1, s):
-                    if A[j, i] != 0.0:
-                        acc += A[j, i] * stage_xbar[j, m]
-                stage_bar[i, m] = tau * acc
-            vjp(stage_xs[i], c, p, t + cn[i] * tau, stage_bar[i], stage_xbar[i], tmp_c, tmp_p)
-            for m in range(n):
-                out_z[m] += stage_xbar[i, m]
-            for m in range(nc):
-                out_c[m] += tmp_c[m]
-            for m in range(npar):
-                acc_p[m] += tmp_p[m]
-
-
-@njit
-def splitting_adjoint(vjp, gvjp, stage_xs, c, p, t, tau, A, b, cn, buf, lam, tmp_c, tmp_p, out_z, out_c, acc_p):
-    """Reverse sweep of a splitting step's substeps, given their inputs ``stage_xs[i] = S_i``.
-
-    ``Z_i = Z_{i+1} + tau b_i [dH_i(S_i)]^T Z_{i+1}`` from ``Z_s = lam`` into ``out_z``; writes
-    ``out_c`` and adds the parameter part to ``acc_p`` (like :func:`adjoint_step`).
-    """
-    n = out_z.shape[0]
-    nc = out_c.shape[0]
-    npar = acc_p.shape[0]
-    for m in range(n):
-        out_z[m] = lam[m]
-    for m in range(nc):
-        out_c[m] = 0.0
-    for i in range(b.shape[0] - 1, -1, -1):
-        if A[i, i] == 0.0:
-            vjp(stage_xs[i], c, p, t + cn[i] * tau, out_z, buf, tmp_c, tmp_p)
-        else:
-            gvjp(stage_xs[i], c, p, t + cn[i] * tau, out_z, buf, tmp_c, tmp_p)
-        h = tau * b[i]
-        for m in range(n):
-            out_z[m] += h * buf[m]
-        for m in range(nc):
-            out_c[m] += h * tmp_c[m]
-        for m in range(npar):
-            acc_p[m] += h * tmp_p[m]
-
-
-@njit
-def inverse_step(kind, f, g, xn, c, p, t, tau, A, b, cn, buf, stage_xs, out):
-    """Undo one step: rebuild ``x_k`` from ``xn = x_{k+1}`` into ``out`` (no aliasing).
-
-    Only for ``kind == KIND_LEAPFROG`` (returns False otherwise, leaving ``out`` untouched): the
-    substeps are undone in reverse order, ``S_i = S_{i+1} - tau b_i H_i(S_{i+1})``, which is exact
-    in exact arithmetic because ``H_i`` does not read the components substep ``i`` moves. Also
-    writes the substep inputs ``stage_xs[i] = S_i`` (``stage_xs[0]`` is ``x_k``), which is what
-    :func:`splitting_adjoint` needs. ``buf`` is a work vector of length n.
-    """
-    if kind != KIND_LEAPFROG:
-        return False
-    n = xn.shape[0]
-    for m in range(n):
-        out[m] = xn[m]
-    for i in range(b.shape[0] - 1, -1, -1):
-        if A[i, i] == 0.0:
-            f(out, c, p, t + cn[i] * tau, buf)
-        else:
-            g(out, c, p, t + cn[i] * tau, buf)
-        h = tau * b[i]
-        for m in range(n):
-            out[m] -= h * buf[m]
-            stage_xs[i, m] = out[m]
-    return True
+# A method's step and adjoint step (and, for splitting methods, the inverse step and the adjoint
+# from the substep inputs) are generated from its description by
+# adjoint.integrators._steps.array_steps; they reach the kernels below as the sweep functions
+# ``step`` and ``adjoint_step``.
 
 
 @njit(inline="always")
@@ -290,7 +107,7 @@ def running_adjoint(rv, rg, x, c, p, t, tau, gx, gc, gp, out_z, out_c, acc_p):
 
 
 @njit
-def forward(kind, f, g, rv, has_run, tv, has_term, x0, C, p, t0, tau, K, A, b, cn, traj, store):
+def forward(step, f, g, rv, has_run, tv, has_term, x0, C, p, t0, tau, K, A, b, cn, traj, store):
     """Forward sweep: returns ``(value, x_K, status)``; fills ``traj`` when ``store``.
 
     Works for real and complex state (complex-step checks). The value's running sum is taken in
@@ -310,7 +127,7 @@ def forward(kind, f, g, rv, has_run, tv, has_term, x0, C, p, t0, tau, K, A, b, c
         t = t0 + k * tau
         if has_run:
             run += rv(x, C[k], p, t)
-        step(kind, f, g, x, C[k], p, t, tau, A, b, cn, stage_k, stage_x, xn)
+        step(f, g, x, C[k], p, t, tau, A, b, cn, stage_k, stage_x, xn)
         if not _finite(xn):
             return 0.0 * run, x, k + 1
         for i in range(n):
@@ -325,7 +142,8 @@ def forward(kind, f, g, rv, has_run, tv, has_term, x0, C, p, t0, tau, K, A, b, c
 
 @njit
 def gradient_store_all(
-    kind,
+    step,
+    adjoint_step,
     f,
     vjp,
     g,
@@ -369,7 +187,7 @@ def gradient_store_all(
         traj[0, i] = x[i]
     stage_x0 = stage_x[0]
     for k in range(K):
-        step(kind, f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x0, xn)
+        step(f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x0, xn)
         if not _finite(xn):
             return 0.0, k + 1
         for i in range(n):
@@ -388,7 +206,6 @@ def gradient_store_all(
         for i in range(n):
             x[i] = traj[k, i]
         adjoint_step(
-            kind,
             f,
             vjp,
             g,

@@ -1,8 +1,9 @@
 """The generated-module layer: every module that ``adjoint`` generates is written and loaded here.
 
-Four generators write Python source for numba: the bound generic kernels (:mod:`adjoint._bind`),
-the scalar sweeps (:mod:`adjoint._fused`), the tape kernels (:mod:`adjoint._tape`) and the traced
-functions of :mod:`adjoint.ad`. They all hand their source to :func:`load`, which
+Five generators write Python source for numba: the bound generic kernels (:mod:`adjoint._bind`),
+a method's step functions (:mod:`adjoint.integrators._steps`), the scalar sweeps
+(:mod:`adjoint._fused`), the tape kernels (:mod:`adjoint._tape`) and the traced functions of
+:mod:`adjoint.ad`. They all hand their source to :func:`load`, which
 
 - names the module by one digest of the generator's name and version, the numba version, the
   caller's stamp (digests of the user files the source imports) and the source itself, so that a
@@ -124,7 +125,7 @@ def load(generator: str, version: str, source: str, stamp: str = "") -> types.Mo
     Parameters
     ----------
     generator : str
-        A short name of the generator (``"bound"``, ``"scalar"``, ``"tape"``, ``"ad"``); it starts
+        A short name of the generator (``"bound"``, ``"steps"``, ``"scalar"``, ``"tape"``, ``"ad"``); it starts
         the module's name.
     version : str
         The generator's version: bump it when generated code changes in a way the source does not

@@ -81,7 +81,9 @@ class Sweep:
         """Call a compiled kernel of the generic backend, filling its parameters by name.
 
         Parameters named like the fields of :class:`Functions` receive the user's functions (bound
-        through :mod:`adjoint._bind`, so the kernel is cached on disk when they are importable) or,
+        through :mod:`adjoint._bind`, so the kernel is cached on disk when they are importable),
+        ``step``, ``adjoint_step``, ``inverse_step``, ``stages_adjoint`` the method's (generated from
+        its description) or,
         for ``kind, has_run, has_term``, are compiled in as constants (so numba prunes the branches
         they rule out); parameters named like the fields of :class:`Grid` receive those; the remaining
         parameters take ``extra`` in order.
@@ -96,12 +98,16 @@ class Sweep:
             _SIGNATURES[kernel] = names
         fs, grid = self.functions, self.grid
         funcs = {n: getattr(fs, n) for n in names if n in _FUNCTION_FIELDS}
+        if set(_STEP_FIELDS).intersection(names):
+            from .integrators._steps import array_steps
+
+            funcs.update((n, f) for n, f in zip(_STEP_FIELDS, array_steps(self.method)) if n in names)
         literals = {n: getattr(fs, n) for n in names if n in _LITERAL_FIELDS}
         fn = bound_kernel(kernel, funcs, literals)
         it = iter(extra)
         args = []
         for n in names:
-            if n in _FUNCTION_FIELDS or n in _LITERAL_FIELDS:
+            if n in _FUNCTION_FIELDS or n in _LITERAL_FIELDS or n in _STEP_FIELDS:
                 continue
             if n in _DATA_FIELDS:
                 args.append(getattr(grid, n))
@@ -118,6 +124,8 @@ class Sweep:
 _LITERAL_FIELDS = frozenset(("kind", "has_run", "has_term"))
 _FUNCTION_FIELDS = frozenset(f for f in Functions.__dataclass_fields__ if f not in _LITERAL_FIELDS)
 _DATA_FIELDS = frozenset(Grid.__dataclass_fields__)
+#: the method's compiled step functions, in the order of adjoint.integrators._steps.array_steps
+_STEP_FIELDS = ("step", "adjoint_step", "inverse_step", "stages_adjoint")
 _SIGNATURES: dict = {}
 _END = object()
 

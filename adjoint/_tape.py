@@ -36,8 +36,9 @@ This module generates, from the traced graph, one store-all kernel for such fiel
 
 Every value is computed by the same operations in the same order as the generated ``f`` and
 ``vjp`` (a stored intermediate is bit for bit the value the ``vjp`` would have recomputed), and
-the Euler / discrete-map step and adjoint step mirror ``gradient_store_all`` line by line, so the
-gradient agrees bit for bit with the generic kernels, hence with every checkpointing schedule.
+the Euler / discrete-map step and adjoint step are rendered from the method's description
+(:mod:`adjoint.integrators._steps`, as for the other backends), so the gradient agrees bit for bit
+with the generic kernels, hence with every checkpointing schedule.
 
 The tape costs ``K * width * 8`` bytes on top of the trajectory: it is used only when the schedule
 resolves to store-all and the tape fits the memory budget (``MemoryBudget``: trajectory plus tape
@@ -55,6 +56,7 @@ from numba.core import types as _nbtypes
 from numba.extending import intrinsic
 
 from . import _kernels as kern
+from .integrators import _steps
 
 __all__ = ["tape_kernels", "tape_plan", "TapePlan"]
 
@@ -260,6 +262,8 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     from .ad._passes import accumulate_into, fuse_loops
 
     jg = plan.graph
+    desc = _steps.describe(kind, None, None, None)  # Euler or a discrete map: no tableau
+    (gp_acc,) = [st for st in desc.reverse if isinstance(st, _steps.Acc) and st.out == "gp"]
     P = "_j"
     E = Emitter(jg, prefix=P, small=choose_small(jg))
     xi, ci, pi, ti, zi = jg.inputs
@@ -340,7 +344,7 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     # operations as filling _gp and then accumulating it), when each element is written once
     direct = None
     if fuse:
-        direct = accumulate_into(bwd_lines, "_gp", "grad_p", "tau" if kind == kern.KIND_EULER else None, q)
+        direct = accumulate_into(bwd_lines, "_gp", "grad_p", "tau" if gp_acc.tau else None, q)
     if direct is not None:
         bwd_lines = direct
     # workspace views do not depend on the step: define them once, before the loops
@@ -365,10 +369,8 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     body += [f"{X[i]} = x0[{i}]" for i in range(n)] + [f"traj[0, {i}] = {X[i]}" for i in range(n)]
     row = [f"_row = {_ROW}(k)"] if plan.stored else []
     loop = ["t = t0 + k * tau"] + row + [f"{Cn[j]} = C[k, {j}]" for j in range(m)] + fwd_lines
-    if kind == kern.KIND_EULER:
-        loop += [f"{XN[i]} = {X[i]} + tau * {U[i]}" for i in range(n)]
-    else:
-        loop += [f"{XN[i]} = {U[i]}" for i in range(n)]
+    # the step from the method's description, with the field already evaluated into U
+    loop += _steps.scalar_lines(desc.forward, _steps.Computed(n, m, q, u=U), {"x": X, "c": Cn, "xn": XN, "d": U}, "t")
     loop += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "if not (_s - _s == 0.0):", "    return 0.0, k + 1"]
     loop += [f"{X[i]} = {XN[i]}" for i in range(n)] + [f"traj[k + 1, {i}] = {X[i]}" for i in range(n)]
     body += ["for k in range(K):"] + ["    " + ln for ln in loop]
@@ -386,16 +388,11 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     body.append("run = 0.0")
     loop = ["t = t0 + k * tau"] + row + [f"{X[i]} = traj[k, {i}]" for i in range(n)]
     loop += [f"{Cn[j]} = C[k, {j}]" for j in range(m)] + bwd_lines
-    if kind == kern.KIND_EULER:
-        loop += [f"{Z[i]} = {LAM[i]} + tau * {VX[i]}" for i in range(n)]
-        loop += [f"grad_c[k, {j}] = tau * {VC[j]}" for j in range(m)]
-        if direct is None:
-            loop += [f"for _i in range({q}):", "    grad_p[_i] += tau * _gp[_i]"]
-    else:
-        loop += [f"{Z[i]} = {VX[i]}" for i in range(n)]
-        loop += [f"grad_c[k, {j}] = {VC[j]}" for j in range(m)]
-        if direct is None:
-            loop += [f"for _i in range({q}):", "    grad_p[_i] += _gp[_i]"]
+    # the adjoint step from the method's description, with the VJP already evaluated into VX, VC, _gp
+    # (accumulated into grad_p by the VJP's own loops when ``direct``)
+    names = {"x": X, "c": Cn, "lam": LAM, "z": Z, "gc": [f"grad_c[k, {j}]" for j in range(m)], "vx": VX, "vc": VC}
+    names.update({"gp": None if direct is not None else "grad_p", "vp": "_gp"})
+    loop += _steps.scalar_lines(desc.reverse, _steps.Computed(n, m, q, vx=VX, vc=VC), names, "t")
     if costs.get("rg"):
         loop += [f"_xb[{i}] = {X[i]}" for i in range(n)]
         # as kern.running_adjoint: a value_and_grad returns the value, else it is rv(...) after

@@ -2,8 +2,9 @@
 
 For separable systems the leapfrog family has an exact algebraic inverse
 (``adjoint.integrators._leapfrog``). The forward sweep keeps only the current state; the backward
-sweep rebuilds ``x_k`` from ``x_{k+1}`` with :func:`adjoint._kernels.inverse_step` and takes the
-adjoint step there. In floating point the rebuilt states drift from the true ones; the drift is
+sweep rebuilds ``x_k`` from ``x_{k+1}`` with the method's ``inverse_step`` and takes the adjoint step
+there with its ``stages_adjoint`` (both generated from its description,
+:mod:`adjoint.integrators._steps`). In floating point the rebuilt states drift from the true ones; the drift is
 measured on ``x_0`` (the one state known exactly) and, above ``max_drift``, the gradient is thrown
 away and recomputed with a checkpointing schedule.
 """
@@ -30,7 +31,9 @@ FALLBACK_BYTES = 256 * 2**20
 
 @njit
 def gradient_reversible(
-    kind,
+    step,
+    inverse_step,
+    stages_adjoint,
     f,
     vjp,
     g,
@@ -72,7 +75,7 @@ def gradient_reversible(
     x = x0.copy()
     xn = np.empty(n)
     for k in range(K):
-        kern.step(kind, f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x, xn)
+        step(f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x, xn)
         if not kern._finite(xn):
             return 0.0, k + 1, 0.0
         for i in range(n):
@@ -88,10 +91,8 @@ def gradient_reversible(
     run = 0.0
     for k in range(K - 1, -1, -1):
         t = t0 + k * tau
-        kern.inverse_step(kind, f, g, x, C[k], p, t, tau, A, b, cn, buf, stage_xs, xn)
-        kern.splitting_adjoint(
-            vjp, gvjp, stage_xs, C[k], p, t, tau, A, b, cn, buf, lam, tmp_c, tmp_p, z, grad_c[k], grad_p
-        )
+        inverse_step(f, g, x, C[k], p, t, tau, A, b, cn, buf, stage_xs, xn)
+        stages_adjoint(vjp, gvjp, stage_xs, C[k], p, t, tau, A, b, cn, buf, lam, tmp_c, tmp_p, z, grad_c[k], grad_p)
         if has_run:
             run += kern.running_adjoint(rv, rg, xn, C[k], p, t, tau, gx, tmp_c, tmp_p, z, grad_c[k], grad_p)
         for i in range(n):

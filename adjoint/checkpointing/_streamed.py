@@ -329,19 +329,21 @@ def expand_compound(op, a, b):
 #
 # ``gradient_checkpointed`` runs a compound-mode plan (:func:`plan_compound`). Its per-action work is
 # done by the ``g_*`` functions below, which take the sweep's functions and constants first (the
-# context ``kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn``) and a workspace
-# ``W``. This is the generic backend's executor (bound to the user's functions by
+# context ``step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn``) and a
+# workspace ``W``. This is the generic backend's executor (bound to the user's functions by
 # :mod:`adjoint._bind`); the scalar backend (:mod:`adjoint._fused`) derives its executor from this
 # same source with :func:`executor_source`, which drops the context and calls the generated actions
 # ``workspace, advance, adjoint_one, terminal, sweep, oneslot`` of the same signatures. Each action
 # performs the primitive actions it stands for (:func:`expand_compound`) in their order.
 
 #: the leading parameters of the generic executor and of every ``g_*`` action
-CONTEXT = ("kind", "f", "vjp", "g", "gvjp", "rv", "rg", "has_run", "tv", "tg", "has_term", "A", "b", "cn")
+CONTEXT = (
+    "step", "adjoint_step", "f", "vjp", "g", "gvjp", "rv", "rg", "has_run", "tv", "tg", "has_term", "A", "b", "cn",
+)  # fmt: skip
 
 
 @njit(inline="always")
-def g_workspace(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x0, C, p):
+def g_workspace(step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x0, C, p):
     """Scratch arrays of the generic actions: RK stages, next state, adjoint, cost buffers."""
     n = x0.shape[0]
     ns = b.shape[0]
@@ -360,11 +362,13 @@ def g_workspace(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, 
 
 
 @njit(inline="always")
-def g_advance(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, xa, C, p, t0, tau, k0, k1, W):
+def g_advance(
+    step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, xa, C, p, t0, tau, k0, k1, W
+):
     """``xa``: ``x_k0 -> x_k1``; returns 0, or ``k + 1`` when step ``k`` gave a non-finite state."""
     stage_k, stage_x, xn = W[0], W[1], W[4]
     for k in range(k0, k1):
-        kern.step(kind, f, g, xa, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+        step(f, g, xa, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
         if not kern._finite(xn):
             return k + 1
         for i in range(xa.shape[0]):
@@ -374,14 +378,14 @@ def g_advance(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn
 
 @njit(inline="always")
 def g_adjoint_one(
-    kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, xa, C, p, t0, tau, k, lam, grad_c, gpa, W
-):
+    step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, xa, C, p, t0, tau, k, lam,
+    grad_c, gpa, W,
+):  # fmt: skip
     """Adjoint step ``k`` from ``x_k`` (in ``xa``): ``lam`` becomes ``z_k``; returns ``l(x_k, c_k)``
     (0.0 without a running cost)."""
     stage_k, stage_x, stage_bar, stage_xbar, z, tmp_c, tmp_p, gx = W[0], W[1], W[2], W[3], W[5], W[6], W[7], W[8]
     t = t0 + k * tau
-    kern.adjoint_step(
-        kind,
+    adjoint_step(
         f,
         vjp,
         g,
@@ -415,13 +419,14 @@ def g_adjoint_one(
 
 @njit(inline="always")
 def g_terminal(
-    kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, xa, C, p, t0, tau, K, x_final, lam, gpa, W
-):
+    step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, xa, C, p, t0, tau, K, x_final,
+    lam, gpa, W,
+):  # fmt: skip
     """The last step from ``x_{K-1}`` (in ``xa``) into ``x_final``, the terminal cost and the seed of
     the adjoint; returns ``(L(x_K), 0)``, or ``(0.0, K)`` when ``x_K`` is not finite."""
     stage_k, stage_x, xn = W[0], W[1], W[4]
     k = K - 1
-    kern.step(kind, f, g, xa, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+    step(f, g, xa, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
     if not kern._finite(xn):
         return 0.0, K
     for i in range(xa.shape[0]):
@@ -431,7 +436,8 @@ def g_terminal(
 
 @njit(inline="always")
 def g_sweep(
-    kind,
+    step,
+    adjoint_step,
     f,
     vjp,
     g,
@@ -466,7 +472,7 @@ def g_sweep(
     stage_k, stage_x, xn = W[0], W[1], W[4]
     n = xa.shape[0]
     for k in range(a, bb - 1):  # recomputed steps: checked in the first forward pass
-        kern.step(kind, f, g, xa, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+        step(f, g, xa, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
         for i in range(n):
             xa[i] = xn[i]
         if k < bb - 2:
@@ -477,7 +483,8 @@ def g_sweep(
             for i in range(n):
                 xa[i] = slots[sl + k - a, i]
         run += g_adjoint_one(
-            kind,
+            step,
+            adjoint_step,
             f,
             vjp,
             g,
@@ -507,7 +514,8 @@ def g_sweep(
 
 @njit(inline="always")
 def g_oneslot(
-    kind,
+    step,
+    adjoint_step,
     f,
     vjp,
     g,
@@ -542,11 +550,12 @@ def g_oneslot(
         for i in range(n):
             xw[i] = xa[i]
         for k in range(a, kk):
-            kern.step(kind, f, g, xw, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
+            step(f, g, xw, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
             for i in range(n):
                 xw[i] = xn[i]
         run += g_adjoint_one(
-            kind,
+            step,
+            adjoint_step,
             f,
             vjp,
             g,
@@ -576,7 +585,8 @@ def g_oneslot(
 
 @njit
 def gradient_checkpointed(
-    kind,
+    step,
+    adjoint_step,
     f,
     vjp,
     g,
@@ -610,7 +620,7 @@ def gradient_checkpointed(
     ``counters = (forward_steps, peak_stored_states, planner_error)``.
     """
     n = x0.shape[0]
-    W = g_workspace(kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x0, C, p)
+    W = g_workspace(step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x0, C, p)
     se = s if s < K else K
     slots = np.empty((se, n))
     stack, meta = plan_compound(K, s, rule)
@@ -641,7 +651,8 @@ def gradient_checkpointed(
                 k0 = arg0[j]
                 k1 = arg1[j]
                 run = g_sweep(
-                    kind,
+                    step,
+                    adjoint_step,
                     f,
                     vjp,
                     g,
@@ -678,16 +689,17 @@ def gradient_checkpointed(
                 k0 = arg0[j]
                 k1 = arg1[j]
                 run = g_oneslot(
-                    kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau, k0, k1, lam,
-                    grad_c, grad_p, run, W,
+                    step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau,
+                    k0, k1, lam, grad_c, grad_p, run, W,
                 )  # fmt: skip
                 fwd += (k1 - k0) * (k1 - k0 - 1) // 2
             elif op == OP_ADVANCE:
                 k0 = arg0[j]
                 k1 = arg1[j]
                 bad = g_advance(
-                    kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau, k0, k1, W
-                )
+                    step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau,
+                    k0, k1, W,
+                )  # fmt: skip
                 if bad:
                     counters[0] = fwd + bad - k0
                     counters[1] = peak
@@ -695,8 +707,8 @@ def gradient_checkpointed(
                 fwd += k1 - k0
             elif op == OP_ADJOINT:
                 run += g_adjoint_one(
-                    kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau, arg0[j], lam,
-                    grad_c, grad_p, W,
+                    step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau,
+                    arg0[j], lam, grad_c, grad_p, W,
                 )  # fmt: skip
             elif op == OP_RESTORE:
                 sl = arg1[j]
@@ -710,8 +722,8 @@ def gradient_checkpointed(
                     peak = sl + 1
             else:  # OP_TERMINAL: x holds x_{K-1}
                 value, bad = g_terminal(
-                    kind, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau, K, x_final,
-                    lam, grad_p, W,
+                    step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau,
+                    K, x_final, lam, grad_p, W,
                 )  # fmt: skip
                 fwd += 1
                 if bad:
