@@ -7,7 +7,9 @@ kernels of the unrolled gradient's reverse sweeps are in :mod:`adjoint._sinkhorn
 from __future__ import annotations
 
 import math
+import types
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -579,6 +581,71 @@ def _k_sqeuclidean(x, y, out):
 
 
 # ----------------------------------------------------------------------------------
+# Serial variants for small problems
+# ----------------------------------------------------------------------------------
+
+# Below this many cost entries a half step takes well under a millisecond: the fork/join of a
+# parallel region (very slow when the cores are shared) does not pay, and neither does the
+# compilation of the parallel kernels (parfor lowering, a gufunc per prange loop: most of the first
+# call's compile time). Such problems run the serial variants below.
+_PARALLEL_MIN_ENTRIES = 1_000_000
+
+
+def serial_variants(namespace, names):
+    """Serial copies of the numba functions ``namespace[name]``, compiled from the same source.
+
+    Each copy is a new function object on the same code, named ``<name>_serial`` (so that numba's
+    on-disk cache, which files machine code by the function's qualified name, keeps it apart from
+    the parallel original), compiled with the original's options minus ``parallel``, whose global
+    names resolve in a copy of ``namespace`` where every name of ``names`` is its serial copy: a
+    serial loop kernel calls the serial half steps. ``prange`` is ``range`` without ``parallel``,
+    and the parallel kernels reduce over fixed row blocks (``_n_chunks``) in a fixed order, so the
+    serial copies do the same arithmetic in the same order (the same bits). Returns a namespace of
+    the copies.
+    """
+    ns = dict(namespace)
+    out = {}
+    for name in names:
+        disp = namespace[name]
+        py = disp.py_func
+        fn = types.FunctionType(py.__code__, ns, f"{name}_serial", py.__defaults__, py.__closure__)
+        fn.__qualname__ = f"{name}_serial"
+        fn.__doc__ = py.__doc__
+        opts = {k: v for k, v in disp.targetoptions.items() if k not in ("parallel", "nopython")}
+        out[name] = ns[name] = njit(cache=True, **opts)(fn)
+    return types.SimpleNamespace(**out)
+
+
+_PARALLEL_NAMES = (
+    "_k_row_update",
+    "_k_col_update",
+    "_k_row_update_fused",
+    "_k_log_iterate",
+    "_k_log_loop",
+    "_k_log_loop_fused",
+    "_k_gibbs",
+    "_k_kt_matvec",
+    "_k_scaling_pass",
+    "_k_scaling_loop",
+    "_k_plan_stats",
+    "_k_plan",
+    "_k_sqeuclidean",
+)
+
+#: the kernels of :data:`_PARALLEL_NAMES` as defined above, and their serial variants
+PARALLEL = types.SimpleNamespace(**{name: globals()[name] for name in _PARALLEL_NAMES})
+SERIAL = serial_variants(globals(), _PARALLEL_NAMES)
+
+
+def kernels_for(n_entries):
+    """The kernel set for a cost matrix of ``n_entries`` entries: :data:`PARALLEL` for large problems
+    (when numba may use more than one thread), :data:`SERIAL` otherwise."""
+    if n_entries >= _PARALLEL_MIN_ENTRIES and numba.config.NUMBA_NUM_THREADS > 1:
+        return PARALLEL
+    return SERIAL
+
+
+# ----------------------------------------------------------------------------------
 # Python helpers around the kernels
 # ----------------------------------------------------------------------------------
 
@@ -590,5 +657,5 @@ def _log_weights(w):
 
 def _plan(C, f, g, a, b, eps):
     P = np.empty(C.shape)
-    _k_plan(C, f, g, _log_weights(a), _log_weights(b), eps, P)
+    kernels_for(C.size)._k_plan(C, f, g, _log_weights(a), _log_weights(b), eps, P)
     return P

@@ -9,17 +9,7 @@ import warnings
 import numba
 import numpy as np
 
-from ._kernels import (
-    _k_col_update,
-    _k_log_loop,
-    _k_log_loop_fused,
-    _k_plan_stats,
-    _k_row_update,
-    _k_scaling_loop,
-    _log_weights,
-    _n_chunks,
-    _plan,
-)
+from ._kernels import _PARALLEL_MIN_ENTRIES, _log_weights, _n_chunks, _plan, kernels_for
 from ._results import SinkhornResult
 
 # ----------------------------------------------------------------------------------
@@ -111,14 +101,10 @@ _METHODS = ("auto", "log", "scaling")
 # ----------------------------------------------------------------------------------
 
 
-# Below this many cost entries a half step takes well under a millisecond and the
-# fork/join of a parallel region (very slow when the cores are shared) does not pay.
-_PARALLEL_MIN_ENTRIES = 1_000_000
-
-
 @contextlib.contextmanager
 def _threads_for(n_entries):
-    """Run small problems on one thread (restores the caller's setting)."""
+    """Run small problems on one thread (restores the caller's setting); they run the serial kernels
+    (:func:`._kernels.kernels_for`), this keeps numba's other parallel code of the call serial too."""
     if n_entries >= _PARALLEL_MIN_ENTRIES:
         yield
         return
@@ -176,6 +162,7 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, retu
     shift (the input of the output layer of a checkpointed unrolled gradient).
     """
     n, m = C.shape
+    kern = kernels_for(C.size)
     loga = _log_weights(a)
     logb = _log_weights(b)
     if method not in _METHODS:
@@ -210,7 +197,7 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, retu
             while True:
                 room = Fs.shape[0] - 1 - done
                 chunk = min(room, max_iter - done)
-                k, converged, err = _k_log_loop(
+                k, converged, err = kern._k_log_loop(
                     C,
                     loga,
                     logb,
@@ -236,28 +223,30 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, retu
         else:
             if raw:  # iterates recomputed bit for bit by the checkpointed adjoint
                 empty = np.empty((0, 0))
-                iters, converged, err = _k_log_loop(C, loga, logb, b, sched, f, g, max_iter, tol, work, empty, empty, 0)
+                iters, converged, err = kern._k_log_loop(
+                    C, loga, logb, b, sched, f, g, max_iter, tol, work, empty, empty, 0
+                )
             else:
-                iters, converged, err = _k_log_loop_fused(C, a, loga, logb, b, sched, f, g, max_iter, tol, work)
+                iters, converged, err = kern._k_log_loop_fused(C, a, loga, logb, b, sched, f, g, max_iter, tol, work)
     else:
         iters = 0
         if len(sched) > 1:
-            iters, _, _ = _k_log_loop_fused(C, a, loga, logb, b, sched[:-1], f, g, len(sched) - 1, 0.0, work)
+            iters, _, _ = kern._k_log_loop_fused(C, a, loga, logb, b, sched[:-1], f, g, len(sched) - 1, 0.0, work)
         if init is None and iters == 0:
             # one log-domain iteration: potentials of the right magnitude, so the
             # absorbed kernel is O(1) whatever the cost scale and sign. The two
             # half steps of _k_log_loop_fused, bit for bit, called directly: that
             # loop's compilation (about 3.5 s cold) is not needed on this path
             g_new = np.empty(m)
-            _k_col_update(C, f, loga, g, eps, g_new, work)
+            kern._k_col_update(C, f, loga, g, eps, g_new, work)
             if np.all(np.isfinite(g_new)):
                 g[:] = g_new
                 f_new = np.empty(n)
-                _k_row_update(C, g, logb, f, eps, f_new, work)
+                kern._k_row_update(C, g, logb, f, eps, f_new, work)
                 f[:] = f_new
                 iters += 1
         Kt = np.empty((n, m))
-        k2, converged, err, absorptions = _k_scaling_loop(
+        k2, converged, err, absorptions = kern._k_scaling_loop(
             C, a, b, loga, logb, eps, f, g, Kt, max(max_iter - iters, 0), tol, 50.0, work
         )
         iters += k2
@@ -267,7 +256,7 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, retu
             f"Sinkhorn potentials became non-finite after {iters} iterations "
             f"(eps={eps}); please report this with the inputs."
         )
-    pc, pl, rows, cols = _k_plan_stats(C, f, g, loga, logb, eps, work)
+    pc, pl, rows, cols = kern._k_plan_stats(C, f, g, loga, logb, eps, work)
     marg = float(np.abs(rows - a).sum() + np.abs(cols - b).sum())
     total = float(rows.sum())
     reg = pc + eps * (pl - total + 1.0)
