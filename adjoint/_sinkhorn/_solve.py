@@ -9,7 +9,7 @@ import warnings
 import numba
 import numpy as np
 
-from ._kernels import _PARALLEL_MIN_ENTRIES, _log_weights, _n_chunks, _plan, kernels_for
+from ._kernels import _PARALLEL_MIN_ENTRIES, _k_col_from_sums, _log_weights, _n_chunks, _plan, kernels_for
 from ._results import SinkhornResult
 
 # ----------------------------------------------------------------------------------
@@ -154,6 +154,42 @@ def _gauge(f, g, a, b):
     return f + c, g - c
 
 
+def _log_stages(kern, C, a, loga, logb, b, stages, f, g, work):
+    """One log-domain iteration at each eps of ``stages``, in place on (f, g); returns the number done.
+
+    The iterates of ``_k_log_loop_fused(C, a, loga, logb, b, stages, f, g, len(stages), 0.0, work)``
+    bit for bit, stepped from Python with the half steps that the scaling loop compiles anyway: a
+    cold start of the scaling path then does not compile that loop. The fused row step (whose
+    column sums replace the next column step when eps does not change) is used only before a
+    stage with the same eps, as in the loop; its new row potentials are those of _k_row_update.
+    """
+    n, m = C.shape
+    g_new = np.empty(m)
+    f_new = np.empty(n)
+    W = wsum = None
+    have_w = False
+    for k in range(len(stages)):
+        eps = stages[k]
+        done = have_w and _k_col_from_sums(W, b, g, eps, g_new)
+        if not done:
+            kern._k_col_update(C, f, loga, g, eps, g_new, work)
+        bad = np.flatnonzero(~np.isfinite(g_new))
+        if bad.size:  # the loop copies the finite entries before the first bad one, then stops
+            g[: bad[0]] = g_new[: bad[0]]
+            return k
+        g[:] = g_new
+        if k + 1 < len(stages) and stages[k + 1] == eps:
+            if W is None:
+                W = np.empty(m)
+                wsum = np.empty(work.shape)
+            have_w = kern._k_row_update_fused(C, g, logb, f, a, eps, f_new, work, wsum, W)
+        else:
+            kern._k_row_update(C, g, logb, f, eps, f_new, work)
+            have_w = False
+        f[:] = f_new
+    return len(stages)
+
+
 def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, return_plan, store=False, raw=False):
     """Validated inputs -> SinkhornResult (and stored iterates when store=True).
 
@@ -231,12 +267,12 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, retu
     else:
         iters = 0
         if len(sched) > 1:
-            iters, _, _ = kern._k_log_loop_fused(C, a, loga, logb, b, sched[:-1], f, g, len(sched) - 1, 0.0, work)
+            iters = _log_stages(kern, C, a, loga, logb, b, sched[:-1], f, g, work)
         if init is None and iters == 0:
             # one log-domain iteration: potentials of the right magnitude, so the
             # absorbed kernel is O(1) whatever the cost scale and sign. The two
             # half steps of _k_log_loop_fused, bit for bit, called directly: that
-            # loop's compilation (about 3.5 s cold) is not needed on this path
+            # loop's compilation is not needed on this path
             g_new = np.empty(m)
             kern._k_col_update(C, f, loga, g, eps, g_new, work)
             if np.all(np.isfinite(g_new)):
