@@ -429,77 +429,52 @@ def _k_bad_scaling(u, tau):
     return False
 
 
-@njit(cache=True)
-def _k_scaling_loop(C, a, b, loga, logb, eps, f, g, Kt, max_iter, tol, tau, work):
-    """Stabilised scaling iterations, in place on (f, g); Kt is scratch (n, m).
+# _k_scaling_iterate stops with one of these codes
+_SC_DONE = 0  # max_iter iterations done
+_SC_CONVERGED = 1  # the column error of the current iterate is <= tol
+_SC_BAD_COL = 2  # the column scaling left [e^-tau, e^tau]: absorb, then a log-domain column step
+_SC_BAD_ROW = 3  # the row scaling did: absorb, then a log-domain row step (ends the iteration)
 
-    Plan P = diag(a u) Kt diag(b v) with Kt = exp((f + g - C)/eps).  The scalings
-    (u, v) are absorbed into (f, g) and Kt rebuilt when |log u| or |log v| exceeds
-    tau; a scaling that over- or underflows is recomputed by a log-domain half
-    step (always safe).  Each iteration reads Kt once (_k_scaling_pass: the row
-    update and the product of the next column update share the pass).  Returns
-    (iterations, converged, last error, absorptions).
+
+@njit(cache=True)
+def _k_scaling_iterate(Kt, a, b, tau, tol, max_iter, k, phase, err, u, v, un, vn, bv, kv, kv_next, work):
+    """Stabilised scaling iterations k, k + 1, ... on the absorbed kernel Kt until one of the stops
+    _SC_*; returns (k, code, last error). ``phase`` 1 resumes iteration k at its row step; ``err`` is
+    the last error measured before (returned if none is measured).
+
+    Plan P = diag(a u) Kt diag(b v).  kv holds Kt^T (a u) for the current u.  Each iteration reads
+    Kt once (_k_scaling_pass: the row update and the product of the next column update share the
+    pass).  Absorptions (rare) are done by the caller between two calls
+    (``adjoint._sinkhorn._solve._scaling_loop``): this loop then does not compile the log-domain
+    half steps, the kernel rebuild and their optimised machine code again into itself.
     """
-    n = f.shape[0]
-    m = g.shape[0]
-    u = np.ones(n)
-    v = np.ones(m)
-    un = np.empty(n)
-    g_new = np.empty(m)
-    f_new = np.empty(n)
-    au = np.empty(n)
-    bv = np.empty(m)
-    vn = np.empty(m)
-    kv = np.empty(m)  # Kt^T (a u) for the current u
-    kv_next = np.empty(m)
-    _k_gibbs(C, f, g, eps, Kt)
-    for i in range(n):
-        au[i] = a[i] * u[i]
-    _k_kt_matvec(Kt, au, work, kv)
-    n_absorb = 0
-    err = np.inf
-    k = 0
-    converged = False
+    m = v.shape[0]
     while k < max_iter:
-        # column update: v = 1 / (Kt^T (a u))
-        for j in range(m):
-            vn[j] = 1.0 / kv[j]
-        if tol > 0.0:
-            err = 0.0
+        if phase == 0:
+            # column update: v = 1 / (Kt^T (a u))
             for j in range(m):
-                if b[j] > 0.0:
-                    err += b[j] * abs(v[j] * kv[j] - 1.0)
-            if err <= tol:
-                converged = True
-                break
-        if _k_bad_scaling(vn, tau):
-            # absorb u, then redo the column update in the log domain
-            _k_absorb(f, g, u, v, eps)
-            _k_col_update(C, f, loga, g, eps, g_new, work)
-            _copy(g, g_new)
-            _k_gibbs(C, f, g, eps, Kt)
-            n_absorb += 1
-        else:
+                vn[j] = 1.0 / kv[j]
+            if tol > 0.0:
+                err = 0.0
+                for j in range(m):
+                    if b[j] > 0.0:
+                        err += b[j] * abs(v[j] * kv[j] - 1.0)
+                if err <= tol:
+                    return k, _SC_CONVERGED, err
+            if _k_bad_scaling(vn, tau):
+                return k, _SC_BAD_COL, err
             _copy(v, vn)
+        phase = 0
         # row update u = 1 / (Kt (b v)) and, in the same pass, Kt^T (a u)
         for j in range(m):
             bv[j] = b[j] * v[j]
         _k_scaling_pass(Kt, bv, a, un, work, kv_next)
         if _k_bad_scaling(un, tau):
-            _k_absorb(f, g, u, v, eps)
-            _k_row_update(C, g, logb, f, eps, f_new, work)
-            _copy(f, f_new)
-            _k_gibbs(C, f, g, eps, Kt)
-            n_absorb += 1
-            for i in range(n):
-                au[i] = a[i] * u[i]
-            _k_kt_matvec(Kt, au, work, kv)
-        else:
-            _copy(u, un)
-            _copy(kv, kv_next)
+            return k, _SC_BAD_ROW, err
+        _copy(u, un)
+        _copy(kv, kv_next)
         k += 1
-    _k_absorb(f, g, u, v, eps)
-    return k, converged, err, n_absorb
+    return k, _SC_DONE, err
 
 
 # ----------------------------------------------------------------------------------
@@ -626,7 +601,7 @@ _PARALLEL_NAMES = (
     "_k_gibbs",
     "_k_kt_matvec",
     "_k_scaling_pass",
-    "_k_scaling_loop",
+    "_k_scaling_iterate",
     "_k_plan_stats",
     "_k_plan",
     "_k_sqeuclidean",

@@ -9,7 +9,18 @@ import warnings
 import numba
 import numpy as np
 
-from ._kernels import _PARALLEL_MIN_ENTRIES, _k_col_from_sums, _log_weights, _n_chunks, _plan, kernels_for
+from ._kernels import (
+    _PARALLEL_MIN_ENTRIES,
+    _SC_BAD_COL,
+    _SC_CONVERGED,
+    _SC_DONE,
+    _k_absorb,
+    _k_col_from_sums,
+    _log_weights,
+    _n_chunks,
+    _plan,
+    kernels_for,
+)
 from ._results import SinkhornResult
 
 # ----------------------------------------------------------------------------------
@@ -190,6 +201,57 @@ def _log_stages(kern, C, a, loga, logb, b, stages, f, g, work):
     return len(stages)
 
 
+def _scaling_loop(kern, C, a, b, loga, logb, eps, f, g, max_iter, tol, tau, work):
+    """Stabilised scaling iterations (Schmitzer 2019), in place on (f, g).
+
+    Plan P = diag(a u) Kt diag(b v) with the absorbed kernel Kt = exp((f + g - C)/eps) (scratch,
+    n x m).  The scalings (u, v) are absorbed into (f, g) and Kt rebuilt when |log u| or |log v|
+    exceeds tau; a scaling that over- or underflows is recomputed by a log-domain half step (always
+    safe).  The iterations run in _k_scaling_iterate, which returns here for each absorption (rare:
+    the kernel is rebuilt, O(nm) work either way).  Returns (iterations, converged, last error,
+    absorptions).
+    """
+    n, m = C.shape
+    Kt = np.empty((n, m))
+    u = np.ones(n)
+    v = np.ones(m)
+    un = np.empty(n)
+    vn = np.empty(m)
+    bv = np.empty(m)
+    kv = np.empty(m)  # Kt^T (a u) for the current u
+    kv_next = np.empty(m)
+    kern._k_gibbs(C, f, g, eps, Kt)
+    kern._k_kt_matvec(Kt, a * u, work, kv)
+    n_absorb = 0
+    err = np.inf
+    k = 0
+    phase = 0
+    while True:
+        k, code, err = kern._k_scaling_iterate(
+            Kt, a, b, tau, tol, max_iter, k, phase, err, u, v, un, vn, bv, kv, kv_next, work
+        )
+        if code == _SC_DONE or code == _SC_CONVERGED:
+            break
+        _k_absorb(f, g, u, v, eps)
+        n_absorb += 1
+        if code == _SC_BAD_COL:  # the column step in the log domain, then the row step of iteration k
+            g_new = np.empty(m)
+            kern._k_col_update(C, f, loga, g, eps, g_new, work)
+            g[:] = g_new
+            kern._k_gibbs(C, f, g, eps, Kt)
+            phase = 1
+        else:  # the row step in the log domain ends iteration k
+            f_new = np.empty(n)
+            kern._k_row_update(C, g, logb, f, eps, f_new, work)
+            f[:] = f_new
+            kern._k_gibbs(C, f, g, eps, Kt)
+            kern._k_kt_matvec(Kt, a * u, work, kv)
+            k += 1
+            phase = 0
+    _k_absorb(f, g, u, v, eps)
+    return k, code == _SC_CONVERGED, err, n_absorb
+
+
 def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, return_plan, store=False, raw=False):
     """Validated inputs -> SinkhornResult (and stored iterates when store=True).
 
@@ -281,12 +343,10 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, retu
                 kern._k_row_update(C, g, logb, f, eps, f_new, work)
                 f[:] = f_new
                 iters += 1
-        Kt = np.empty((n, m))
-        k2, converged, err, absorptions = kern._k_scaling_loop(
-            C, a, b, loga, logb, eps, f, g, Kt, max(max_iter - iters, 0), tol, 50.0, work
+        k2, converged, err, absorptions = _scaling_loop(
+            kern, C, a, b, loga, logb, eps, f, g, max(max_iter - iters, 0), tol, 50.0, work
         )
         iters += k2
-        del Kt
     if not (np.all(np.isfinite(f)) and np.all(np.isfinite(g))):
         raise FloatingPointError(
             f"Sinkhorn potentials became non-finite after {iters} iterations "
