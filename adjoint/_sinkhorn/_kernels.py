@@ -145,14 +145,18 @@ def _k_col_update(C, f, loga, g_old, eps, g_new, work):
             if np.isnan(g_new[j]):
                 bad[q] = j
                 q += 1
-        mx = np.full(nbad, -np.inf)
+        mx = np.empty(nbad)  # not np.full / np.zeros: one numpy constructor less to compile
+        for q in range(nbad):
+            mx[q] = -np.inf
         for i in range(n):
             al = f[i] * ie + loga[i]
             for q in range(nbad):
                 v = al - C[i, bad[q]] * ie
                 if v > mx[q]:
                     mx[q] = v
-        sm = np.zeros(nbad)
+        sm = np.empty(nbad)
+        for q in range(nbad):
+            sm[q] = 0.0
         for i in range(n):
             al = f[i] * ie + loga[i]
             for q in range(nbad):
@@ -488,9 +492,11 @@ def _k_plan_stats(C, f, g, loga, logb, eps, work):
     n, m = C.shape
     ie = 1.0 / eps
     nb = work.shape[0]
-    rows = np.zeros(n)
-    pc = np.zeros(nb)
-    pl = np.zeros(nb)
+    # np.empty and explicit loops rather than np.zeros: each numpy constructor is one more
+    # compilation on a cold start (every entry below is written before it is read)
+    rows = np.empty(n)
+    pc = np.empty(nb)
+    pl = np.empty(nb)
     for t in prange(nb):
         i0 = (t * n) // nb
         i1 = ((t + 1) * n) // nb
@@ -514,7 +520,9 @@ def _k_plan_stats(C, f, g, loga, logb, eps, work):
             rows[i] = rs
         pc[t] = spc
         pl[t] = spl
-    cols = np.zeros(m)
+    cols = np.empty(m)
+    for j in range(m):
+        cols[j] = 0.0
     for t in range(nb):
         for j in range(m):
             cols[j] += work[t, j]
