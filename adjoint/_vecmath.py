@@ -13,11 +13,12 @@ is exactly rounded in every lane and every compilation.
   used by the code generated from traced functions (``_adj_vm.tanh``, ``_adj_vm.exp``, see
   :mod:`adjoint.ad._primitives`).
 
-Inlining: :func:`_exp` is ``inline="always"`` (numba splices it into the caller at IR level).
-:func:`tanh` and :func:`exp` are plain ``njit`` functions that LLVM inlines at every call site
-(they are small), which vectorises the same way: numba-level inlining of a function built from
-intrinsics adds compilation per intrinsic call per call site, which grows the compile time of a fully
-scalarised graph several-fold. Divisions go through :func:`_div`, which never checks for zero whatever
+Inlining: :func:`_exp`, :func:`tanh` and :func:`exp` are plain ``njit`` functions that LLVM inlines
+at every call site (they are small), which vectorises as numba-level inlining (``inline="always"``)
+would: numba-level inlining of a function built from intrinsics adds compilation per intrinsic call
+per call site, which grows the compile time of a fully scalarised graph several-fold, and that of
+the Sinkhorn kernels (a dozen call sites of :func:`_exp`) noticeably. The results do not depend on
+it: the operations and their rounding are the same either way. Divisions go through :func:`_div`, which never checks for zero whatever
 the ``error_model``, so nothing stops the vectoriser.
 
 The polynomial coefficients are re-derived and checked against mpmath in ``tests/test_vecmath.py``.
@@ -144,7 +145,7 @@ def _exp_core(xc):
     return p * scale
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _exp(x):
     """exp(x) to < 4e-16 relative: Cody-Waite reduction + degree-11 polynomial.
 

@@ -6,9 +6,9 @@ import numpy as np
 
 from .._cg import conjugate_gradients
 from ..checkpointing import MemoryBudget, Reversible, Revolve, StoreAll, Uniform, as_schedule
-from ._kernels import _k_sqeuclidean, _log_weights, _n_chunks, _plan
+from ._kernels import _log_weights, _n_chunks, _plan, kernels_for
 from ._results import SinkhornGradResult
-from ._reverse import _k_run_reverse, _k_run_schedule
+from ._reverse import reverse_kernels_for
 from ._solve import _as_eps, _as_points, _as_weights, _check_positive_int, _solve, _threads_for
 
 # ----------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ def _value_and_grad(
 ):
     n, m = a.shape[0], b.shape[0]
     C = np.empty((n, m))
-    _k_sqeuclidean(x, y, C)
+    kernels_for(C.size)._k_sqeuclidean(x, y, C)
     kw = dict(
         tol=tol, max_iter=max_iter, method=method, eps_scaling=eps_scaling, init=None, warn=warn, return_plan=False
     )
@@ -503,7 +503,7 @@ def _grad_checkpointed(a, b, C, x, y, eps, loss, sol, sched, fK, gK, name, rule,
     value, fbar, gbar, abar, bbar, Cbar = _unrolled_seed(a, b, C, eps, loss, fK, gK)
     work = np.empty((_n_chunks(n), m))
     counters = np.zeros(4, dtype=np.int64)
-    _k_run_schedule(
+    reverse_kernels_for(C.size)._k_run_schedule(
         K,
         s,
         rule,
@@ -548,7 +548,7 @@ def _grad_store_all(a, b, C, x, y, eps, loss, kw):
     K = sol.iterations
     value, fbar, gbar, abar, bbar, Cbar = _unrolled_seed(a, b, C, eps, loss, Fs[K], Gs[K])
     work = np.empty((_n_chunks(n), m))
-    _k_run_reverse(
+    reverse_kernels_for(C.size)._k_run_reverse(
         C,
         a,
         b,

@@ -7,7 +7,9 @@ kernels of the unrolled gradient's reverse sweeps are in :mod:`adjoint._sinkhorn
 from __future__ import annotations
 
 import math
+import types
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -143,14 +145,18 @@ def _k_col_update(C, f, loga, g_old, eps, g_new, work):
             if np.isnan(g_new[j]):
                 bad[q] = j
                 q += 1
-        mx = np.full(nbad, -np.inf)
+        mx = np.empty(nbad)  # not np.full / np.zeros: one numpy constructor less to compile
+        for q in range(nbad):
+            mx[q] = -np.inf
         for i in range(n):
             al = f[i] * ie + loga[i]
             for q in range(nbad):
                 v = al - C[i, bad[q]] * ie
                 if v > mx[q]:
                     mx[q] = v
-        sm = np.zeros(nbad)
+        sm = np.empty(nbad)
+        for q in range(nbad):
+            sm[q] = 0.0
         for i in range(n):
             al = f[i] * ie + loga[i]
             for q in range(nbad):
@@ -427,77 +433,52 @@ def _k_bad_scaling(u, tau):
     return False
 
 
-@njit(cache=True)
-def _k_scaling_loop(C, a, b, loga, logb, eps, f, g, Kt, max_iter, tol, tau, work):
-    """Stabilised scaling iterations, in place on (f, g); Kt is scratch (n, m).
+# _k_scaling_iterate stops with one of these codes
+_SC_DONE = 0  # max_iter iterations done
+_SC_CONVERGED = 1  # the column error of the current iterate is <= tol
+_SC_BAD_COL = 2  # the column scaling left [e^-tau, e^tau]: absorb, then a log-domain column step
+_SC_BAD_ROW = 3  # the row scaling did: absorb, then a log-domain row step (ends the iteration)
 
-    Plan P = diag(a u) Kt diag(b v) with Kt = exp((f + g - C)/eps).  The scalings
-    (u, v) are absorbed into (f, g) and Kt rebuilt when |log u| or |log v| exceeds
-    tau; a scaling that over- or underflows is recomputed by a log-domain half
-    step (always safe).  Each iteration reads Kt once (_k_scaling_pass: the row
-    update and the product of the next column update share the pass).  Returns
-    (iterations, converged, last error, absorptions).
+
+@njit(cache=True)
+def _k_scaling_iterate(Kt, a, b, tau, tol, max_iter, k, phase, err, u, v, un, vn, bv, kv, kv_next, work):
+    """Stabilised scaling iterations k, k + 1, ... on the absorbed kernel Kt until one of the stops
+    _SC_*; returns (k, code, last error). ``phase`` 1 resumes iteration k at its row step; ``err`` is
+    the last error measured before (returned if none is measured).
+
+    Plan P = diag(a u) Kt diag(b v).  kv holds Kt^T (a u) for the current u.  Each iteration reads
+    Kt once (_k_scaling_pass: the row update and the product of the next column update share the
+    pass).  Absorptions (rare) are done by the caller between two calls
+    (``adjoint._sinkhorn._solve._scaling_loop``): this loop then does not compile the log-domain
+    half steps, the kernel rebuild and their optimised machine code again into itself.
     """
-    n = f.shape[0]
-    m = g.shape[0]
-    u = np.ones(n)
-    v = np.ones(m)
-    un = np.empty(n)
-    g_new = np.empty(m)
-    f_new = np.empty(n)
-    au = np.empty(n)
-    bv = np.empty(m)
-    vn = np.empty(m)
-    kv = np.empty(m)  # Kt^T (a u) for the current u
-    kv_next = np.empty(m)
-    _k_gibbs(C, f, g, eps, Kt)
-    for i in range(n):
-        au[i] = a[i] * u[i]
-    _k_kt_matvec(Kt, au, work, kv)
-    n_absorb = 0
-    err = np.inf
-    k = 0
-    converged = False
+    m = v.shape[0]
     while k < max_iter:
-        # column update: v = 1 / (Kt^T (a u))
-        for j in range(m):
-            vn[j] = 1.0 / kv[j]
-        if tol > 0.0:
-            err = 0.0
+        if phase == 0:
+            # column update: v = 1 / (Kt^T (a u))
             for j in range(m):
-                if b[j] > 0.0:
-                    err += b[j] * abs(v[j] * kv[j] - 1.0)
-            if err <= tol:
-                converged = True
-                break
-        if _k_bad_scaling(vn, tau):
-            # absorb u, then redo the column update in the log domain
-            _k_absorb(f, g, u, v, eps)
-            _k_col_update(C, f, loga, g, eps, g_new, work)
-            _copy(g, g_new)
-            _k_gibbs(C, f, g, eps, Kt)
-            n_absorb += 1
-        else:
+                vn[j] = 1.0 / kv[j]
+            if tol > 0.0:
+                err = 0.0
+                for j in range(m):
+                    if b[j] > 0.0:
+                        err += b[j] * abs(v[j] * kv[j] - 1.0)
+                if err <= tol:
+                    return k, _SC_CONVERGED, err
+            if _k_bad_scaling(vn, tau):
+                return k, _SC_BAD_COL, err
             _copy(v, vn)
+        phase = 0
         # row update u = 1 / (Kt (b v)) and, in the same pass, Kt^T (a u)
         for j in range(m):
             bv[j] = b[j] * v[j]
         _k_scaling_pass(Kt, bv, a, un, work, kv_next)
         if _k_bad_scaling(un, tau):
-            _k_absorb(f, g, u, v, eps)
-            _k_row_update(C, g, logb, f, eps, f_new, work)
-            _copy(f, f_new)
-            _k_gibbs(C, f, g, eps, Kt)
-            n_absorb += 1
-            for i in range(n):
-                au[i] = a[i] * u[i]
-            _k_kt_matvec(Kt, au, work, kv)
-        else:
-            _copy(u, un)
-            _copy(kv, kv_next)
+            return k, _SC_BAD_ROW, err
+        _copy(u, un)
+        _copy(kv, kv_next)
         k += 1
-    _k_absorb(f, g, u, v, eps)
-    return k, converged, err, n_absorb
+    return k, _SC_DONE, err
 
 
 # ----------------------------------------------------------------------------------
@@ -511,9 +492,11 @@ def _k_plan_stats(C, f, g, loga, logb, eps, work):
     n, m = C.shape
     ie = 1.0 / eps
     nb = work.shape[0]
-    rows = np.zeros(n)
-    pc = np.zeros(nb)
-    pl = np.zeros(nb)
+    # np.empty and explicit loops rather than np.zeros: each numpy constructor is one more
+    # compilation on a cold start (every entry below is written before it is read)
+    rows = np.empty(n)
+    pc = np.empty(nb)
+    pl = np.empty(nb)
     for t in prange(nb):
         i0 = (t * n) // nb
         i1 = ((t + 1) * n) // nb
@@ -537,7 +520,9 @@ def _k_plan_stats(C, f, g, loga, logb, eps, work):
             rows[i] = rs
         pc[t] = spc
         pl[t] = spl
-    cols = np.zeros(m)
+    cols = np.empty(m)
+    for j in range(m):
+        cols[j] = 0.0
     for t in range(nb):
         for j in range(m):
             cols[j] += work[t, j]
@@ -579,6 +564,71 @@ def _k_sqeuclidean(x, y, out):
 
 
 # ----------------------------------------------------------------------------------
+# Serial variants for small problems
+# ----------------------------------------------------------------------------------
+
+# Below this many cost entries a half step takes well under a millisecond: the fork/join of a
+# parallel region (very slow when the cores are shared) does not pay, and neither does the
+# compilation of the parallel kernels (parfor lowering, a gufunc per prange loop: most of the first
+# call's compile time). Such problems run the serial variants below.
+_PARALLEL_MIN_ENTRIES = 1_000_000
+
+
+def serial_variants(namespace, names):
+    """Serial copies of the numba functions ``namespace[name]``, compiled from the same source.
+
+    Each copy is a new function object on the same code, named ``<name>_serial`` (so that numba's
+    on-disk cache, which files machine code by the function's qualified name, keeps it apart from
+    the parallel original), compiled with the original's options minus ``parallel``, whose global
+    names resolve in a copy of ``namespace`` where every name of ``names`` is its serial copy: a
+    serial loop kernel calls the serial half steps. ``prange`` is ``range`` without ``parallel``,
+    and the parallel kernels reduce over fixed row blocks (``_n_chunks``) in a fixed order, so the
+    serial copies do the same arithmetic in the same order (the same bits). Returns a namespace of
+    the copies.
+    """
+    ns = dict(namespace)
+    out = {}
+    for name in names:
+        disp = namespace[name]
+        py = disp.py_func
+        fn = types.FunctionType(py.__code__, ns, f"{name}_serial", py.__defaults__, py.__closure__)
+        fn.__qualname__ = f"{name}_serial"
+        fn.__doc__ = py.__doc__
+        opts = {k: v for k, v in disp.targetoptions.items() if k not in ("parallel", "nopython")}
+        out[name] = ns[name] = njit(cache=True, **opts)(fn)
+    return types.SimpleNamespace(**out)
+
+
+_PARALLEL_NAMES = (
+    "_k_row_update",
+    "_k_col_update",
+    "_k_row_update_fused",
+    "_k_log_iterate",
+    "_k_log_loop",
+    "_k_log_loop_fused",
+    "_k_gibbs",
+    "_k_kt_matvec",
+    "_k_scaling_pass",
+    "_k_scaling_iterate",
+    "_k_plan_stats",
+    "_k_plan",
+    "_k_sqeuclidean",
+)
+
+#: the kernels of :data:`_PARALLEL_NAMES` as defined above, and their serial variants
+PARALLEL = types.SimpleNamespace(**{name: globals()[name] for name in _PARALLEL_NAMES})
+SERIAL = serial_variants(globals(), _PARALLEL_NAMES)
+
+
+def kernels_for(n_entries):
+    """The kernel set for a cost matrix of ``n_entries`` entries: :data:`PARALLEL` for large problems
+    (when numba may use more than one thread), :data:`SERIAL` otherwise."""
+    if n_entries >= _PARALLEL_MIN_ENTRIES and numba.config.NUMBA_NUM_THREADS > 1:
+        return PARALLEL
+    return SERIAL
+
+
+# ----------------------------------------------------------------------------------
 # Python helpers around the kernels
 # ----------------------------------------------------------------------------------
 
@@ -590,5 +640,5 @@ def _log_weights(w):
 
 def _plan(C, f, g, a, b, eps):
     P = np.empty(C.shape)
-    _k_plan(C, f, g, _log_weights(a), _log_weights(b), eps, P)
+    kernels_for(C.size)._k_plan(C, f, g, _log_weights(a), _log_weights(b), eps, P)
     return P

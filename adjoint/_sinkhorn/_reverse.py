@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -28,7 +30,7 @@ from ..checkpointing._streamed import (
 from ..checkpointing._streamed import (
     plan_init as _plan_init,
 )
-from ._kernels import _copy, _k_col_update, _k_row_update, _sum
+from ._kernels import PARALLEL, SERIAL, _copy, _k_col_update, _k_row_update, _sum, kernels_for, serial_variants
 
 # ----------------------------------------------------------------------------------
 # Unrolled adjoint (reverse sweep through stored iterates)
@@ -217,3 +219,18 @@ def _k_run_schedule(K, s, rule, C, a, b, loga, logb, eps_sched, fK, gK, fbar, gb
     counters[1] = recomputed
     counters[2] = peak
     return 0
+
+
+# the reverse kernels and their serial variants (see :func:`._kernels.serial_variants`), which call
+# the serial half steps
+_REVERSE_NAMES = ("_k_adjoint_row_step", "_k_adjoint_col_step", "_k_run_reverse", "_k_run_schedule")
+_PARALLEL_REVERSE = types.SimpleNamespace(**{name: globals()[name] for name in _REVERSE_NAMES})
+_SERIAL_REVERSE = serial_variants(
+    {**globals(), "_k_col_update": SERIAL._k_col_update, "_k_row_update": SERIAL._k_row_update}, _REVERSE_NAMES
+)
+
+
+def reverse_kernels_for(n_entries):
+    """The reverse kernels for ``n_entries`` cost entries, parallel or serial as the forward's
+    (:func:`._kernels.kernels_for`)."""
+    return _PARALLEL_REVERSE if kernels_for(n_entries) is PARALLEL else _SERIAL_REVERSE

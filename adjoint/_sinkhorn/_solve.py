@@ -10,15 +10,16 @@ import numba
 import numpy as np
 
 from ._kernels import (
-    _k_col_update,
-    _k_log_loop,
-    _k_log_loop_fused,
-    _k_plan_stats,
-    _k_row_update,
-    _k_scaling_loop,
+    _PARALLEL_MIN_ENTRIES,
+    _SC_BAD_COL,
+    _SC_CONVERGED,
+    _SC_DONE,
+    _k_absorb,
+    _k_col_from_sums,
     _log_weights,
     _n_chunks,
     _plan,
+    kernels_for,
 )
 from ._results import SinkhornResult
 
@@ -111,14 +112,10 @@ _METHODS = ("auto", "log", "scaling")
 # ----------------------------------------------------------------------------------
 
 
-# Below this many cost entries a half step takes well under a millisecond and the
-# fork/join of a parallel region (very slow when the cores are shared) does not pay.
-_PARALLEL_MIN_ENTRIES = 1_000_000
-
-
 @contextlib.contextmanager
 def _threads_for(n_entries):
-    """Run small problems on one thread (restores the caller's setting)."""
+    """Run small problems on one thread (restores the caller's setting); they run the serial kernels
+    (:func:`._kernels.kernels_for`), this keeps numba's other parallel code of the call serial too."""
     if n_entries >= _PARALLEL_MIN_ENTRIES:
         yield
         return
@@ -168,6 +165,93 @@ def _gauge(f, g, a, b):
     return f + c, g - c
 
 
+def _log_stages(kern, C, a, loga, logb, b, stages, f, g, work):
+    """One log-domain iteration at each eps of ``stages``, in place on (f, g); returns the number done.
+
+    The iterates of ``_k_log_loop_fused(C, a, loga, logb, b, stages, f, g, len(stages), 0.0, work)``
+    bit for bit, stepped from Python with the half steps that the scaling loop compiles anyway: a
+    cold start of the scaling path then does not compile that loop. The fused row step (whose
+    column sums replace the next column step when eps does not change) is used only before a
+    stage with the same eps, as in the loop; its new row potentials are those of _k_row_update.
+    """
+    n, m = C.shape
+    g_new = np.empty(m)
+    f_new = np.empty(n)
+    W = wsum = None
+    have_w = False
+    for k in range(len(stages)):
+        eps = stages[k]
+        done = have_w and _k_col_from_sums(W, b, g, eps, g_new)
+        if not done:
+            kern._k_col_update(C, f, loga, g, eps, g_new, work)
+        bad = np.flatnonzero(~np.isfinite(g_new))
+        if bad.size:  # the loop copies the finite entries before the first bad one, then stops
+            g[: bad[0]] = g_new[: bad[0]]
+            return k
+        g[:] = g_new
+        if k + 1 < len(stages) and stages[k + 1] == eps:
+            if W is None:
+                W = np.empty(m)
+                wsum = np.empty(work.shape)
+            have_w = kern._k_row_update_fused(C, g, logb, f, a, eps, f_new, work, wsum, W)
+        else:
+            kern._k_row_update(C, g, logb, f, eps, f_new, work)
+            have_w = False
+        f[:] = f_new
+    return len(stages)
+
+
+def _scaling_loop(kern, C, a, b, loga, logb, eps, f, g, max_iter, tol, tau, work):
+    """Stabilised scaling iterations (Schmitzer 2019), in place on (f, g).
+
+    Plan P = diag(a u) Kt diag(b v) with the absorbed kernel Kt = exp((f + g - C)/eps) (scratch,
+    n x m).  The scalings (u, v) are absorbed into (f, g) and Kt rebuilt when |log u| or |log v|
+    exceeds tau; a scaling that over- or underflows is recomputed by a log-domain half step (always
+    safe).  The iterations run in _k_scaling_iterate, which returns here for each absorption (rare:
+    the kernel is rebuilt, O(nm) work either way).  Returns (iterations, converged, last error,
+    absorptions).
+    """
+    n, m = C.shape
+    Kt = np.empty((n, m))
+    u = np.ones(n)
+    v = np.ones(m)
+    un = np.empty(n)
+    vn = np.empty(m)
+    bv = np.empty(m)
+    kv = np.empty(m)  # Kt^T (a u) for the current u
+    kv_next = np.empty(m)
+    kern._k_gibbs(C, f, g, eps, Kt)
+    kern._k_kt_matvec(Kt, a * u, work, kv)
+    n_absorb = 0
+    err = np.inf
+    k = 0
+    phase = 0
+    while True:
+        k, code, err = kern._k_scaling_iterate(
+            Kt, a, b, tau, tol, max_iter, k, phase, err, u, v, un, vn, bv, kv, kv_next, work
+        )
+        if code == _SC_DONE or code == _SC_CONVERGED:
+            break
+        _k_absorb(f, g, u, v, eps)
+        n_absorb += 1
+        if code == _SC_BAD_COL:  # the column step in the log domain, then the row step of iteration k
+            g_new = np.empty(m)
+            kern._k_col_update(C, f, loga, g, eps, g_new, work)
+            g[:] = g_new
+            kern._k_gibbs(C, f, g, eps, Kt)
+            phase = 1
+        else:  # the row step in the log domain ends iteration k
+            f_new = np.empty(n)
+            kern._k_row_update(C, g, logb, f, eps, f_new, work)
+            f[:] = f_new
+            kern._k_gibbs(C, f, g, eps, Kt)
+            kern._k_kt_matvec(Kt, a * u, work, kv)
+            k += 1
+            phase = 0
+    _k_absorb(f, g, u, v, eps)
+    return k, code == _SC_CONVERGED, err, n_absorb
+
+
 def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, return_plan, store=False, raw=False):
     """Validated inputs -> SinkhornResult (and stored iterates when store=True).
 
@@ -176,6 +260,7 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, retu
     shift (the input of the output layer of a checkpointed unrolled gradient).
     """
     n, m = C.shape
+    kern = kernels_for(C.size)
     loga = _log_weights(a)
     logb = _log_weights(b)
     if method not in _METHODS:
@@ -210,7 +295,7 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, retu
             while True:
                 room = Fs.shape[0] - 1 - done
                 chunk = min(room, max_iter - done)
-                k, converged, err = _k_log_loop(
+                k, converged, err = kern._k_log_loop(
                     C,
                     loga,
                     logb,
@@ -236,38 +321,38 @@ def _solve(a, b, C, eps, *, tol, max_iter, method, eps_scaling, init, warn, retu
         else:
             if raw:  # iterates recomputed bit for bit by the checkpointed adjoint
                 empty = np.empty((0, 0))
-                iters, converged, err = _k_log_loop(C, loga, logb, b, sched, f, g, max_iter, tol, work, empty, empty, 0)
+                iters, converged, err = kern._k_log_loop(
+                    C, loga, logb, b, sched, f, g, max_iter, tol, work, empty, empty, 0
+                )
             else:
-                iters, converged, err = _k_log_loop_fused(C, a, loga, logb, b, sched, f, g, max_iter, tol, work)
+                iters, converged, err = kern._k_log_loop_fused(C, a, loga, logb, b, sched, f, g, max_iter, tol, work)
     else:
         iters = 0
         if len(sched) > 1:
-            iters, _, _ = _k_log_loop_fused(C, a, loga, logb, b, sched[:-1], f, g, len(sched) - 1, 0.0, work)
+            iters = _log_stages(kern, C, a, loga, logb, b, sched[:-1], f, g, work)
         if init is None and iters == 0:
             # one log-domain iteration: potentials of the right magnitude, so the
             # absorbed kernel is O(1) whatever the cost scale and sign. The two
             # half steps of _k_log_loop_fused, bit for bit, called directly: that
-            # loop's compilation (about 3.5 s cold) is not needed on this path
+            # loop's compilation is not needed on this path
             g_new = np.empty(m)
-            _k_col_update(C, f, loga, g, eps, g_new, work)
+            kern._k_col_update(C, f, loga, g, eps, g_new, work)
             if np.all(np.isfinite(g_new)):
                 g[:] = g_new
                 f_new = np.empty(n)
-                _k_row_update(C, g, logb, f, eps, f_new, work)
+                kern._k_row_update(C, g, logb, f, eps, f_new, work)
                 f[:] = f_new
                 iters += 1
-        Kt = np.empty((n, m))
-        k2, converged, err, absorptions = _k_scaling_loop(
-            C, a, b, loga, logb, eps, f, g, Kt, max(max_iter - iters, 0), tol, 50.0, work
+        k2, converged, err, absorptions = _scaling_loop(
+            kern, C, a, b, loga, logb, eps, f, g, max(max_iter - iters, 0), tol, 50.0, work
         )
         iters += k2
-        del Kt
     if not (np.all(np.isfinite(f)) and np.all(np.isfinite(g))):
         raise FloatingPointError(
             f"Sinkhorn potentials became non-finite after {iters} iterations "
             f"(eps={eps}); please report this with the inputs."
         )
-    pc, pl, rows, cols = _k_plan_stats(C, f, g, loga, logb, eps, work)
+    pc, pl, rows, cols = kern._k_plan_stats(C, f, g, loga, logb, eps, work)
     marg = float(np.abs(rows - a).sum() + np.abs(cols - b).sum())
     total = float(rows.sum())
     reg = pc + eps * (pl - total + 1.0)
