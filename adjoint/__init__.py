@@ -13,6 +13,7 @@ from ._problem import ControlProblem, Cost, Dynamics
 from ._separable import SeparableDynamics
 from ._solve import AdjointResult, Gradient, Stats, evaluate, simulate, solve_adjoint
 from ._traced import cost, vector_field
+from ._trust import TraceMismatchWarning
 from .ad import grad, hessian_vector_product, hvp, jvp, value_and_grad, vjp
 from .checkpointing import DEFAULT_MEMORY_BUDGET, MemoryBudget, Reversible, Revolve, StoreAll, Uniform
 from .integrators import RK4, DiscreteMap, Euler, Heun, Leapfrog, RungeKutta, VelocityVerlet
@@ -131,6 +132,7 @@ __all__ = [
     "control_bounds",
     "check_gradient",
     "GradientCheck",
+    "TraceMismatchWarning",
 ]
 
 

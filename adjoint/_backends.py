@@ -208,7 +208,9 @@ def select(comp, method, checkpoint, K, n, m, q, requested="auto", purpose="grad
             raise ValueError(
                 "`backend='scalar'` cannot run this problem: it needs "
                 + _SCALAR_NEEDS.format(n=SCALAR_MAX_STATE, ops=MAX_SCALAR_OPS)
-                + f"; got state_dim={n}, method={method!r}. Use backend='auto' or 'generic'."
+                + f"; got state_dim={n}, method={method!r}"
+                + "".join(f"; {note}" for note in comp.trust_notes.get((n, m, q), ()))
+                + ". Use backend='auto' or 'generic'."
             )
     if purpose == "gradient" and requested in ("auto", "tape"):
         tk = tape_kernels(comp, method, checkpoint, K, n, m, q)

@@ -19,11 +19,13 @@ of their source, and compiled with ``cache=True``.
 from __future__ import annotations
 
 import re
+import warnings
 
 from . import _kernels as kern
 from . import _modules
 from ._modules import file_digest as _file_digest
 from ._modules import import_path as _import_path
+from ._trust import TraceMismatchWarning, trace_mismatch
 from .checkpointing import _streamed
 from .integrators import _steps
 
@@ -553,7 +555,18 @@ def traced_parts(comp, n, m, q):
         td = _traced_or_none(comp.dynamics, ad.trace_dynamics)
         term = _traced_or_none(comp.terminal, ad.trace_cost, n, 0, q) if comp.has_term else None
         run = _traced_or_none(comp.running, ad.trace_cost, n, m, q) if comp.has_run else None
-        memo[key] = (td, term, run)
+        # a trace of a hand-written function is spliced only if it is the same function (adjoint._trust)
+        parts = [td, term, run]
+        notes = []
+        for i, (obj, mm) in enumerate(((comp.dynamics, m), (comp.terminal, 0), (comp.running, m))):
+            why = trace_mismatch(obj, parts[i], n, mm, q) if parts[i] is not None else None
+            if why is not None:
+                parts[i] = None
+                notes.append(f"{why}; the compiled function is called instead of its trace")
+        for note in notes:
+            warnings.warn(note, TraceMismatchWarning, stacklevel=2)
+        comp.trust_notes[key] = tuple(notes)
+        memo[key] = tuple(parts)
     return memo[key]
 
 

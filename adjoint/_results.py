@@ -60,6 +60,10 @@ class Stats:
         The backend that ran the sweeps: ``"scalar"`` (generated kernels with the state in scalar
         locals), ``"tape"`` (a generated kernel with a tape of forward intermediates) or
         ``"generic"`` (kernels calling the compiled user functions); see ``solve_adjoint(backend=...)``.
+    notes : tuple of str
+        What the engine decided that a user should know, e.g. that the trace of a hand-written numba
+        function did not reproduce it (a random draw or a string computation frozen into a constant),
+        so the compiled function was called instead. Empty normally.
     """
 
     forward_steps: int
@@ -74,6 +78,7 @@ class Stats:
     reversal_drift: float | None = None
     fallback: str | None = None
     backend: str = "generic"
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,7 @@ def solve_adjoint(
         seconds=elapsed,
         compile_seconds=elapsed if compiled_now else 0.0,
         backend=out.backend,
+        notes=comp.trust_notes.get((n, C.shape[1], p.shape[0]), ()),
         **extra,
     )
     if not return_trajectory:

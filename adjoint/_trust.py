@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["trace_mismatch"]
+__all__ = ["TraceMismatchWarning", "trace_mismatch"]
+
+
+class TraceMismatchWarning(UserWarning):
+    """The trace of a hand-written numba function did not reproduce it: the kernels call the compiled
+    function instead (correct, a little slower), and ``Stats.notes`` says so."""
 
 _RTOL = 1e-9
 

@@ -49,6 +49,7 @@ class _Compiled:
             self.rg = running.value_and_grad
         # memos of the generators and of solve_adjoint, per method and dimensions
         self.traced_parts: dict = {}  # adjoint._fused.traced_parts
+        self.trust_notes: dict = {}  # traces not spliced, and why (adjoint._trust; Stats.notes)
         self.scalar_kernels: dict = {}  # adjoint._fused.fused_kernels
         self.tape_kernels: dict = {}  # adjoint._tape.tape_kernels
         self.runs: set = set()  # (method, schedule, backend) run once in this process (Stats.compile_seconds)

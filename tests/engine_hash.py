@@ -36,7 +36,7 @@ import numpy as np
 
 MODES = ("default", "generic", "notape")
 ENV = {"default": {}, "generic": {"ADJOINT_DISABLE_FUSED": "1"}, "notape": {"ADJOINT_DISABLE_TAPE": "1"}}
-UNHASHED = {"seconds", "compile_seconds", "backend"}  # timings, and the field the refactor adds
+UNHASHED = {"seconds", "compile_seconds", "backend", "notes"}  # timings, and the field the refactor adds
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
