@@ -155,3 +155,46 @@ def test_damaged_numba_cache_files_are_compiled_again(reference, tmp_path, suffi
     assert all(str(numba_cache) in m for m in healed)
     # healed: the next process loads without a warning
     assert _run(cache, numba_cache=numba_cache)["cache_warnings"] == []
+
+
+WARM_CHILD = r"""
+import json, numpy as np
+from numba.core import event
+compiled = []
+class Listener(event.Listener):
+    def on_start(self, ev):
+        pass
+    def on_end(self, ev):
+        py = ev.data["dispatcher"].py_func
+        compiled.append(f"{py.__module__}.{py.__qualname__}")
+event.register("numba:compile", Listener())
+import adjoint
+from adjoint.problems import harmonic_oscillator as ho, pendulum
+prob = ho.make_problem(200)
+r1 = adjoint.solve_adjoint(prob, params=[1.3], method=adjoint.Leapfrog(), checkpoint=adjoint.Reversible())
+r2 = adjoint.solve_adjoint(prob, params=[1.3], method=adjoint.Leapfrog(), checkpoint=adjoint.StoreAll())
+r3 = adjoint.solve_adjoint(pendulum.make_problem(50), controls=pendulum.initial_guess(50))
+ours = [c for c in compiled if c.startswith(("adjoint", "_adjoint"))]
+print(json.dumps({"ours": ours, "backends": [r.stats.backend for r in (r1, r2, r3)], "g": float(r1.grad.params[0])}))
+"""
+
+
+def test_a_second_process_loads_every_kernel_from_the_cache(tmp_path):
+    """Warm caches: the second process compiles none of adjoint's functions, for the scalar backend and for
+    the generic one with separable dynamics (their full-state fields are generated into a cached module)."""
+    env = dict(
+        os.environ,
+        ADJOINT_CACHE_DIR=str(tmp_path / "adj"),
+        NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", WARM_CHILD], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    cold, warm = runs
+    assert cold["backends"] == ["generic", "generic", "scalar"]
+    assert cold["ours"], "the first process must compile (else this test measures nothing)"
+    assert warm["ours"] == [], warm["ours"]
+    assert warm["g"] == cold["g"]
