@@ -23,6 +23,7 @@ class TraceMismatchWarning(UserWarning):
     """The trace of a hand-written numba function did not reproduce it: the kernels call the compiled
     function instead (correct, a little slower), and ``Stats.notes`` says so."""
 
+
 _RTOL = 1e-9
 
 
