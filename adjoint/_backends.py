@@ -31,7 +31,7 @@ class Backend:
 
     #: the name reported in ``Stats.backend``
     name = ""
-    #: the store-all gradient kernel ``(x0, C, p, t0, tau, K, traj, gC, gp, gx) -> (value, status)``
+    #: the store-all gradient kernel ``(x0, C, p, t0, tau, K, t1, traj, gC, gp, gx) -> (value, status)``
     #: that the fast lane of ``solve_adjoint`` may call directly, or None
     lane_kernel = None
 
@@ -43,7 +43,7 @@ class Backend:
         """Run a streamed (checkpointed) plan; ``(value, status)``."""
         raise NotImplementedError
 
-    def forward(self, x0, C, p, t0, tau, K, traj, keep):
+    def forward(self, x0, C, p, t0, tau, K, t1, traj, keep):
         """The forward sweep only (``traj`` filled when ``keep``); ``(value, status)``."""
         raise NotImplementedError
 
@@ -76,7 +76,7 @@ class GenericBackend(Backend):
             counters,
         )
 
-    def forward(self, x0, C, p, t0, tau, K, traj, keep):
+    def forward(self, x0, C, p, t0, tau, K, t1, traj, keep):
         from ._bind import bound_kernel
 
         comp, method = self._comp, self._method
@@ -88,7 +88,7 @@ class GenericBackend(Backend):
             {"step": array_steps(method)[0], "f": comp.f, "g": comp.g, "rv": comp.rv, "tv": comp.tv},
             {"has_run": comp.has_run, "has_term": comp.has_term},
         )
-        val, _, status = fwd(x0, C, p, t0, tau, K, A, b, cn, traj, keep)
+        val, _, status = fwd(x0, C, p, t0, tau, K, t1, A, b, cn, traj, keep)
         return val, status
 
 
@@ -103,6 +103,7 @@ class _Generated(Backend):
             sweep.grid.t0,
             sweep.grid.tau,
             sweep.grid.K,
+            sweep.grid.t1,
             traj,
             sweep.buffers.grad_c,
             sweep.buffers.grad_p,
@@ -126,6 +127,7 @@ class ScalarBackend(_Generated):
             sweep.grid.t0,
             sweep.grid.tau,
             sweep.grid.K,
+            sweep.grid.t1,
             rule,
             snapshots,
             x_final,
@@ -135,8 +137,8 @@ class ScalarBackend(_Generated):
             counters,
         )
 
-    def forward(self, x0, C, p, t0, tau, K, traj, keep):
-        return self._forward(x0, C, p, t0, tau, K, traj, keep)
+    def forward(self, x0, C, p, t0, tau, K, t1, traj, keep):
+        return self._forward(x0, C, p, t0, tau, K, t1, traj, keep)
 
 
 class TapeBackend(_Generated):

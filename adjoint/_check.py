@@ -235,6 +235,7 @@ def _complex_value(fun: Objective, v: np.ndarray) -> complex:
         prob.t_span[0],
         prob.tau,
         prob.steps,
+        prob.t_span[1],
         A,
         b,
         cn,
@@ -265,7 +266,7 @@ def _traced_complex_value(prob, comp, method, x0, C, p) -> complex:
     """The objective of a traced problem at a complex point: the same steps as the forward kernel
     (explicit Euler, Runge-Kutta, maps), with the traced field and costs evaluated in complex
     arithmetic, so traced problems get the complex step (about 1e-15) like hand-written ones."""
-    K, tau, t0 = prob.steps, prob.tau, prob.t_span[0]
+    K, tau, (t0, t1) = prob.steps, prob.tau, prob.t_span
     A, b, cn = method.tableau_arrays()
     stages = b.shape[0] if method.kind == kern.KIND_RK else 1
     if K * stages > MAX_TRACED_COMPLEX_EVALUATIONS:
@@ -304,5 +305,5 @@ def _traced_complex_value(prob, comp, method, x0, C, p) -> complex:
             raise FloatingPointError(f"complex forward sweep became non-finite at step {k}")
     value = tau * total
     if term is not None:
-        value += complex(np.asarray(term(x, np.zeros(0, dtype=complex), p, t0 + K * tau)).reshape(()))
+        value += complex(np.asarray(term(x, np.zeros(0, dtype=complex), p, t1)).reshape(()))
     return complex(value)

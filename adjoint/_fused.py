@@ -185,9 +185,9 @@ class _Gen:
         body += ["for k in range(K):"] + ["    " + ln for ln in loop]
         body += ["val = tau * run"]
         if self.term is not None:
-            body += self.cost_value(self.term, X, [], "(t0 + K * tau)", "_tv") + ["val += _tv"]
+            body += self.cost_value(self.term, X, [], "t1", "_tv") + ["val += _tv"]
         body += ["return val, 0"]
-        return "def forward(x0, C, p, t0, tau, K, traj, store):\n" + "\n".join("    " + ln for ln in body) + "\n"
+        return "def forward(x0, C, p, t0, tau, K, t1, traj, store):\n" + "\n".join("    " + ln for ln in body) + "\n"
 
     def gradient_source(self):
         n, m, q = self.n, self.m, self.q
@@ -212,8 +212,8 @@ class _Gen:
             "            return 0.0, k + 1",
         ]
         if self.term is not None:
-            body += self.cost_value(self.term, X, [], "(t0 + K * tau)", "value")
-            body += self.cost_grad(self.term, X, [], "(t0 + K * tau)", LAM, [], GP)
+            body += self.cost_value(self.term, X, [], "t1", "value")
+            body += self.cost_grad(self.term, X, [], "t1", LAM, [], GP)
         else:
             body += ["value = 0.0"] + [f"{LAM[i]} = 0.0" for i in range(n)] + [f"{GP[i]} = 0.0" for i in range(q)]
         body += ["run = 0.0"]
@@ -237,7 +237,7 @@ class _Gen:
         body += [f"grad_x0[{i}] = {LAM[i]}" for i in range(n)] + [f"grad_p[{i}] = {GP[i]}" for i in range(q)]
         body += ["return value + tau * run, 0"]
         return (
-            "def gradient(x0, C, p, t0, tau, K, traj, grad_c, grad_p, grad_x0):\n"
+            "def gradient(x0, C, p, t0, tau, K, t1, traj, grad_c, grad_p, grad_x0):\n"
             + "\n".join("    " + ln for ln in body)
             + "\n"
         )
@@ -358,14 +358,16 @@ class _Gen:
         body += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "if not (_s - _s == 0.0):", "    return 0.0, K"]
         body += [f"x_final[{i}] = {XN[i]}" for i in range(n)]
         if self.term is not None:
-            body += self.cost_value(self.term, XN, [], "(t0 + K * tau)", "value")
-            body += self.cost_grad(self.term, XN, [], "(t0 + K * tau)", LAM, [], GP)
+            body += self.cost_value(self.term, XN, [], "t1", "value")
+            body += self.cost_grad(self.term, XN, [], "t1", LAM, [], GP)
         else:
             body += ["value = 0.0"] + [f"{LAM[i]} = 0.0" for i in range(n)] + [f"{GP[i]} = 0.0" for i in range(q)]
         body += [f"lam[{i}] = {LAM[i]}" for i in range(n)] + [f"gpa[{i}] = {GP[i]}" for i in range(q)]
         body += ["return value, 0"]
         return (
-            "def terminal(xa, C, p, t0, tau, K, x_final, lam, gpa, W):\n" + "\n".join("    " + ln for ln in body) + "\n"
+            "def terminal(xa, C, p, t0, tau, K, t1, x_final, lam, gpa, W):\n"
+            + "\n".join("    " + ln for ln in body)
+            + "\n"
         )
 
 

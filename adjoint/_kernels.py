@@ -15,6 +15,8 @@ Conventions
 * Value: ``J = L(x_K) + tau * sum_{k=K-1..0} l(x_k, c_k)``; the running sum is accumulated in the
   backward sweep (descending k) by every gradient kernel, so that all schedules perform the same
   floating-point operations in the same order and agree bit for bit.
+* Times: step ``k`` and ``l`` run at ``t0 + k * tau``; the terminal cost ``L`` at ``t1`` (the
+  problem's ``t_span[1]``, passed as it is: ``t0 + K * tau`` misses it in the last bit on some grids).
 * ``status``: 0 on success, ``k + 1`` when the state became non-finite at step ``k`` (the output
   of step k, at time ``t0 + (k + 1) tau``).
 """
@@ -107,7 +109,7 @@ def running_adjoint(rv, rg, x, c, p, t, tau, gx, gc, gp, out_z, out_c, acc_p):
 
 
 @njit
-def forward(step, f, g, rv, has_run, tv, has_term, x0, C, p, t0, tau, K, A, b, cn, traj, store):
+def forward(step, f, g, rv, has_run, tv, has_term, x0, C, p, t0, tau, K, t1, A, b, cn, traj, store):
     """Forward sweep: returns ``(value, x_K, status)``; fills ``traj`` when ``store``.
 
     Works for real and complex state (complex-step checks). The value's running sum is taken in
@@ -136,7 +138,7 @@ def forward(step, f, g, rv, has_run, tv, has_term, x0, C, p, t0, tau, K, A, b, c
             traj[k + 1, :] = x
     val = tau * run
     if has_term:
-        val += tv(x, cempty, p, t0 + K * tau)
+        val += tv(x, cempty, p, t1)
     return val, x, 0
 
 
@@ -160,6 +162,7 @@ def gradient_store_all(
     t0,
     tau,
     K,
+    t1,
     A,
     b,
     cn,
@@ -195,7 +198,7 @@ def gradient_store_all(
             traj[k + 1, i] = xn[i]
     # terminal cost
     lam = np.empty(n)
-    value = terminal_seed(tv, tg, has_term, x, p, t0 + K * tau, lam, grad_p)
+    value = terminal_seed(tv, tg, has_term, x, p, t1, lam, grad_p)
     z = np.empty(n)
     tmp_c = np.empty(m)
     tmp_p = np.empty(npar)

@@ -77,13 +77,13 @@ _LANE_EMPTY = np.zeros(0)
 
 
 class _Lane:
-    __slots__ = ("kernel", "K", "n", "m", "q", "t0", "tau", "C0", "P0", "stats")
+    __slots__ = ("kernel", "K", "n", "m", "q", "t0", "tau", "t1", "C0", "P0", "stats")
 
     def __init__(self, problem, kernel, m, q, stats):
         # a lane belongs to one (immutable) problem: its grid is fixed
         self.kernel = kernel
         self.K, self.n, self.m, self.q = problem.steps, problem.state_dim, m, q
-        self.t0, self.tau = problem.t_span[0], problem.tau
+        self.t0, self.tau, self.t1 = problem.t_span[0], problem.tau, problem.t_span[1]
         self.C0, self.P0 = np.zeros((self.K, 0)), np.zeros(0)
         self.stats = stats  # the Stats fields of a store-all run, ``seconds`` updated per call
 
@@ -123,7 +123,7 @@ class _Lane:
         gC, gp, gx = np.empty((K, m)), np.empty(q), np.empty(n)
         t_start = time.perf_counter()
         try:
-            value, status = self.kernel(x0a, C, p, self.t0, self.tau, K, traj, gC, gp, gx)
+            value, status = self.kernel(x0a, C, p, self.t0, self.tau, K, self.t1, traj, gC, gp, gx)
             elapsed = time.perf_counter() - t_start
             x_final = traj[K].copy()
         finally:

@@ -43,7 +43,7 @@ def _forward(problem, params, controls, x0, method, backend, keep):
         check_trajectory_size(K, n, "simulate", "use adjoint.evaluate() (the value alone stores no states)")
     be = _select_backend(comp, method, None, K, n, C.shape[1], p.shape[0], backend, purpose="forward")
     traj = np.empty((K + 1, n)) if keep else _NO_TRAJ
-    val, status = be.forward(x0a, C, p, problem.t_span[0], problem.tau, K, traj, keep)
+    val, status = be.forward(x0a, C, p, problem.t_span[0], problem.tau, K, problem.t_span[1], traj, keep)
     if status:
         _raise_nonfinite(problem, status)
     raise_nonfinite_value(val)
@@ -164,7 +164,7 @@ def solve_adjoint(
     warn_long_sweep(checkpoint.resolve_plan(K, n), K, n, "solve_adjoint")
     sweep = Sweep(
         functions=comp.functions(method.kind),
-        grid=Grid(x0a, C, p, problem.t_span[0], problem.tau, K, A, b, cn),
+        grid=Grid(x0a, C, p, problem.t_span[0], problem.tau, K, problem.t_span[1], A, b, cn),
         buffers=Buffers(np.empty_like(C), np.empty_like(p), np.empty(n)),
         method=method,
         backend=_select_backend(comp, method, checkpoint, K, n, C.shape[1], p.shape[0], backend),

@@ -37,7 +37,8 @@ class Functions:
 @dataclass(frozen=True)
 class Grid:
     """The inputs of one computation: initial state, controls (K, m), parameters, the time grid
-    ``t0 + k tau`` for ``k < K`` and the method's tableau ``(A, b, cn)``."""
+    ``t0 + k tau`` for ``k < K``, the final time ``t1`` (``t_span[1]``: the terminal cost's time,
+    which ``t0 + K tau`` can miss in the last bit) and the method's tableau ``(A, b, cn)``."""
 
     x0: np.ndarray
     C: np.ndarray
@@ -45,6 +46,7 @@ class Grid:
     t0: float
     tau: float
     K: int
+    t1: float
     A: np.ndarray
     b: np.ndarray
     cn: np.ndarray

@@ -255,7 +255,7 @@ def _names(prefix, n):
 
 
 def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
-    """Source of ``gradient(x0, C, p, t0, tau, K, traj, grad_c, grad_p, grad_x0) -> (value, status)``
+    """Source of ``gradient(x0, C, p, t0, tau, K, t1, traj, grad_c, grad_p, grad_x0) -> (value, status)``
     and its constant arrays. ``costs``: dict with ``tv, tg, rv, rg`` -> ``module.name`` strings (or
     None when absent)."""
     from .ad._codegen import Emitter, choose_small
@@ -379,8 +379,8 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     if costs.get("tg"):
         body += [f"_xb[{i}] = {X[i]}" for i in range(n)]
         body += [
-            f"{costs['tg']}(_xb, _c0, p, t0 + K * tau, _lb, _c0, grad_p)",
-            f"value = {costs['tv']}(_xb, _c0, p, t0 + K * tau)",
+            f"{costs['tg']}(_xb, _c0, p, t1, _lb, _c0, grad_p)",
+            f"value = {costs['tv']}(_xb, _c0, p, t1)",
         ]
         body += [f"{LAM[i]} = _lb[{i}]" for i in range(n)]
     else:
@@ -406,7 +406,7 @@ def gradient_source(plan: TapePlan, n, m, q, kind, costs, fuse=True):
     body += [f"grad_x0[{i}] = {LAM[i]}" for i in range(n)]
     body.append("return value + tau * run, 0")
     src = (
-        "def gradient(x0, C, p, t0, tau, K, traj, grad_c, grad_p, grad_x0):\n"
+        "def gradient(x0, C, p, t0, tau, K, t1, traj, grad_c, grad_p, grad_x0):\n"
         + "\n".join("    " + ln for ln in body)
         + "\n"
     )

@@ -297,7 +297,7 @@ def bench_case(case, K=None):
         # the compiled tape kernel alone (what solve_adjoint runs, minus its Python layer)
         bufs = (np.empty((K + 1, 2)), np.empty((K, 0)), np.empty(dyn.param_dim), np.empty(2))
         C0 = np.empty((K, 0))
-        fns.append(lambda: tk[0](x0, C0, p, 0.0, tau, K, *bufs))
+        fns.append(lambda: tk[0](x0, C0, p, 0.0, tau, K, prob.t_span[1], *bufs))
     tv, tg, tx = tuned()
     gv, gg, gx = generic()
     diff_vm = None

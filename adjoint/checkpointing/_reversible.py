@@ -50,6 +50,7 @@ def gradient_reversible(
     t0,
     tau,
     K,
+    t1,
     A,
     b,
     cn,
@@ -83,7 +84,7 @@ def gradient_reversible(
     for i in range(n):
         x_final[i] = x[i]
     lam = np.empty(n)
-    value = kern.terminal_seed(tv, tg, has_term, x, p, t0 + K * tau, lam, grad_p)
+    value = kern.terminal_seed(tv, tg, has_term, x, p, t1, lam, grad_p)
     z = np.empty(n)
     tmp_c = np.empty(m)
     tmp_p = np.empty(npar)

@@ -419,8 +419,8 @@ def g_adjoint_one(
 
 @njit(inline="always")
 def g_terminal(
-    step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, xa, C, p, t0, tau, K, x_final,
-    lam, gpa, W,
+    step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, xa, C, p, t0, tau, K, t1,
+    x_final, lam, gpa, W,
 ):  # fmt: skip
     """The last step from ``x_{K-1}`` (in ``xa``) into ``x_final``, the terminal cost and the seed of
     the adjoint; returns ``(L(x_K), 0)``, or ``(0.0, K)`` when ``x_K`` is not finite."""
@@ -431,7 +431,7 @@ def g_terminal(
         return 0.0, K
     for i in range(xa.shape[0]):
         x_final[i] = xn[i]
-    return kern.terminal_seed(tv, tg, has_term, xn, p, t0 + K * tau, lam, gpa), 0
+    return kern.terminal_seed(tv, tg, has_term, xn, p, t1, lam, gpa), 0
 
 
 @njit(inline="always")
@@ -606,6 +606,7 @@ def gradient_checkpointed(
     t0,
     tau,
     K,
+    t1,
     rule,
     s,
     x_final,
@@ -723,7 +724,7 @@ def gradient_checkpointed(
             else:  # OP_TERMINAL: x holds x_{K-1}
                 value, bad = g_terminal(
                     step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x, C, p, t0, tau,
-                    K, x_final, lam, grad_p, W,
+                    K, t1, x_final, lam, grad_p, W,
                 )  # fmt: skip
                 fwd += 1
                 if bad:
