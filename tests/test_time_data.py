@@ -218,3 +218,179 @@ def test_fused_kernel_calls_value_and_grad_of_an_untraceable_cost():
     generic = adjoint.solve_adjoint(prob, params=P, backend="generic")
     assert fused.value == generic.value
     assert np.array_equal(fused.grad.params, generic.grad.params) and np.array_equal(fused.grad.x0, generic.grad.x0)
+
+
+# -- the terminal cost receives exactly t1 ---------------------------------------------------------
+# A grid whose last point t0 + K tau (tau = (t1 - t0) / K) is not t1 in float64: the terminal cost
+# is evaluated at t1 = t_span[1] itself, not at t0 + K tau (``Cost``: "called with ... t = t1").
+T0_EXACT, T1_EXACT = 0.1, 1.3
+
+
+def _grid_missing_t1():
+    """The first K >= 20 whose t0 + K * tau differs from t1 (asserted: the tests are never vacuous)."""
+    for K in range(20, 400):
+        tau = (T1_EXACT - T0_EXACT) / K
+        if T0_EXACT + K * tau != T1_EXACT:
+            return K
+    raise AssertionError("no grid with t0 + K * tau != t1 found")
+
+
+K_EXACT = _grid_missing_t1()
+
+
+@njit
+def _t1_value(x, c, p, t):
+    w = 1.0 if t == T1_EXACT else 2.0  # doubles the state part anywhere but at t1 exactly
+    return w * x[0] * x[0] + p[0] * t
+
+
+@njit
+def _t1_grad(x, c, p, t, out_x, out_c, out_p):
+    w = 1.0 if t == T1_EXACT else 2.0
+    out_x[0] = 2.0 * w * x[0]
+    for i in range(1, out_x.shape[0]):
+        out_x[i] = 0.0
+    out_p[0] = t  # grad_p of the objective is t itself (the fields below do not depend on p)
+
+
+def _t1_traced(x, c, p, t):
+    return p[0] * t + 1e-30 * x[0] ** 2  # the value is t (p = 1): the x part is below its last bit
+
+
+def _t1_field(x, c, p, t):
+    return np.array([x[1] - 0.3 * x[0], -x[0] + 0.1 * x[1] * x[0]])
+
+
+@njit
+def _t1_u(y, c, p, t, out):
+    out[0] = y[0]
+
+
+@njit
+def _t1_vjp_u(y, c, p, t, z, out_y, out_c, out_p):
+    out_y[0] = z[0]
+    out_p[0] = 0.0
+
+
+@njit
+def _t1_v(x, c, p, t, out):
+    out[0] = -x[0]
+
+
+@njit
+def _t1_vjp_v(x, c, p, t, z, out_x, out_c, out_p):
+    out_x[0] = -z[0]
+    out_p[0] = 0.0
+
+
+T1_HAND = adjoint.Cost(_t1_value, _t1_grad, name="t1_hand")
+T1_P = np.array([1.0])
+
+
+def _t1_problems():
+    dyn = adjoint.vector_field(_t1_field, state_dim=2, param_dim=1)
+    traced = adjoint.cost(_t1_traced, state_dim=2, param_dim=1)
+    span = (T0_EXACT, T1_EXACT)
+    return {
+        "hand": adjoint.ControlProblem(dyn, [0.8, -0.4], span, K_EXACT, terminal_cost=T1_HAND),
+        "traced": adjoint.ControlProblem(dyn, [0.8, -0.4], span, K_EXACT, terminal_cost=traced),
+    }
+
+
+def _assert_terminal_at_t1(kind, value, x_final, grad_p=None):
+    if kind == "hand":
+        expected = 1.0 * x_final[0] * x_final[0] + T1_P[0] * T1_EXACT
+        assert abs(value - expected) <= 1e-14 * abs(expected), (value, expected)
+    else:
+        assert value == T1_EXACT, (value, T1_EXACT)
+    if grad_p is not None:
+        assert grad_p[0] == T1_EXACT, (grad_p[0], T1_EXACT)
+
+
+def test_grid_for_exact_t1_exposes_the_last_bit():
+    prob = _t1_problems()["hand"]
+    assert prob.t_span[1] == T1_EXACT and prob.steps == K_EXACT
+    assert prob.t_span[0] + prob.steps * prob.tau != prob.t_span[1]
+
+
+@pytest.mark.parametrize("kind", ["hand", "traced"])
+def test_terminal_cost_receives_exactly_t1_on_every_backend_and_schedule(kind):
+    prob = _t1_problems()[kind]
+    # the terminal cost is evaluated outside the steps: one multi-stage method (store-all) suffices
+    cases = [
+        (backend, method, sched)
+        for backend in ("auto", "scalar", "generic")
+        for method, sched in (
+            (adjoint.Euler(), adjoint.StoreAll()),
+            (adjoint.Euler(), adjoint.Revolve(snapshots=5)),
+            (adjoint.Euler(), adjoint.Uniform(snapshots=6)),
+            (adjoint.Heun(), adjoint.StoreAll()),
+        )
+    ]
+    cases.append(("tape", adjoint.Euler(), adjoint.StoreAll()))
+    ran = set()
+    for backend, method, sched in cases:
+        res = adjoint.solve_adjoint(prob, params=T1_P, method=method, checkpoint=sched, backend=backend)
+        ran.add(res.stats.backend)
+        _assert_terminal_at_t1(kind, res.value, res.x_final, res.grad.params)
+        # the trajectory's last state is the one the terminal cost saw
+        _, traj = adjoint.simulate(prob, params=T1_P, method=method, backend=backend)
+        assert np.array_equal(traj[-1], res.x_final)
+    assert ran == {"scalar", "tape", "generic"}
+    # the fast lane (a repeated store-all call goes straight to the kernel)
+    for backend in ("auto", "scalar", "tape", "generic"):
+        first = adjoint.solve_adjoint(prob, params=T1_P, checkpoint=adjoint.StoreAll(), backend=backend)
+        again = adjoint.solve_adjoint(prob, params=T1_P.copy(), checkpoint=adjoint.StoreAll(), backend=backend)
+        assert again.value == first.value and np.array_equal(again.grad.params, first.grad.params)
+        _assert_terminal_at_t1(kind, again.value, again.x_final, again.grad.params)
+    assert prob._cache.lanes
+    # the forward sweeps: evaluate and simulate on each backend
+    for backend in ("auto", "scalar", "tape", "generic"):
+        for method in (adjoint.Euler(), adjoint.Heun()):
+            val, traj = adjoint.simulate(prob, params=T1_P, method=method, backend=backend)
+            _assert_terminal_at_t1(kind, val, traj[-1])
+            val = adjoint.evaluate(prob, params=T1_P, method=method, backend=backend)
+            _assert_terminal_at_t1(kind, val, traj[-1])
+
+
+def test_terminal_cost_receives_exactly_t1_in_the_reversible_and_leapfrog_sweeps():
+    from adjoint._separable import SeparableDynamics
+    from adjoint.checkpointing._reversible import Reversible
+    from adjoint.integrators import Leapfrog
+
+    dyn = SeparableDynamics(_t1_u, _t1_vjp_u, _t1_v, _t1_vjp_v, x_dim=1, y_dim=1, param_dim=1)
+    prob = adjoint.ControlProblem(dyn, [0.8, -0.4], (T0_EXACT, T1_EXACT), K_EXACT, terminal_cost=T1_HAND)
+    method = Leapfrog()
+    ref = None
+    for sched in (adjoint.StoreAll(), adjoint.Revolve(snapshots=5), Reversible()):
+        res = adjoint.solve_adjoint(prob, params=T1_P, method=method, checkpoint=sched)
+        assert res.stats.backend == "generic"
+        _assert_terminal_at_t1("hand", res.value, res.x_final, res.grad.params)
+        if isinstance(sched, Reversible):
+            assert res.stats.schedule == "Reversible" and res.stats.fallback is None
+        ref = ref or res
+        assert np.array_equal(res.grad.x0, ref.grad.x0)
+    val, traj = adjoint.simulate(prob, params=T1_P, method=method)
+    _assert_terminal_at_t1("hand", val, traj[-1])
+    _assert_terminal_at_t1("hand", adjoint.evaluate(prob, params=T1_P, method=method), traj[-1])
+    # the complex step (the forward kernel in complex arithmetic) sees t1 too: with another t it
+    # would double the state part of the terminal cost and disagree with the adjoint
+    chk = adjoint.check_gradient(prob, params=T1_P, method=method, wrt=("params", "x0"))
+    assert chk.reference == "complex step" and chk.max_rel_error < 1e-12, str(chk)
+
+
+@pytest.mark.parametrize("kind", ["hand", "traced"])
+def test_check_gradient_evaluates_the_terminal_cost_at_exactly_t1(kind):
+    """The complex step of a traced field (interpreted graphs) evaluates the terminal cost at t1."""
+    from adjoint import _check
+    from adjoint._optimize import Objective
+
+    prob = _t1_problems()[kind]
+    for method in (adjoint.Euler(), adjoint.Heun()):
+        chk = adjoint.check_gradient(prob, params=T1_P, method=method, wrt=("params", "x0"))
+        assert chk.reference == "complex step" and chk.max_rel_error < 1e-12, str(chk)
+        fun = Objective(prob, ("params", "x0"), params=T1_P, method=method)
+        v = fun.initial()
+        val = _check._complex_value(fun, v.astype(complex)).real
+        x_final = adjoint.solve_adjoint(prob, params=T1_P, method=method).x_final
+        _assert_terminal_at_t1(kind, val, x_final)
