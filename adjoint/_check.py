@@ -263,9 +263,10 @@ def _complex_callable(obj, graph_attr, compiled):
 
 
 def _traced_complex_value(prob, comp, method, x0, C, p) -> complex:
-    """The objective of a traced problem at a complex point: the same steps as the forward kernel
-    (explicit Euler, Runge-Kutta, maps), with the traced field and costs evaluated in complex
-    arithmetic, so traced problems get the complex step (about 1e-15) like hand-written ones."""
+    """The objective of a traced problem at a complex point: the engine's forward sweep and step
+    (``kern.forward`` and the generated step, run as Python) with the traced field and costs
+    evaluated in complex arithmetic, so traced problems get the complex step (about 1e-15) like
+    hand-written ones, without a second copy of the step arithmetic."""
     K, tau, (t0, t1) = prob.steps, prob.tau, prob.t_span
     A, b, cn = method.tableau_arrays()
     stages = b.shape[0] if method.kind == kern.KIND_RK else 1
@@ -276,34 +277,36 @@ def _traced_complex_value(prob, comp, method, x0, C, p) -> complex:
         )
     graph = comp.dynamics.traced.graph
 
-    def f(x, c, t):
-        return graph.evaluate(x, c, p, t, dtype=complex)[0]
+    def f(x, c, pp, t, out):
+        out[:] = graph.evaluate(x, c, pp, t, dtype=complex)[0]
 
-    run = _complex_callable(comp.running, "graph", comp.rv) if comp.has_run else None
-    term = _complex_callable(comp.terminal, "graph", comp.tv) if comp.has_term else None
-    x = x0.copy()
-    total = 0.0j
-    for k in range(K):
-        t = t0 + k * tau
-        c = C[k]
-        if run is not None:
-            total += complex(np.asarray(run(x, c, p, t)).reshape(()))
-        if method.kind == kern.KIND_EULER:
-            x = x + tau * f(x, c, t)
-        elif method.kind == kern.KIND_MAP:
-            x = f(x, c, t)
-        else:
-            ks: list = []
-            for i in range(stages):
-                xi = x.copy()
-                for j in range(i):
-                    if A[i, j] != 0.0:
-                        xi = xi + tau * A[i, j] * ks[j]
-                ks.append(f(xi, c, t + cn[i] * tau))
-            x = x + tau * sum(b[i] * ks[i] for i in range(stages))
-        if not np.all(np.isfinite(x)):
-            raise FloatingPointError(f"complex forward sweep became non-finite at step {k}")
-    value = tau * total
-    if term is not None:
-        value += complex(np.asarray(term(x, np.zeros(0, dtype=complex), p, t1)).reshape(()))
-    return complex(value)
+    def scalar(fn):
+        return lambda x, c, pp, t: complex(np.asarray(fn(x, c, pp, t)).reshape(()))
+
+    rv = scalar(_complex_callable(comp.running, "graph", comp.rv)) if comp.has_run else None
+    tv = scalar(_complex_callable(comp.terminal, "graph", comp.tv)) if comp.has_term else None
+    # the engine's own forward sweep and step, run by Python (their py_func) on these Python callables
+    val, _, status = kern.forward.py_func(
+        array_steps(method)[0].py_func,
+        f,
+        f,
+        rv,
+        comp.has_run,
+        tv,
+        comp.has_term,
+        x0.astype(complex),
+        C.astype(complex),
+        p.astype(complex),
+        t0,
+        tau,
+        K,
+        t1,
+        A,
+        b,
+        cn,
+        np.empty((1, x0.shape[0]), dtype=complex),
+        False,
+    )
+    if status:
+        raise FloatingPointError(f"complex forward sweep became non-finite at step {status - 1}")
+    return complex(val)
