@@ -15,7 +15,7 @@ whose functions reference the user's functions as globals; numba caches those on
 process loads machine code instead of compiling. The module is written and loaded by the one
 module layer (:mod:`adjoint._modules`); its digest covers the source files of the user's modules and
 of this package's kernels, so editing any of them gives a new module (stale machine code is never
-reused). Functions that are not importable (defined in ``__main__``, closures) are passed directly,
+reused). Functions that are not importable (defined in ``__main__``, closures over objects) are passed directly,
 uncached.
 """
 

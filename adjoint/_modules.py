@@ -90,21 +90,69 @@ def import_path(fn):
     """``(module, qualname, file)`` when the numba function ``fn`` is importable by name, else None.
 
     A generated module can then reference it as ``module.qualname`` (and numba can cache the
-    module's functions); functions of ``__main__``, closures and methods are not importable.
+    module's functions). A closure made by a module-level factory (``def fields(H): @njit def
+    u(...): ... H ...; return u``) has no module-level name: it is set as an attribute ``c_<key>`` of
+    this module, where the key digests its module, qualified name, the digest of its source file
+    and the values its closure cells hold, when those are plain constants (numbers, strings, tuples,
+    numpy arrays). Equal keys mean equal compiled code, so the name can stand in generated source,
+    and numba's disk cache of that source serves a later process that builds the same closure.
+    Functions of ``__main__``, methods, and closures over other objects are not importable.
     """
     py = getattr(fn, "py_func", None)
     if py is None:
         return None
     mod, qual = getattr(py, "__module__", None), getattr(py, "__qualname__", "")
-    if not mod or mod == "__main__" or "<" in qual or "." in qual:
+    if not mod or mod == "__main__" or not qual:
         return None
     module = sys.modules.get(mod)
-    if module is None or getattr(module, qual, None) is not fn:
-        return None
-    path = getattr(module, "__file__", None)
+    path = getattr(module, "__file__", None) if module is not None else None
     if not path or not os.path.exists(path):
         return None
-    return mod, qual, path
+    if "<" not in qual and "." not in qual:
+        return (mod, qual, path) if getattr(module, qual, None) is fn else None
+    return _closure_path(fn, py, mod, qual, path)
+
+
+def _const_bytes(value, out: list) -> bool:
+    """Append a byte form of a plain constant to ``out``; False for anything else."""
+    import numpy as np
+
+    if value is None or isinstance(value, (bool, int, float, complex, str, np.number, np.bool_)):
+        out.append(f"{type(value).__name__}:{value!r};".encode())
+        return True
+    if isinstance(value, tuple):
+        out.append(f"tuple{len(value)}(".encode())
+        if not all(_const_bytes(v, out) for v in value):
+            return False
+        out.append(b")")
+        return True
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
+        out.append(f"array{value.dtype.str}{value.shape};".encode())
+        out.append(np.ascontiguousarray(value).tobytes())
+        return True
+    return False
+
+
+def _closure_path(fn, py, mod, qual, path):
+    parts = qual.split(".<locals>.")
+    if len(parts) != 2 or "." in parts[0] or "." in parts[1] or "<" in parts[1]:
+        return None  # only closures of module-level factories (not methods, not nested factories)
+    data = [mod.encode(), b"\0", qual.encode(), b"\0", file_digest(path).encode(), b"\0"]
+    for cell in py.__closure__ or ():
+        try:
+            contents = cell.cell_contents
+        except ValueError:  # an empty cell
+            return None
+        if not _const_bytes(contents, data):
+            return None
+    if not _const_bytes(tuple(py.__defaults__ or ()), data):
+        return None
+    name = "c_" + hashlib.sha256(b"".join(data)).hexdigest()[:24]
+    this = sys.modules[__name__]
+    with _LOCK:
+        if getattr(this, name, None) is None:
+            setattr(this, name, fn)  # the first of equal closures serves them all
+    return __name__, name, path
 
 
 def digest(generator: str, version: str, source: str, stamp: str = "") -> str:

@@ -95,7 +95,7 @@ def _fields_module(u, vjp_u, v, vjp_v, nx: int, n: int):
             f"{name}={mod}.{qual}:{_modules.file_digest(path)};" for name, (mod, qual, path) in sorted(targets.items())
         )
         return _modules.load("separable", _GEN_VERSION, "\n".join(head) + "\n" + body, stamp)
-    # not importable (``__main__``, closures): the same source, compiled in memory (uncached)
+    # not importable (``__main__``, closures over objects): the same source, compiled in memory (uncached)
     import types
 
     holder = types.ModuleType("_adjoint_separable_user")

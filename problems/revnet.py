@@ -72,7 +72,7 @@ def _fields(H: int):
     """Compiled u, vjp_u, v, vjp_v for hidden width H (any batch size)."""
     oW1, ob1, oW2, ob2 = 0, 2 * H, 2 * H + 2, 4 * H + 2
 
-    @njit
+    @njit(cache=True)
     def u(y, c, p, t, out):  # x' = tanh(W1 y_i + b1) for each sample i
         N = y.shape[0] // H
         for i in range(N):
@@ -82,7 +82,7 @@ def _fields(H: int):
                     acc += p[oW1 + a * H + j] * y[i * H + j]
                 out[2 * i + a] = np.tanh(acc)
 
-    @njit
+    @njit(cache=True)
     def vjp_u(y, c, p, t, z, out_y, out_c, out_p):
         N = y.shape[0] // H
         for k in range(out_p.shape[0]):
@@ -101,7 +101,7 @@ def _fields(H: int):
                     out_p[oW1 + a * H + j] += g * y[i * H + j]
                     out_y[i * H + j] += g * p[oW1 + a * H + j]
 
-    @njit
+    @njit(cache=True)
     def v(x, c, p, t, out):  # y' = tanh(W2 x_i + b2)
         N = x.shape[0] // 2
         for i in range(N):
@@ -109,7 +109,7 @@ def _fields(H: int):
                 acc = p[ob2 + j] + p[oW2 + 2 * j] * x[2 * i] + p[oW2 + 2 * j + 1] * x[2 * i + 1]
                 out[i * H + j] = np.tanh(acc)
 
-    @njit
+    @njit(cache=True)
     def vjp_v(x, c, p, t, z, out_x, out_c, out_p):
         N = x.shape[0] // 2
         for k in range(out_p.shape[0]):
@@ -137,7 +137,7 @@ def _loss(H: int):
     oc = ow + 2 + H
     ol = oc + 1  # labels follow theta in the parameter vector (their gradient is never used)
 
-    @njit
+    @njit(cache=True)
     def value(s, c, p, t):
         N = p.shape[0] - ol
         tot = 0.0
@@ -152,7 +152,7 @@ def _loss(H: int):
             reg += p[k] * p[k]
         return tot / N + 0.5 * REG * reg
 
-    @njit
+    @njit(cache=True)
     def grad(s, c, p, t, out_s, out_c, out_p):
         N = p.shape[0] - ol
         for k in range(out_p.shape[0]):

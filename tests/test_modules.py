@@ -198,3 +198,125 @@ def test_a_second_process_loads_every_kernel_from_the_cache(tmp_path):
     assert cold["ours"], "the first process must compile (else this test measures nothing)"
     assert warm["ours"] == [], warm["ours"]
     assert warm["g"] == cold["g"]
+
+
+FACTORY = r'''
+import numpy as np
+from numba import njit
+
+
+def decay(k):
+    """Closures over a constant: x' = -k p x (every component), cost |x(T)|^2 / 2."""
+
+    @njit(cache=True)
+    def f(x, c, p, t, out):
+        for i in range(x.shape[0]):
+            out[i] = -k * p[0] * x[i]
+
+    @njit(cache=True)
+    def vjp(x, c, p, t, z, out_x, out_c, out_p):
+        out_p[0] = 0.0
+        for i in range(x.shape[0]):
+            out_x[i] = -k * p[0] * z[i]
+            out_p[0] += -k * x[i] * z[i]
+
+    return f, vjp
+
+
+@njit(cache=True)
+def value(x, c, p, t):
+    return 0.5 * np.sum(x * x)
+
+
+@njit(cache=True)
+def grad(x, c, p, t, out_x, out_c, out_p):
+    out_x[:] = x
+    out_p[:] = 0.0
+'''
+
+CLOSURE_CHILD = r"""
+import json, sys
+from numba.core import event
+compiled = []
+class Listener(event.Listener):
+    def on_start(self, ev):
+        pass
+    def on_end(self, ev):
+        py = ev.data["dispatcher"].py_func
+        compiled.append(f"{py.__module__}.{py.__qualname__}")
+event.register("numba:compile", Listener())
+sys.path.insert(0, sys.argv[1])
+import adjoint, closure_factory as cf
+from adjoint.problems import revnet
+out = {}
+for k in (2.0, 3.0):
+    f, vjp = cf.decay(k)
+    prob = adjoint.ControlProblem(adjoint.Dynamics(f, vjp, state_dim=2, param_dim=1), [1.0, 0.5], (0.0, 1.0), 10,
+                                  terminal_cost=adjoint.Cost(cf.value, cf.grad))
+    for backend in ("scalar", "generic"):
+        r = adjoint.solve_adjoint(prob, params=[0.7], backend=backend)
+        out[f"{k}-{backend}"] = [r.value, float(r.grad.params[0]), r.stats.backend]
+pts, lab = revnet.two_moons(8, seed=0)
+rp, lab = revnet.make_problem(pts, lab, steps=5, hidden=3)
+r = adjoint.solve_adjoint(rp, params=revnet.with_labels(revnet.initial_params(3), lab), method=adjoint.Leapfrog(),
+                          checkpoint=adjoint.Reversible())
+out["revnet"] = [r.value, float(r.grad.params[0]), r.stats.backend]
+ours = [c for c in compiled if c.startswith(("adjoint", "_adjoint"))]
+print(json.dumps({"ours": ours, "out": out}))
+"""
+
+
+def test_closures_of_a_factory_load_from_the_cache_and_keep_their_constants(tmp_path):
+    """Numba functions made by a factory (closures over numbers) are generated into cached modules under
+    names that digest their closure values: a second process compiles none of adjoint's functions, and
+    closures over different constants never share machine code (each result matches the closed form)."""
+    (tmp_path / "closure_factory.py").write_text(FACTORY)
+    env = dict(
+        os.environ,
+        ADJOINT_CACHE_DIR=str(tmp_path / "adj"),
+        NUMBA_CACHE_DIR=str(tmp_path / "numba"),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-c", CLOSURE_CHILD, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    cold, warm = runs
+    assert cold["ours"], "the first process must compile (else this test measures nothing)"
+    assert warm["ours"] == [], warm["ours"]
+    assert warm["out"] == cold["out"]
+    # Euler: x_K = x0 (1 - tau k p)^K; J = |x_K|^2 / 2 = J0 a^(2K), dJ/dp = J0 2K a^(2K-1) (-tau k)
+    K, tau, p, j0 = 10, 0.1, 0.7, 0.5 * (1.0 + 0.25)
+    for k in (2.0, 3.0):
+        a = 1.0 - tau * k * p
+        for backend in ("scalar", "generic"):
+            value, g, ran = warm["out"][f"{k}-{backend}"]
+            assert ran == backend
+            assert abs(value - j0 * a ** (2 * K)) <= 1e-14 * j0
+            assert abs(g - j0 * 2 * K * a ** (2 * K - 1) * (-tau * k)) <= 1e-12 * abs(g)
+    assert warm["out"]["revnet"][2] == "generic"
+
+
+def _factory(obj):
+    from numba import njit
+
+    @njit
+    def f(x):
+        return x + len(obj)
+
+    return f
+
+
+def test_closures_over_objects_are_not_importable():
+    from adjoint._modules import import_path
+
+    factory = _factory
+    assert import_path(factory([1, 2])) is None  # a list can change after compiling: never by name
+    fn = factory((1, 2))
+    path = import_path(fn)  # a tuple is a constant: registered by a digest of its value
+    assert path is not None and path[0] == "adjoint._modules"
+    assert import_path(factory((1, 3)))[1] != path[1]
+    assert import_path(factory((1, 2)))[1] == path[1]
