@@ -123,8 +123,9 @@ def forward(step, f, g, rv, has_run, tv, has_term, x0, C, p, t0, tau, K, t1, A, 
     xn = np.empty_like(x0)
     cempty = np.empty(0, dtype=p.dtype)
     run = 0.0 * x0[0]
-    if store:
-        traj[0, :] = x
+    if store:  # element loops: a slice assignment compiles numba's shape-error formatting (seconds)
+        for i in range(n):
+            traj[0, i] = x[i]
     for k in range(K):
         t = t0 + k * tau
         if has_run:
@@ -135,7 +136,8 @@ def forward(step, f, g, rv, has_run, tv, has_term, x0, C, p, t0, tau, K, t1, A, 
         for i in range(n):
             x[i] = xn[i]
         if store:
-            traj[k + 1, :] = x
+            for i in range(n):
+                traj[k + 1, i] = x[i]
     val = tau * run
     if has_term:
         val += tv(x, cempty, p, t1)

@@ -11,7 +11,6 @@ import os
 import time
 
 import numpy as np
-from scipy.optimize import minimize
 
 import adjoint
 from adjoint.cli import ProblemResult
@@ -114,6 +113,8 @@ def lbfgs(fun, v0, *, bounds=None, max_iter=200, verbose=True, gtol=1e-9, ftol=1
             line(row)
 
     record(v0)
+    from scipy.optimize import minimize  # here: problems that do not optimise skip importing it
+
     res = minimize(
         fun,
         v0,
