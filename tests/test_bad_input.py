@@ -8,6 +8,7 @@ import subprocess
 import sys
 import warnings
 
+import numba
 import numpy as np
 import pytest
 
@@ -404,19 +405,54 @@ def test_indices_out_of_bounds_raise_before_any_kernel(tmp_path):
         assert f"cost {backend} IndexError: `terminal_cost.value` reads x[2], but `x` has 2 entries" in out.stdout
 
 
-def test_large_states_are_probed_by_a_bounds_checked_compile():
-    from numba import njit
+@numba.njit
+def _shift(x, c, p, t, out):  # reads x[n] at the last i
+    for i in range(x.shape[0]):
+        out[i] = x[i + 1] - x[i]
 
+
+@numba.njit
+def _spill(x, c, p, t, out):  # writes out[n]
+    for i in range(x.shape[0] + 1):
+        out[i] = p[0] * x[i - 1]
+
+
+@numba.njit
+def _reads_p1(x, c, p, t, out):  # reads p[1] with one parameter
+    for i in range(x.shape[0]):
+        out[i] = -p[0] * x[i] + p[1]
+
+
+@numba.njit
+def _noisy(x, c, p, t, out):  # in bounds, but not deterministic
+    for i in range(x.shape[0]):
+        out[i] = -p[0] * x[i] + 1e-3 * np.random.standard_normal()
+
+
+@numba.njit
+def _decay(x, c, p, t, out):
+    for i in range(x.shape[0]):
+        out[i] = -p[0] * x[i]
+
+
+def test_large_states_are_probed_by_the_compiled_function_on_guarded_arrays():
     from adjoint._bounds import PYTHON_PROBE_MAX, probe_bounds
 
-    @njit
-    def shift(x, c, p, t, out):  # reads x[n] at the last i
-        for i in range(x.shape[0]):
-            out[i] = x[i + 1] - x[i]
-
     n = PYTHON_PROBE_MAX + 1
-    args = (np.ones(n), np.zeros(0), np.zeros(0), 0.0, np.zeros(n))
-    with pytest.raises(IndexError, match=r"`dynamics.f` indexes an array out of its bounds.*x \(20001,\)"):
-        probe_bounds("`dynamics.f`", shift, "f", args)
+
+    def args():
+        return (np.linspace(1.0, 2.0, n), np.zeros(0), np.array([0.7]), 0.0, np.zeros(n))
+
+    with pytest.raises(
+        IndexError, match=r"`dynamics.f` reads past the end of `x`, which has 20001 entries \(state_dim"
+    ):
+        probe_bounds("`dynamics.f`", _shift, "f", args())
+    with pytest.raises(IndexError, match=r"`dynamics.f` writes past the end of `out`, which has 20001 entries"):
+        probe_bounds("`dynamics.f`", _spill, "f", args())
+    with pytest.raises(IndexError, match=r"`dynamics.f` reads past the end of `p`, which has 1 entries \(param_dim=1"):
+        probe_bounds("`dynamics.f`", _reads_p1, "f", args())
+    probe_bounds("`dynamics.f`", _noisy, "f", args())  # random draws are not taken for a read past the end
+    probe_bounds("`dynamics.f`", _decay, "f", args())
+    # small arrays: the Python source names the index
     with pytest.raises(IndexError, match=r"`dynamics.f` reads x\[100\], but `x` has 100 entries \(state_dim=100"):
-        probe_bounds("`dynamics.f`", shift, "f", (np.ones(100), np.zeros(0), np.zeros(0), 0.0, np.zeros(100)))
+        probe_bounds("`dynamics.f`", _shift, "f", (np.ones(100), np.zeros(0), np.zeros(0), 0.0, np.zeros(100)))
