@@ -6,9 +6,9 @@ import numpy as np
 
 from .._cg import conjugate_gradients
 from ..checkpointing import MemoryBudget, Reversible, Revolve, StoreAll, Uniform, as_schedule
-from ._kernels import _log_weights, _n_chunks, _plan, kernels_for
+from ._kernels import PARALLEL, _log_weights, _n_chunks, _plan, kernels_for
 from ._results import SinkhornGradResult
-from ._reverse import reverse_kernels_for
+from ._reverse import reverse_kernels_for, schedule_runner
 from ._solve import _as_eps, _as_points, _as_weights, _check_positive_int, _solve, _threads_for
 
 # ----------------------------------------------------------------------------------
@@ -497,33 +497,25 @@ def _grad_unrolled(a, b, C, x, y, eps, loss, kw, checkpoint=None):
     return _grad_store_all(a, b, C, x, y, eps, loss, kw)
 
 
+_EMPTY = np.empty(0)
+_EMPTY2 = np.empty((0, 0))
+
+
 def _grad_checkpointed(a, b, C, x, y, eps, loss, sol, sched, fK, gK, name, rule, s):
     n, m = C.shape
     K = sol.iterations
     value, fbar, gbar, abar, bbar, Cbar = _unrolled_seed(a, b, C, eps, loss, fK, gK)
     work = np.empty((_n_chunks(n), m))
-    counters = np.zeros(4, dtype=np.int64)
-    reverse_kernels_for(C.size)._k_run_schedule(
-        K,
-        s,
-        rule,
-        C,
-        a,
-        b,
-        _log_weights(a),
-        _log_weights(b),
-        np.ascontiguousarray(sched),
-        fK,
-        gK,
-        fbar,
-        gbar,
-        abar,
-        bbar,
-        Cbar,
-        work,
-        counters,
-    )
-    if counters[3]:  # pragma: no cover - planner bug
+    # the executor of streamed plans with Sinkhorn's actions; the state x_k = (f_k, g_k), x_0 = 0
+    ctx = (C, a, b, _log_weights(a), _log_weights(b), np.ascontiguousarray(sched), fK, gK, abar, bbar, Cbar, work)
+    recomputed = np.zeros(1, dtype=np.int64)
+    ctx = ctx + (fbar, gbar, recomputed)  # the seed (the adjoint of x_0 lands in grad_x0, unused)
+    x0 = np.zeros(n + m)
+    grad_x0 = np.empty(n + m)
+    counters = np.zeros(3, dtype=np.int64)
+    run = schedule_runner(kernels_for(C.size) is not PARALLEL)
+    run(x0, ctx, _EMPTY, 0.0, 1.0, K, 0.0, rule, s, np.empty(n + m), _EMPTY2, _EMPTY, grad_x0, counters)
+    if counters[2]:  # pragma: no cover - planner bug
         raise RuntimeError("checkpoint planner stack overflow (please report)")
     gx, gy = _sqeuclidean_pullback(Cbar, x, y)
     se = min(s, K)
@@ -537,8 +529,10 @@ def _grad_checkpointed(a, b, C, x, y, eps, loss, sol, sched, fK, gK, name, rule,
         solution=sol,
         stored_bytes=se * (n + m) * 8 + Cbar.nbytes,
         schedule=name,
-        forward_iterations=int(K + counters[0] + counters[1]),
-        peak_stored_iterates=int(counters[2]),
+        # K in the forward solve; the executor counts the terminal step (taken from that solve here)
+        # among its steps, then the iterations of advance actions; recomputed ones inside adjoint steps
+        forward_iterations=int(K + counters[0] - 1 + recomputed[0]),
+        peak_stored_iterates=int(counters[1]),
     )
 
 

@@ -1,5 +1,6 @@
-"""Numba kernels of the unrolled Sinkhorn gradient: the adjoint half steps and the reverse sweeps
-(store-all, and checkpointed under a streamed schedule of :mod:`adjoint.checkpointing`)."""
+"""Numba kernels of the unrolled Sinkhorn gradient: the adjoint half steps, the store-all reverse
+sweep, and the per-action work with which the executor of streamed plans of
+:mod:`adjoint.checkpointing` runs the checkpointed reverse sweep (:func:`schedule_runner`)."""
 
 from __future__ import annotations
 
@@ -9,27 +10,6 @@ import numpy as np
 from numba import njit, prange
 
 from .._vecmath import _exp
-from ..checkpointing._streamed import (
-    CHUNK as _PLAN_CHUNK,
-)
-from ..checkpointing._streamed import (
-    OP_ADVANCE as _OP_ADVANCE,
-)
-from ..checkpointing._streamed import (
-    OP_RESTORE as _OP_RESTORE,
-)
-from ..checkpointing._streamed import (
-    OP_STORE as _OP_STORE,
-)
-from ..checkpointing._streamed import (
-    OP_TERMINAL as _OP_TERMINAL,
-)
-from ..checkpointing._streamed import (
-    plan_chunk as _plan_chunk,
-)
-from ..checkpointing._streamed import (
-    plan_init as _plan_init,
-)
 from ._kernels import PARALLEL, SERIAL, _copy, _k_col_update, _k_row_update, _sum, kernels_for, serial_variants
 
 # ----------------------------------------------------------------------------------
@@ -111,7 +91,7 @@ def _k_run_reverse(C, a, b, eps_sched, Fs, Gs, fbar, gbar, abar, bbar, Cbar, wor
     Cbar hold the seed on entry (adjoints of the output layer with respect to
     (f_K, g_K), a, b, C) and the accumulated gradient on exit (fbar, gbar:
     adjoints of the initial potentials). Checkpointed sweeps run in
-    :func:`_k_run_schedule`.
+    :func:`schedule_runner`.
     """
     n = fbar.shape[0]
     nsched = eps_sched.shape[0]
@@ -127,107 +107,182 @@ def _k_run_reverse(C, a, b, eps_sched, Fs, Gs, fbar, gbar, abar, bbar, Cbar, wor
     return 0
 
 
-# Checkpointed reverse sweep.  The schedules of adjoint.checkpointing see Sinkhorn
-# as K steps on the state x_k = (f_k, g_k) (the iterate after k iterations, n + m
-# floats): step k is iteration k + 1.  Their convention is that the adjoint of
-# step k needs only its input state x_k; the adjoint of iteration k + 1 needs
-# f_k, g_{k+1} and f_{k+1}, so the adjoint step recomputes x_{k+1} from x_k (the
-# two half steps, the same operations as the forward, hence the same bits) before
-# running the two adjoint half steps.  The terminal step x_{K-1} -> x_K is not
-# recomputed: x_K and the seed of the adjoint come from the forward solve.
+# Checkpointed reverse sweep.  The schedules of adjoint.checkpointing see Sinkhorn as K steps on the
+# state x_k = (f_k, g_k) (the iterate after k iterations, n + m floats, concatenated): step k is
+# iteration k + 1.  The plan runs through the one executor of streamed plans
+# (adjoint.checkpointing._streamed.gradient_checkpointed, rendered by ``executor_source`` into a
+# generated module, see :func:`schedule_runner`) with the per-action work below in place of an ODE
+# step.  Their convention is that the adjoint of step k needs only its input state x_k; the adjoint
+# of iteration k + 1 needs f_k, g_{k+1} and f_{k+1}, so the adjoint step recomputes x_{k+1} from x_k
+# (the two half steps, the same operations as the forward, hence the same bits) before running the
+# two adjoint half steps.  The terminal step x_{K-1} -> x_K is not recomputed: x_K and the seed of
+# the adjoint come from the forward solve.
+#
+# The executor's arguments ``C`` (the context) and ``p`` are passed through to the actions: here
+# ``ctx = (C, a, b, loga, logb, eps_sched, fK, gK, abar, bbar, Cbar, work, fbar_seed, gbar_seed,
+# recomputed)`` and an empty ``p``. The adjoint state ``lam`` is (fbar, gbar); abar, bbar, Cbar
+# accumulate in ``ctx``, and ``recomputed[0]`` counts the iterations recomputed inside adjoint steps.
+# Workspace: (nxt_f, nxt_g, f_tmp, g_tmp, fbar_prev, xw, ints) with ``ints[0]`` the step whose
+# output nxt_* holds (-1: none).
 
 
-@njit(cache=True)
-def _k_run_schedule(K, s, rule, C, a, b, loga, logb, eps_sched, fK, gK, fbar, gbar, abar, bbar, Cbar, work, counters):
-    """Reverse sweep of K iterations with ``s`` slots under a streamed schedule.
+@njit
+def sk_workspace(x0, ctx, p):
+    n = ctx[3].shape[0]
+    m = ctx[4].shape[0]
+    ints = np.empty(1, dtype=np.int64)
+    ints[0] = -1
+    return (np.empty(n), np.empty(m), np.empty(n), np.empty(m), np.empty(n), np.empty(n + m), ints)
 
-    Runs the planner of ``adjoint.checkpointing`` (``rule`` binomial or uniform)
-    chunk by chunk, so memory is O(s (n + m)) whatever K.  fbar, gbar, abar,
-    bbar, Cbar hold the seed on entry (adjoints of the output layer with respect
-    to (f_K, g_K), a, b, C) and the accumulated gradient on exit (fbar, gbar:
-    adjoints of the initial potentials).  counters = (iterations run by advance
-    actions, iterations recomputed inside adjoint steps, peak slots used,
-    planner error).
-    """
-    n = fbar.shape[0]
-    m = gbar.shape[0]
-    nsched = eps_sched.shape[0]
-    se = s if s < K else K
-    slots_f = np.empty((se, n))
-    slots_g = np.empty((se, m))
-    stack, meta = _plan_init(K, s, rule)
-    cap = _PLAN_CHUNK if _PLAN_CHUNK > 2 * se + 16 else 2 * se + 16
-    ops = np.empty(cap, dtype=np.int64)
-    arg0 = np.empty(cap, dtype=np.int64)
-    arg1 = np.empty(cap, dtype=np.int64)
-    cur_f = np.zeros(n)  # working state, x_0 = (0, 0)
-    cur_g = np.zeros(m)
-    nxt_f = np.empty(n)  # x_{k+1} for the adjoint of step k
-    nxt_g = np.empty(m)
-    nxt_k = -1  # step whose output nxt_* holds (-1: none)
-    f_tmp = np.empty(n)
-    g_tmp = np.empty(m)
-    fbar_prev = np.empty(n)
-    advanced = 0
-    recomputed = 0
-    peak = 0
-    counters[3] = 0
-    while True:
-        nact = _plan_chunk(stack, meta, ops, arg0, arg1)
-        if nact <= 0:
-            if nact < 0:
-                counters[3] = 1
-            break
-        for r in range(nact):
-            op = ops[r]
-            if op == _OP_ADVANCE:
-                for it in range(arg0[r], arg1[r]):
-                    eps = eps_sched[min(it, nsched - 1)]
-                    _k_col_update(C, cur_f, loga, cur_g, eps, g_tmp, work)
-                    _copy(cur_g, g_tmp)
-                    _k_row_update(C, cur_g, logb, cur_f, eps, f_tmp, work)
-                    _copy(cur_f, f_tmp)
-                advanced += arg1[r] - arg0[r]
-            elif op == _OP_STORE:
-                sl = arg1[r]
-                _copy(slots_f[sl], cur_f)
-                _copy(slots_g[sl], cur_g)
-                if sl + 1 > peak:
-                    peak = sl + 1
-            elif op == _OP_RESTORE:
-                sl = arg1[r]
-                _copy(cur_f, slots_f[sl])
-                _copy(cur_g, slots_g[sl])
-            elif op == _OP_TERMINAL:
-                # x_K is known from the forward solve, seed already in the bars
-                _copy(nxt_f, fK)
-                _copy(nxt_g, gK)
-                nxt_k = arg0[r]
-            else:  # adjoint of step k = iteration k + 1; working state x_k
-                k = arg0[r]
-                eps = eps_sched[min(k, nsched - 1)]
-                if nxt_k != k:
-                    _k_col_update(C, cur_f, loga, cur_g, eps, nxt_g, work)
-                    _k_row_update(C, nxt_g, logb, cur_f, eps, nxt_f, work)
-                    recomputed += 1
-                _k_adjoint_row_step(C, nxt_f, nxt_g, b, eps, fbar, gbar, bbar, Cbar, work)
-                _k_adjoint_col_step(C, cur_f, nxt_g, a, eps, gbar, fbar_prev, abar, Cbar, work)
-                _copy(fbar, fbar_prev)
-                gbar[:] = 0.0
-                nxt_k = -1
-    counters[0] = advanced
-    counters[1] = recomputed
-    counters[2] = peak
+
+@njit
+def _sk_iterate(ctx, f, g, it, W):
+    """Iteration ``it + 1`` in place on (f, g): the column half step, then the row half step."""
+    C, loga, logb, eps_sched, work = ctx[0], ctx[3], ctx[4], ctx[5], ctx[11]
+    eps = eps_sched[min(it, eps_sched.shape[0] - 1)]
+    f_tmp, g_tmp = W[2], W[3]
+    _k_col_update(C, f, loga, g, eps, g_tmp, work)
+    _copy(g, g_tmp)
+    _k_row_update(C, g, logb, f, eps, f_tmp, work)
+    _copy(f, f_tmp)
+
+
+@njit
+def sk_advance(x, ctx, p, t0, tau, k0, k1, W):
+    n = ctx[3].shape[0]
+    f = x[:n]
+    g = x[n:]
+    for it in range(k0, k1):
+        _sk_iterate(ctx, f, g, it, W)
     return 0
+
+
+@njit
+def sk_adjoint_one(x, ctx, p, t0, tau, k, lam, grad_c, gpa, W):
+    """Adjoint of iteration k + 1 from x_k (in ``x``): lam = (fbar, gbar) becomes the adjoint of x_k."""
+    C, a, b, loga, logb, eps_sched = ctx[0], ctx[1], ctx[2], ctx[3], ctx[4], ctx[5]
+    abar, bbar, Cbar, work = ctx[8], ctx[9], ctx[10], ctx[11]
+    nxt_f, nxt_g, fbar_prev, ints = W[0], W[1], W[4], W[6]
+    n = loga.shape[0]
+    cur_f = x[:n]
+    cur_g = x[n:]
+    eps = eps_sched[min(k, eps_sched.shape[0] - 1)]
+    if ints[0] != k:
+        _k_col_update(C, cur_f, loga, cur_g, eps, nxt_g, work)
+        _k_row_update(C, nxt_g, logb, cur_f, eps, nxt_f, work)
+        ctx[14][0] += 1
+    fbar = lam[:n]
+    gbar = lam[n:]
+    _k_adjoint_row_step(C, nxt_f, nxt_g, b, eps, fbar, gbar, bbar, Cbar, work)
+    _k_adjoint_col_step(C, cur_f, nxt_g, a, eps, gbar, fbar_prev, abar, Cbar, work)
+    _copy(fbar, fbar_prev)
+    for j in range(gbar.shape[0]):
+        gbar[j] = 0.0
+    ints[0] = -1
+    return 0.0
+
+
+@njit
+def sk_terminal(x, ctx, p, t0, tau, K, t1, x_final, lam, gpa, W):
+    """x_K and the seed come from the forward solve: nothing to compute (x holds x_{K-1})."""
+    fK, gK, fbar_seed, gbar_seed = ctx[6], ctx[7], ctx[12], ctx[13]
+    nxt_f, nxt_g, ints = W[0], W[1], W[6]
+    n = fK.shape[0]
+    _copy(nxt_f, fK)
+    _copy(nxt_g, gK)
+    ints[0] = K - 1
+    for i in range(n):
+        lam[i] = fbar_seed[i]
+        x_final[i] = fK[i]
+    for j in range(gK.shape[0]):
+        lam[n + j] = gbar_seed[j]
+        x_final[n + j] = gK[j]
+    return 0.0, 0
+
+
+@njit
+def sk_sweep(x, slots, sl, ctx, p, t0, tau, a, bb, lam, grad_c, gpa, run, W):
+    """``OP_SWEEP`` / ``OP_SWEEP_FULL`` on ``[a, bb)`` (as ``_streamed.g_sweep``): iterate storing
+    x_{a+1} .. x_{bb-2} in ``slots[sl + 1 ..]``, then the adjoint steps bb - 1 .. a reading them back."""
+    n = ctx[3].shape[0]
+    N = x.shape[0]
+    f = x[:n]
+    g = x[n:]
+    for k in range(a, bb - 1):
+        _sk_iterate(ctx, f, g, k, W)
+        if k < bb - 2:
+            for i in range(N):
+                slots[sl + k + 1 - a, i] = x[i]
+    for k in range(bb - 1, a - 1, -1):
+        if k < bb - 1:
+            for i in range(N):
+                x[i] = slots[sl + k - a, i]
+        run += sk_adjoint_one(x, ctx, p, t0, tau, k, lam, grad_c, gpa, W)
+    return run
+
+
+@njit
+def sk_oneslot(x, ctx, p, t0, tau, a, bb, lam, grad_c, gpa, run, W):
+    """``OP_ONESLOT`` on ``[a, bb)`` (as ``_streamed.g_oneslot``): for kk = bb - 1 .. a recompute x_kk
+    from x_a (in ``x``, left unchanged) and take adjoint step kk."""
+    n = ctx[3].shape[0]
+    xw = W[5]
+    for kk in range(bb - 1, a - 1, -1):
+        for i in range(x.shape[0]):
+            xw[i] = x[i]
+        fw = xw[:n]
+        gw = xw[n:]
+        for k in range(a, kk):
+            _sk_iterate(ctx, fw, gw, k, W)
+        run += sk_adjoint_one(xw, ctx, p, t0, tau, kk, lam, grad_c, gpa, W)
+    return run
+
+
+_ACTIONS = ("workspace", "advance", "adjoint_one", "terminal", "sweep", "oneslot")
+_GEN_VERSION = "1"
+
+
+def schedule_runner(serial: bool):
+    """The executor of streamed plans with Sinkhorn's actions (``serial``: the serial half steps),
+    from a generated module of :mod:`adjoint._modules` (cached on disk like every other)."""
+    import os
+
+    from .. import _modules
+    from ..checkpointing import _streamed
+
+    sfx = "_serial" if serial else ""
+    head = [
+        "# generated by adjoint._sinkhorn._reverse: do not edit",
+        "import numpy as np",
+        "from numba import njit",
+        "from adjoint.checkpointing._streamed import (CHUNK, OP_ADJOINT, OP_ADVANCE, OP_MASK, OP_ONESLOT,",
+        "    OP_RESTORE, OP_SHIFT, OP_STORE, OP_SWEEP, OP_SWEEP_FULL, plan_chunk, plan_compound)",
+        "from adjoint._sinkhorn._reverse import (",
+    ]
+    head += [f"    sk_{name}{sfx} as {name}," for name in _ACTIONS]
+    head += [")"]
+    src = "\n".join(head) + "\n\n\n@njit(cache=True)\n" + _streamed.executor_source("run_schedule")
+    here = os.path.dirname(os.path.abspath(__file__))
+    files = (_streamed.__file__, os.path.join(here, "_reverse.py"), os.path.join(here, "_kernels.py"))
+    stamp = "".join(f"{os.path.basename(f)}:{_modules.file_digest(f)};" for f in files)
+    return _modules.load("sinkhorn", _GEN_VERSION, src, stamp).run_schedule
 
 
 # the reverse kernels and their serial variants (see :func:`._kernels.serial_variants`), which call
 # the serial half steps
-_REVERSE_NAMES = ("_k_adjoint_row_step", "_k_adjoint_col_step", "_k_run_reverse", "_k_run_schedule")
+_REVERSE_NAMES = (
+    "_k_adjoint_row_step",
+    "_k_adjoint_col_step",
+    "_k_run_reverse",
+    "_sk_iterate",
+    *(f"sk_{name}" for name in _ACTIONS),
+)
 _PARALLEL_REVERSE = types.SimpleNamespace(**{name: globals()[name] for name in _REVERSE_NAMES})
 _SERIAL_REVERSE = serial_variants(
     {**globals(), "_k_col_update": SERIAL._k_col_update, "_k_row_update": SERIAL._k_row_update}, _REVERSE_NAMES
 )
+# module attributes, for the generated executor to import the serial actions by name
+globals().update({f"{name}_serial": fn for name, fn in vars(_SERIAL_REVERSE).items()})
 
 
 def reverse_kernels_for(n_entries):
