@@ -144,9 +144,9 @@ def _probe_guarded(label, fn, roles, args):
 
     A write past the end of an array changes its guard (a write of zero beyond the first GUARD_MARKED
     guard entries goes unseen, harmlessly: the guard is ours); a read past the end makes the results
-    depend on the guard's marked values (found by changing every guard, then, to name the array, each in turn;
-    skipped when two identical runs already differ, e.g. a function that draws random numbers).
-    Costs three calls of the function and no compilation. An index past an array's end by more
+    depend on the guard's marked values (found by changing every guard; then, unless a repeated run
+    differs as well (a function that draws random numbers), each guard in turn names the array).
+    Costs two calls of the function and no compilation when nothing is found. An index past an array's end by more
     than the largest array's size (plus GUARD_EXTRA) is not covered.
     """
     base_fills = [_FILL] * len(roles)
@@ -159,12 +159,12 @@ def _probe_guarded(label, fn, roles, args):
             bad = ("writes past the end of", i)
             break
     if bad is None:
-        again = _guarded_run(fn, roles, args, base_fills)
-        if again is None or not _same(base, again):
-            return  # not deterministic: reads cannot be judged this way
         every = _guarded_run(fn, roles, args, [_OTHER] * len(roles))
-        if every is None or not _same(base, every):  # some guard is read: which array's?
-            for i, role in enumerate(roles):
+        if every is None or not _same(base, every):  # some guard is read, or the function is random
+            again = _guarded_run(fn, roles, args, base_fills)
+            if again is None or not _same(base, again):
+                return  # not deterministic: reads cannot be judged this way
+            for i, role in enumerate(roles):  # which array's guard is read?
                 if role is None:
                     continue
                 fills = list(base_fills)
