@@ -35,7 +35,9 @@ def main(argv=None):
     schedules = {"StoreAll": adjoint.StoreAll(), "Revolve(20)": adjoint.Revolve(snapshots=20)}
     schedules["Uniform(10)"] = adjoint.Uniform(snapshots=10)
     print(f"Lotka-Volterra, K = {args.steps}, gradient medians ({args.rounds} rounds after warm-up)\n")
-    print(f"{'method':7s} {'schedule':12s} {'scalar [ms]':>12s} {'generic [ms]':>13s} {'gen/scalar':>11s}  first calls [s]")
+    print(
+        f"{'method':7s} {'schedule':12s} {'scalar [ms]':>12s} {'generic [ms]':>13s} {'gen/scalar':>11s}  first calls [s]"
+    )
     for mname, meth in methods.items():
         for sname, ck in schedules.items():
             fns, first, res = [], [], []
@@ -51,7 +53,9 @@ def main(argv=None):
             a, b = res
             same = a.value == b.value and np.array_equal(a.grad.params, b.grad.params)
             if not same or (a.stats.backend, b.stats.backend) != ("scalar", "generic"):
-                raise SystemExit(f"{mname} {sname}: backends differ ({a.stats.backend}, {b.stats.backend}, same={same})")
+                raise SystemExit(
+                    f"{mname} {sname}: backends differ ({a.stats.backend}, {b.stats.backend}, same={same})"
+                )
             ts, tg = block_medians(fns, rounds=args.rounds, block=3, warmup=1)
             print(
                 f"{mname:7s} {sname:12s} {1e3 * ts:12.2f} {1e3 * tg:13.2f} {tg / ts:11.2f}  "
