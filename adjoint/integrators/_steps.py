@@ -184,9 +184,9 @@ class Loop:
 
     The scalar renderer reads the loop unrolled (:func:`unroll`, with the tableau's values as
     constants). The array renderer writes one loop whose bounds and coefficients are read at run
-    time from ``A, b, cn``: the user's field and VJP are then compiled once per step, not once per
-    stage (unrolled, or with a constant stage count that LLVM unrolls, RK4 and Heun steps ran
-    20-40% slower)."""
+    time from ``A, b, cn``: the user's field and VJP are then compiled once per step function, not
+    once per stage (unrolled stages, or a constant stage count that LLVM unrolls, run slower:
+    docs/architecture.md)."""
 
     reverse: bool
     body: tuple
