@@ -242,9 +242,20 @@ _ACTIONS = ("workspace", "advance", "adjoint_one", "terminal", "sweep", "oneslot
 _GEN_VERSION = "1"
 
 
+_RUNNERS: dict = {}
+
+
 def schedule_runner(serial: bool):
     """The executor of streamed plans with Sinkhorn's actions (``serial``: the serial half steps),
-    from a generated module of :mod:`adjoint._modules` (cached on disk like every other)."""
+    from a generated module of :mod:`adjoint._modules` (cached on disk like every other; built once
+    per process)."""
+    got = _RUNNERS.get(serial)
+    if got is None:
+        got = _RUNNERS[serial] = _build_runner(serial)
+    return got
+
+
+def _build_runner(serial: bool):
     import os
 
     from .. import _modules

@@ -40,6 +40,8 @@ primitive actions (:func:`expand_compound`); users see the primitive actions.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -738,10 +740,12 @@ def gradient_checkpointed(
     return value + tau * run, 0
 
 
+@functools.lru_cache(maxsize=None)
 def executor_source(name: str = "checkpointed") -> str:
     """The source of :func:`gradient_checkpointed` for a generated module whose actions are its
     own ``workspace, advance, adjoint_one, terminal, sweep, oneslot`` (same signatures without the
-    context): the context parameters go, ``g_X(context..., rest...)`` becomes ``X(rest...)``."""
+    context): the context parameters go, ``g_X(context..., rest...)`` becomes ``X(rest...)``.
+    Memoised: the source is fixed for the process."""
     import ast
     import inspect
     import textwrap
