@@ -157,8 +157,8 @@ def test_damaged_numba_cache_files_are_compiled_again(reference, tmp_path, suffi
     assert _run(cache, numba_cache=numba_cache)["cache_warnings"] == []
 
 
-WARM_CHILD = r"""
-import json, numpy as np
+#: child-process prelude: records the qualified name of every function numba compiles in ``compiled``
+COMPILE_LISTENER = r"""
 from numba.core import event
 compiled = []
 class Listener(event.Listener):
@@ -168,6 +168,12 @@ class Listener(event.Listener):
         py = ev.data["dispatcher"].py_func
         compiled.append(f"{py.__module__}.{py.__qualname__}")
 event.register("numba:compile", Listener())
+"""
+
+WARM_CHILD = (
+    COMPILE_LISTENER
+    + r"""
+import json, numpy as np
 import adjoint
 from adjoint.problems import harmonic_oscillator as ho, pendulum
 prob = ho.make_problem(200)
@@ -177,6 +183,7 @@ r3 = adjoint.solve_adjoint(pendulum.make_problem(50), controls=pendulum.initial_
 ours = [c for c in compiled if c.startswith(("adjoint", "_adjoint"))]
 print(json.dumps({"ours": ours, "backends": [r.stats.backend for r in (r1, r2, r3)], "g": float(r1.grad.params[0])}))
 """
+)
 
 
 def test_a_second_process_loads_every_kernel_from_the_cache(tmp_path):
@@ -234,17 +241,10 @@ def grad(x, c, p, t, out_x, out_c, out_p):
     out_p[:] = 0.0
 '''
 
-CLOSURE_CHILD = r"""
+CLOSURE_CHILD = (
+    COMPILE_LISTENER
+    + r"""
 import json, sys
-from numba.core import event
-compiled = []
-class Listener(event.Listener):
-    def on_start(self, ev):
-        pass
-    def on_end(self, ev):
-        py = ev.data["dispatcher"].py_func
-        compiled.append(f"{py.__module__}.{py.__qualname__}")
-event.register("numba:compile", Listener())
 sys.path.insert(0, sys.argv[1])
 import adjoint, closure_factory as cf
 from adjoint.problems import revnet
@@ -264,6 +264,7 @@ out["revnet"] = [r.value, float(r.grad.params[0]), r.stats.backend]
 ours = [c for c in compiled if c.startswith(("adjoint", "_adjoint"))]
 print(json.dumps({"ours": ours, "out": out}))
 """
+)
 
 
 def test_closures_of_a_factory_load_from_the_cache_and_keep_their_constants(tmp_path):
