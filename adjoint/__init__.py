@@ -8,6 +8,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from ._check import GradientCheck, check_gradient
+from ._constraints import ConstraintJacobian, Path, Terminal, constraint_jacobian
+from ._freetime import Free
 from ._optimize import Objective, control_bounds, objective
 from ._problem import ControlProblem, Cost, Dynamics
 from ._separable import SeparableDynamics
@@ -20,6 +22,7 @@ from .integrators import RK4, DiscreteMap, Euler, Heun, Leapfrog, RungeKutta, Ve
 
 if TYPE_CHECKING:  # static view (type checkers, the API reference); loaded lazily at run time below
     from ._argmin import ArgminConvergenceError, ArgminConvergenceWarning, ArgminResult, ArgminStats, solve_argmin
+    from ._ocp import OCPResult, solve_ocp
     from ._sinkhorn import SinkhornGradResult, SinkhornResult, sinkhorn_value_and_grad, solve_sinkhorn
 
 __version__ = "0.1.0"
@@ -36,6 +39,8 @@ _LAZY = {
     "sinkhorn_value_and_grad": "_sinkhorn",
     "SinkhornResult": "_sinkhorn",
     "SinkhornGradResult": "_sinkhorn",
+    "solve_ocp": "_ocp",
+    "OCPResult": "_ocp",
 }
 
 
@@ -133,6 +138,13 @@ __all__ = [
     "check_gradient",
     "GradientCheck",
     "TraceMismatchWarning",
+    "Terminal",
+    "Path",
+    "Free",
+    "constraint_jacobian",
+    "ConstraintJacobian",
+    "solve_ocp",
+    "OCPResult",
 ]
 
 

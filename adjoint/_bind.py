@@ -33,7 +33,7 @@ _GEN_VERSION = "1"
 _BOUND: dict = {}
 
 
-def bound_kernel(kernel, funcs: dict, literals: dict | None = None):
+def bound_kernel(kernel, funcs: dict, literals: dict | None = None, actions: dict | None = None):
     """A callable running ``kernel`` with the function arguments named in ``funcs`` filled in.
 
     Parameters
@@ -46,6 +46,11 @@ def bound_kernel(kernel, funcs: dict, literals: dict | None = None):
         Parameter name -> int or bool written into the wrapper as a constant. numba then compiles
         the kernel for that literal value and prunes the branches it rules out (e.g. the method
         ``kind``), which lets LLVM inline the remaining small step functions.
+    actions : dict, optional
+        Global name -> numba function: the kernel (and the functions of its module that it calls
+        which call those names) call the given functions instead. This is how the one executor of
+        streamed plans runs a block of cotangents (``adjoint._kernels.BLOCK_ACTIONS``): the same
+        executor source, other per-action work.
 
     Returns
     -------
@@ -53,21 +58,25 @@ def bound_kernel(kernel, funcs: dict, literals: dict | None = None):
         Takes the kernel's remaining parameters, in order.
     """
     literals = dict(literals or {})
-    params = list(inspect.signature(kernel.py_func).parameters)
-    rest = [p for p in params if p not in funcs and p not in literals]
+    actions = dict(actions or {})
     # the function objects themselves (not their ids) key the cache: it keeps them alive, so an id
     # can never be reused by another function while its wrapper is cached
-    key = (kernel, tuple(sorted(funcs.items(), key=lambda kv: kv[0])), tuple(sorted(literals.items())))
+    key = (
+        kernel,
+        tuple(sorted(funcs.items(), key=lambda kv: kv[0])),
+        tuple(sorted(literals.items())),
+        tuple(sorted(actions.items(), key=lambda kv: kv[0])),
+    )
     got = _BOUND.get(key)
     if got is not None:
         return got
     for name, val in literals.items():
         if not isinstance(val, (bool, int)):
             raise TypeError(f"literal {name!r} must be an int or bool; got {val!r}")
-    targets = {name: import_path(fn) for name, fn in funcs.items()}
+    targets = {name: import_path(fn) for name, fn in {**funcs, **actions}.items()}
     kpath = import_path(kernel)
     if kpath is None or any(t is None for t in targets.values()):
-        fn = _in_memory(kernel, funcs, literals, params, rest)
+        fn = _in_memory(kernel, funcs, literals, actions)
         _BOUND[key] = fn
         return fn
     # the generated module calls the kernel's helpers by name: their files enter the digest (numba's
@@ -84,9 +93,14 @@ def bound_kernel(kernel, funcs: dict, literals: dict | None = None):
     lines += [f"import {m} as {a}" for m, a in malias.items()]
     ref = {name: f"{malias[t[0]]}.{t[1]}" for name, t in targets.items()}
     ref.update({name: repr(val) for name, val in literals.items()})
-    used = _kernel_globals(kernel, ref)
+    helpers = _action_callers(kernel, actions)
+    used = sorted(
+        set(_kernel_globals(kernel, ref)).union(*(_kernel_globals(h, ref) for h in helpers.values())) - set(helpers)
+    )
     if used:
         lines.append(f"from {kpath[0]} import {', '.join(used)}")
+    for name, h in helpers.items():  # the kernel's helpers that call an action, with the action replaced
+        lines += ["", "", '@njit(inline="always")', _specialised_source(h, {a: ref[a] for a in actions}, name)]
     lines += ["", "", "@njit(cache=True)", _specialised_source(kernel, ref), ""]
     src = "\n".join(lines)
     fn = _modules.load("bound", _GEN_VERSION, src, stamp).bound
@@ -94,19 +108,38 @@ def bound_kernel(kernel, funcs: dict, literals: dict | None = None):
     return fn
 
 
-def _in_memory(kernel, funcs, literals, params, rest):
+def _in_memory(kernel, funcs, literals, actions):
     """The same specialised kernel compiled from source held in memory (no disk cache)."""
     import numba
 
     ns = dict(kernel.py_func.__globals__)
     ref = {}
-    for i, (name, fn) in enumerate(sorted(funcs.items())):
+    for i, (name, fn) in enumerate(sorted({**funcs, **actions}.items())):
         ns[f"_u{i}"] = fn
         ref[name] = f"_u{i}"
     ref.update({name: repr(val) for name, val in literals.items()})
+    for name, h in _action_callers(kernel, actions).items():
+        src = _specialised_source(h, {a: ref[a] for a in actions}, name)
+        exec(compile(src, f"<adjoint bound {name}>", "exec"), ns)
+        ns[name] = numba.njit(inline="always")(ns[name])
     src = _specialised_source(kernel, ref)
     exec(compile(src, f"<adjoint bound {kernel.py_func.__name__}>", "exec"), ns)
     return numba.njit(ns["bound"])
+
+
+def _action_callers(kernel, actions: dict) -> dict:
+    """The functions of the kernel's module that the kernel calls and that call one of ``actions``
+    (name -> function): they are rendered again with the actions replaced."""
+    if not actions:
+        return {}
+    g = kernel.py_func.__globals__
+    out = {}
+    for n in kernel.py_func.__code__.co_names:
+        fn = g.get(n)
+        py = getattr(fn, "py_func", None)
+        if n not in actions and py is not None and py.__globals__ is g and set(py.__code__.co_names) & set(actions):
+            out[n] = fn
+    return out
 
 
 def _function_ast(kernel):
@@ -121,7 +154,7 @@ def _function_ast(kernel):
     return fdef
 
 
-def _specialised_source(kernel, ref: dict) -> str:
+def _specialised_source(kernel, ref: dict, name: str = "bound") -> str:
     """Source of ``bound(...)``: the kernel's body with parameters in ``ref`` replaced by constants.
 
     Function parameters become module attributes (``_m1.f``) and literal parameters (``kind``,
@@ -145,7 +178,7 @@ def _specialised_source(kernel, ref: dict) -> str:
     fdef = Subst().visit(fdef)
     fdef.args.args = [a for a in fdef.args.args if a.arg not in ref]
     fdef.decorator_list = []
-    fdef.name = "bound"
+    fdef.name = name
     ast.fix_missing_locations(fdef)
     return ast.unparse(fdef)
 

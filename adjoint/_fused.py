@@ -622,6 +622,8 @@ def fused_kernels(comp, method, n, m, q):
             ('inline="always"', gen.terminal_source()),
             ('inline="always"', gen.sweep_source()),
             ('inline="always"', gen.oneslot_source()),
+            ('inline="always"', _ADJOINT_BUFFER),
+            ('inline="always"', _ADJOINT_OUT),
             ("cache=True", tmpl),
         ]
         body = "".join(f"\n\n@njit({opt})\n" + p_ for opt, p_ in parts)
@@ -640,6 +642,11 @@ def fused_kernels(comp, method, n, m, q):
         result = None
     memo[key] = result
     return result
+
+
+# the executor's adjoint state: one vector of n (the scalar actions keep it in an array between actions)
+_ADJOINT_BUFFER = "def adjoint_buffer(x0, grad_x0):\n    return np.empty(x0.shape[0])\n"
+_ADJOINT_OUT = "def adjoint_out(lam, grad_x0):\n    for i in range(lam.shape[0]):\n        grad_x0[i] = lam[i]\n"
 
 
 def _load(src: str, stamp: str = ""):

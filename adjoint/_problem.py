@@ -260,6 +260,8 @@ class ProblemCache:
     compiled: dict = field(default_factory=dict)
     checked: set = field(default_factory=set)
     lanes: dict = field(default_factory=dict)
+    #: problems derived from this one (the free-final-time rewriting, ``adjoint._freetime``)
+    derived: dict = field(default_factory=dict)
 
 
 class ControlProblem:
@@ -275,12 +277,16 @@ class ControlProblem:
     x0 : array_like, shape (state_dim,)
         Initial state.
     t_span : (float, float)
-        ``(t0, t1)`` with ``t1 > t0``.
+        ``(t0, t1)`` with ``t1 > t0``. ``t1`` may be an :class:`adjoint.Free` final time, which
+        :func:`adjoint.solve_ocp` optimises (other functions use its guess).
     steps : int
         Number of steps ``K``; ``tau = (t1 - t0) / K``.
     terminal_cost, running_cost : Cost or callable, optional
         ``L(x_K, p)`` and ``l(x_k, c_k, p, t_k)``. At least one must be given. Plain functions
         ``fn(x, p)`` or ``fn(x, c, p, t)`` are traced.
+    constraints : list of adjoint.Terminal / adjoint.Path, optional
+        Hard constraints, for :func:`adjoint.solve_ocp` (their exact Jacobian:
+        :func:`adjoint.constraint_jacobian`). ``solve_adjoint`` ignores them.
 
     Notes
     -----
@@ -301,6 +307,7 @@ class ControlProblem:
         control_dim: int | None = None,
         param_dim: int | None = None,
         name: str | None = None,
+        constraints=None,
     ):
         if isinstance(dynamics, Dynamics):
             state_dim = dynamics.state_dim
@@ -329,8 +336,14 @@ class ControlProblem:
         self.x0 = np.array(as_float_vector("x0", x0, state_dim))
         self.x0.setflags(write=False)
         self.state_dim = self.x0.shape[0]
+        from ._freetime import Free
+
+        final_time = None
         try:
-            t0, t1 = (float(v) for v in t_span)
+            t0_, t1_ = t_span
+            if isinstance(t1_, Free):
+                final_time, t1_ = t1_, t1_.guess
+            t0, t1 = float(t0_), float(t1_)
         except (TypeError, ValueError):
             raise ValueError(f"`t_span` must be a pair of numbers (t0, t1); got {t_span!r}") from None
         if not (np.isfinite(t0) and np.isfinite(t1)):
@@ -341,6 +354,10 @@ class ControlProblem:
                 "Reparametrise time (s = -t) for a backward-in-time model."
             )
         self.t_span = (t0, t1)
+        #: an :class:`adjoint.Free` final time (``solve_ocp`` optimises it), else None
+        self.final_time = final_time
+        if final_time is not None:
+            final_time.bounds(t0)  # checks lower > t0
         if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)):
             raise TypeError(f"`steps` must be an integer >= 1; got {steps!r}")
         if steps < 1:
@@ -353,6 +370,10 @@ class ControlProblem:
         self._control_dim = control_dim if not isinstance(dynamics, Dynamics) else dynamics.control_dim
         self._param_dim = param_dim if not isinstance(dynamics, Dynamics) else dynamics.param_dim
         self.name = name or getattr(dynamics, "name", getattr(dynamics, "__name__", "problem"))
+        from ._constraints import check_constraints
+
+        #: the problem's :class:`adjoint.Terminal` and :class:`adjoint.Path` constraints (a tuple)
+        self.constraints = check_constraints(constraints)
         self._cache = ProblemCache()
         self._frozen = True
 

@@ -79,7 +79,7 @@ class Sweep:
     def state_dim(self) -> int:
         return self.grid.x0.shape[0]
 
-    def run(self, kernel, *extra):
+    def run(self, kernel, *extra, actions=None):
         """Call a compiled kernel of the generic backend, filling its parameters by name.
 
         Parameters named like the fields of :class:`Functions` receive the user's functions (bound
@@ -88,7 +88,8 @@ class Sweep:
         its description) or,
         for ``kind, has_run, has_term``, are compiled in as constants (so numba prunes the branches
         they rule out); parameters named like the fields of :class:`Grid` receive those; the remaining
-        parameters take ``extra`` in order.
+        parameters take ``extra`` in order. ``actions`` (global name -> numba function) replaces
+        functions the kernel calls (a block of cotangents: ``adjoint._kernels.BLOCK_ACTIONS``).
         """
         import inspect
 
@@ -105,7 +106,7 @@ class Sweep:
 
             funcs.update((n, f) for n, f in zip(_STEP_FIELDS, array_steps(self.method)) if n in names)
         literals = {n: getattr(fs, n) for n in names if n in _LITERAL_FIELDS}
-        fn = bound_kernel(kernel, funcs, literals)
+        fn = bound_kernel(kernel, funcs, literals, actions)
         it = iter(extra)
         args = []
         for n in names:

@@ -53,6 +53,7 @@ class _Compiled:
         self.scalar_kernels: dict = {}  # adjoint._fused.fused_kernels
         self.tape_kernels: dict = {}  # adjoint._tape.tape_kernels
         self.runs: set = set()  # (method, schedule, backend) run once in this process (Stats.compile_seconds)
+        self.constraint_parts = None  # adjoint._constraints.compiled_constraints
 
     def functions(self, kind: int) -> Functions:
         """The functions of a sweep with method code ``kind``."""

@@ -39,6 +39,7 @@ PROBLEMS = {
     "logistic": "adjoint.problems.logistic",
     "point_cloud_flow": "adjoint.problems.point_cloud_flow",
     "barycenter": "adjoint.problems.barycenter",
+    "bryson_denham": "adjoint.problems.bryson_denham",
 }
 
 

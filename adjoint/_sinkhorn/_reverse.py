@@ -201,6 +201,18 @@ def sk_terminal(x, ctx, p, t0, tau, K, t1, x_final, lam, gpa, W):
 
 
 @njit
+def sk_adjoint_buffer(x0, grad_x0):
+    """The adjoint state ``lam = (fbar, gbar)``."""
+    return np.empty(x0.shape[0])
+
+
+@njit
+def sk_adjoint_out(lam, grad_x0):
+    for i in range(lam.shape[0]):
+        grad_x0[i] = lam[i]
+
+
+@njit
 def sk_sweep(x, slots, sl, ctx, p, t0, tau, a, bb, lam, grad_c, gpa, run, W):
     """``OP_SWEEP`` / ``OP_SWEEP_FULL`` on ``[a, bb)`` (as ``_streamed.g_sweep``): iterate storing
     x_{a+1} .. x_{bb-2} in ``slots[sl + 1 ..]``, then the adjoint steps bb - 1 .. a reading them back."""
@@ -238,7 +250,7 @@ def sk_oneslot(x, ctx, p, t0, tau, a, bb, lam, grad_c, gpa, run, W):
     return run
 
 
-_ACTIONS = ("workspace", "advance", "adjoint_one", "terminal", "sweep", "oneslot")
+_ACTIONS = ("workspace", "advance", "adjoint_one", "terminal", "sweep", "oneslot", "adjoint_buffer", "adjoint_out")
 _GEN_VERSION = "1"
 
 

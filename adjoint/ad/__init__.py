@@ -20,6 +20,7 @@ from ._api import (
     compile_cost,
     compile_field,
     compile_graph,
+    compile_vector,
     grad,
     hessian_vector_product,
     hvp,
@@ -39,6 +40,7 @@ from ._transforms import bind_inputs, jvp_graph, replay, select_outputs, vjp_gra
 
 __all__ = [
     "compile_field",
+    "compile_vector",
     "compile_cost",
     "CompiledField",
     "CompiledCost",

@@ -494,6 +494,34 @@ def compile_field(fn, state_dim, control_dim=0, param_dim=0) -> CompiledField:
     return _compile_field_graphs(g, vg, n, m, q)
 
 
+def compile_vector(fn, state_dim, control_dim=0, param_dim=0) -> CompiledField:
+    """Trace a plain numpy vector function ``fn(x, c, p, t) -> array (r,)`` of any length ``r`` (a
+    constraint) and compile it and its VJP, with the contract of :func:`compile_field`: ``f(x, c, p,
+    t, out)`` writes the r values, ``vjp(x, c, p, t, w, out_x, out_c, out_p)`` the transposed
+    Jacobians applied to ``w`` (r,). A scalar result counts as ``r = 1`` (``r`` is
+    ``traced.graph.output_shapes[0][0]``).
+    """
+    n = _dim("state_dim", state_dim, 1)
+    m = _dim("control_dim", control_dim, 0)
+    q = _dim("param_dim", param_dim, 0)
+    g = trace_shapes(fn, [(n,), (m,), (q,), ()], names=_XCPT, opaque=("t",))
+    if len(g.outputs) != 1:
+        raise ValueError(f"`fn` must return one array; got {len(g.outputs)} outputs")
+    s = g.output_shapes[0]
+    if len(s) > 1:
+        raise ValueError(f"`fn` must return a 1-D array (or a number); got shape {s}")
+    r = int(np.prod(s)) if s else 1
+    if r < 1:
+        raise ValueError("`fn` must return at least one value; got an empty array")
+    if s != (r,):
+        b = Builder()
+        ins = [b.input(g.nodes[i].shape, nm) for i, nm in zip(g.inputs, g.input_names)]
+        outs, _ = replay(g, ins)
+        g = b.graph([as_value(outs[0]).reshape((r,)) if isinstance(outs[0], Tracer) else np.reshape(outs[0], (r,))])
+    vg = vjp_graph(g, wrt=[0, 1, 2], with_primals=False)
+    return _compile_field_graphs(g, vg, n, m, q)
+
+
 def _dim(name, v, lo):
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < lo:
         raise ValueError(f"`{name}` must be an integer >= {lo}; got {v!r}")

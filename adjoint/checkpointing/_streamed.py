@@ -437,6 +437,20 @@ def g_terminal(
 
 
 @njit(inline="always")
+def g_adjoint_buffer(step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x0, grad_x0):
+    """The executor's adjoint state ``lam`` (a vector of n; a block sweep binds
+    :func:`adjoint._kernels.block_adjoint_buffer` instead)."""
+    return np.empty(x0.shape[0])
+
+
+@njit(inline="always")
+def g_adjoint_out(step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, lam, grad_x0):
+    """``grad_x0 = z_0``."""
+    for i in range(lam.shape[0]):
+        grad_x0[i] = lam[i]
+
+
+@njit(inline="always")
 def g_sweep(
     step,
     adjoint_step,
@@ -632,7 +646,9 @@ def gradient_checkpointed(
     arg0 = np.empty(cap, dtype=np.int64)
     arg1 = np.empty(cap, dtype=np.int64)
     x = x0.copy()
-    lam = np.empty(n)
+    lam = g_adjoint_buffer(
+        step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, x0, grad_x0
+    )
     value = 0.0
     run = 0.0
     fwd = 0
@@ -733,8 +749,7 @@ def gradient_checkpointed(
                     counters[0] = fwd
                     counters[1] = peak
                     return 0.0, bad
-    for i in range(n):
-        grad_x0[i] = lam[i]
+    g_adjoint_out(step, adjoint_step, f, vjp, g, gvjp, rv, rg, has_run, tv, tg, has_term, A, b, cn, lam, grad_x0)
     counters[0] = fwd
     counters[1] = peak
     return value + tau * run, 0

@@ -1,0 +1,394 @@
+"""Constraints: exact Jacobians by a block of cotangents, and solve_ocp.
+
+References are independent of the code under test: central differences of the constraint values
+(computed by the forward sweep), a hand-written constraint against the traced one, and closed
+forms of the optimal-control problems (the discrete double integrator's KKT solution, the
+Bryson-Denham optimum 4 / (9 l)).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import adjoint
+
+K = 12
+
+
+def _dyn(x, c, p, t):
+    return np.array([x[1], c[0] * p[0] - 0.1 * np.sin(x[0]) * (1.0 + t)])
+
+
+def _make(every=3):
+    return adjoint.ControlProblem(
+        _dyn,
+        [0.3, 0.1],
+        (0.0, 1.0),
+        K,
+        running_cost=lambda x, c, p, t: c[0] ** 2,
+        control_dim=1,
+        param_dim=1,
+        constraints=[
+            adjoint.Terminal(
+                lambda x, p: np.array([x[0] * x[1], x[1] ** 2 + p[0]]), lower=[0.0, -1.0], upper=[0.0, 1.0]
+            ),
+            adjoint.Terminal(lambda x, c, p, t: x[0] * t, upper=2.0),
+            adjoint.Path(lambda x, c, p, t: np.array([x[0] + c[0] ** 2, x[1] * t * p[0]]), upper=1.0, every=every),
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def prob():
+    return _make()
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(K, 1)), np.array([1.3])
+
+
+def _central(prob, C, p, method, h=1e-6):
+    def vals(C_, p_, x0_=None):
+        return adjoint.constraint_jacobian(prob, controls=C_, params=p_, x0=x0_, method=method).values
+
+    r = vals(C, p).shape[0]
+    jc = np.zeros((r, K, 1))
+    for k in range(K):
+        Cp, Cm = C.copy(), C.copy()
+        Cp[k, 0] += h
+        Cm[k, 0] -= h
+        jc[:, k, 0] = (vals(Cp, p) - vals(Cm, p)) / (2 * h)
+    jp = ((vals(C, p + h) - vals(C, p - h)) / (2 * h))[:, None]
+    jx = np.stack([(vals(C, p, prob.x0 + h * e) - vals(C, p, prob.x0 - h * e)) / (2 * h) for e in np.eye(2)], 1)
+    return jc, jp, jx
+
+
+@pytest.mark.parametrize("method", [adjoint.Euler(), adjoint.RK4()], ids=["euler", "rk4"])
+def test_jacobian_matches_central_differences(prob, inputs, method):
+    C, p = inputs
+    J = adjoint.constraint_jacobian(prob, controls=C, params=p, method=method, checkpoint=adjoint.StoreAll())
+    # rows: 2 + 1 terminal rows, then 2 rows per node k = 0, 3, 6, 9
+    assert J.terminal_rows == 3 and J.path_rows == 2
+    np.testing.assert_allclose(J.path_times, np.arange(0, K, 3) / K)
+    assert J.values.shape == (3 + 2 * 4,) and J.controls.shape == (11, K, 1)
+    jc, jp, jx = _central(prob, C, p, method)
+    np.testing.assert_allclose(J.controls, jc, atol=2e-8)
+    np.testing.assert_allclose(J.params, jp, atol=2e-8)
+    np.testing.assert_allclose(J.x0, jx, atol=2e-8)
+    # a path row of node k does not depend on the controls of steps k and later
+    for a, k in enumerate(range(0, K, 3)):
+        rows = slice(3 + 2 * a, 5 + 2 * a)
+        assert np.all(J.controls[rows, k + 1 :, :] == 0.0)
+    # the values are those of the forward trajectory
+    _, traj = adjoint.simulate(prob, controls=C, params=p, method=method)
+    xK = traj[-1]
+    np.testing.assert_allclose(J.values[:3], [xK[0] * xK[1], xK[1] ** 2 + p[0], xK[0] * 1.0], rtol=1e-14)
+    np.testing.assert_allclose(J.values[3 + 2 * 2], traj[6, 0] + C[6, 0] ** 2, rtol=1e-14)
+    np.testing.assert_array_equal(J.lower[:3], [0.0, -1.0, -np.inf])
+    np.testing.assert_array_equal(J.upper[3:], np.ones(8))
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [adjoint.Revolve(3), adjoint.Uniform(4), adjoint.Revolve(1), adjoint.MemoryBudget(4 * 2 * 8)],
+    ids=["revolve3", "uniform4", "revolve1", "budget"],
+)
+@pytest.mark.parametrize("method", [adjoint.Euler(), adjoint.Heun()], ids=["euler", "heun"])
+def test_streamed_jacobians_equal_store_all_bit_for_bit(prob, inputs, schedule, method):
+    C, p = inputs
+    J = adjoint.constraint_jacobian(prob, controls=C, params=p, method=method, checkpoint=adjoint.StoreAll())
+    J2 = adjoint.constraint_jacobian(prob, controls=C, params=p, method=method, checkpoint=schedule)
+    assert J2.schedule != "StoreAll"
+    assert J2.forward_steps > K
+    for name in ("values", "controls", "params", "x0"):
+        np.testing.assert_array_equal(getattr(J2, name), getattr(J, name), err_msg=name)
+
+
+@numba.njit
+def _hand_path(x, c, p, t, out):
+    out[0] = x[0] + c[0] ** 2
+    out[1] = x[1] * t * p[0]
+
+
+@numba.njit
+def _hand_path_vjp(x, c, p, t, w, out_x, out_c, out_p):
+    out_x[0] = w[0]
+    out_x[1] = w[1] * t * p[0]
+    out_c[0] = 2.0 * c[0] * w[0]
+    out_p[0] = w[1] * x[1] * t
+
+
+def test_hand_written_constraint_matches_traced(prob, inputs):
+    C, p = inputs
+    hand = adjoint.ControlProblem(
+        _dyn,
+        [0.3, 0.1],
+        (0.0, 1.0),
+        K,
+        running_cost=lambda x, c, p, t: c[0] ** 2,
+        control_dim=1,
+        param_dim=1,
+        constraints=[adjoint.Path(_hand_path, upper=1.0, every=3, vjp=_hand_path_vjp, size=2)],
+    )
+    Jh = adjoint.constraint_jacobian(hand, controls=C, params=p)
+    Jt = adjoint.constraint_jacobian(prob, controls=C, params=p)
+    assert Jh.terminal_rows == 0
+    np.testing.assert_allclose(Jh.values, Jt.values[3:], rtol=1e-14)
+    np.testing.assert_allclose(Jh.controls, Jt.controls[3:], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(Jh.params, Jt.params[3:], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(Jh.x0, Jt.x0[3:], rtol=1e-13, atol=1e-15)
+
+
+def _double_integrator(steps, constraints=None):
+    return adjoint.ControlProblem(
+        lambda x, c, p, t: np.array([x[1], c[0]]),
+        [0.0, 0.0],
+        (0.0, 1.0),
+        steps,
+        running_cost=lambda x, c, p, t: c[0] ** 2,
+        control_dim=1,
+        constraints=constraints or [adjoint.Terminal(lambda x, p: x - np.array([1.0, 0.0]))],
+    )
+
+
+def _double_integrator_kkt(steps):
+    """The discrete optimum by hand: with explicit Euler x_K = M u, minimise tau u.u subject to M u = (1, 0)."""
+    tau = 1.0 / steps
+    M = np.zeros((2, steps))
+    M[1, :] = tau
+    M[0, :] = tau * tau * (steps - 1 - np.arange(steps))
+    u = M.T @ np.linalg.solve(M @ M.T, np.array([1.0, 0.0]))
+    return u, tau * u @ u
+
+
+@pytest.mark.parametrize("solver", ["slsqp", "trust-constr"])
+def test_solve_ocp_double_integrator_reaches_the_kkt_solution(solver):
+    prob = _double_integrator(40)
+    u, J = _double_integrator_kkt(40)
+    res = adjoint.solve_ocp(prob, controls=np.zeros((40, 1)), solver=solver)
+    assert res.success, res.message
+    assert abs(res.value - J) <= 1e-8 * J
+    np.testing.assert_allclose(res.controls[:, 0], u, atol=1e-5)
+    assert res.max_violation <= 1e-8
+    np.testing.assert_allclose(res.trajectory[-1], [1.0, 0.0], atol=1e-8)
+    assert res.times.shape == (41,) and res.final_time == 1.0 and res.params is None
+
+
+def test_solve_ocp_respects_control_bounds():
+    prob = _double_integrator(40)
+    _, J_free = _double_integrator_kkt(40)  # the free optimum has |u| up to about 6
+    res = adjoint.solve_ocp(prob, controls=np.zeros((40, 1)), bounds={"controls": (-5.0, 5.0)})
+    assert res.success, res.message
+    assert res.controls.max() <= 5.0 + 1e-12 and res.controls.min() >= -5.0 - 1e-12
+    assert res.value > J_free * (1 + 1e-6)
+    assert res.max_violation <= 1e-8
+
+
+@pytest.mark.parametrize("solver", ["slsqp", "trust-constr"])
+def test_solve_ocp_bryson_denham_state_constraint(solver):
+    """Bryson-Denham: x' = v, v' = u, x(0) = 0, v(0) = 1, x(1) = 0, v(1) = -1, x <= l; the continuous
+    optimum of 1/2 int u^2 is 4 / (9 l) for l <= 1/6 (Bryson and Ho, 1975)."""
+    l, steps = 1.0 / 9.0, 100
+    prob = adjoint.ControlProblem(
+        lambda x, c, p, t: np.array([x[1], c[0]]),
+        [0.0, 1.0],
+        (0.0, 1.0),
+        steps,
+        running_cost=lambda x, c, p, t: 0.5 * c[0] ** 2,
+        control_dim=1,
+        constraints=[
+            adjoint.Terminal(lambda x, p: x - np.array([0.0, -1.0])),
+            adjoint.Path(lambda x, c, p, t: x[0], upper=l),
+        ],
+    )
+    res = adjoint.solve_ocp(prob, controls=np.zeros((steps, 1)), solver=solver)
+    assert res.success, res.message
+    assert abs(res.value - 4.0 / (9.0 * l)) < 0.01 * 4.0  # Euler, 100 steps: within 1%
+    assert res.trajectory[:-1, 0].max() <= l + 1e-8
+    # the constraint is active on an arc: unconstrained, the optimum would be 4 (x peaks at 1/4)
+    assert np.sum(res.trajectory[:, 0] > l - 1e-6) >= 3
+
+
+def test_constraint_errors(prob, inputs):
+    C, p = inputs
+    with pytest.raises(ValueError, match="lower > upper"):
+        adjoint.constraint_jacobian(
+            adjoint.ControlProblem(
+                _dyn, [0.3, 0.1], (0.0, 1.0), K, running_cost=lambda x, c, p, t: c[0] ** 2, control_dim=1,
+                param_dim=1, constraints=[adjoint.Terminal(lambda x, p: x, lower=1.0, upper=0.0)],
+            ),
+            controls=C, params=p,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="has 3 entries; the function returns 2"):
+        adjoint.constraint_jacobian(
+            adjoint.ControlProblem(
+                _dyn, [0.3, 0.1], (0.0, 1.0), K, running_cost=lambda x, c, p, t: c[0] ** 2, control_dim=1,
+                param_dim=1, constraints=[adjoint.Terminal(lambda x, p: x, upper=[1.0, 2.0, 3.0])],
+            ),
+            controls=C, params=p,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="NaN"):
+        adjoint.Terminal(lambda x, p: x, upper=np.nan)
+    with pytest.raises(ValueError, match="`every`"):
+        adjoint.Path(lambda x, c, p, t: x, every=0)
+    with pytest.raises(TypeError, match="needs its `vjp`"):
+        adjoint.Path(_hand_path)
+    with pytest.raises(TypeError, match="needs `size`"):
+        adjoint.Path(_hand_path, vjp=_hand_path_vjp)
+    with pytest.raises(TypeError, match="entries must be adjoint.Terminal or adjoint.Path"):
+        _double_integrator(5, constraints=[lambda x, p: x])
+    with pytest.raises(ValueError, match="share `every`"):
+        _double_integrator(
+            5, constraints=[adjoint.Path(lambda x, c, p, t: x, every=1), adjoint.Path(lambda x, c, p, t: x, every=2)]
+        )
+    with pytest.raises(ValueError, match="no constraints"):
+        adjoint.constraint_jacobian(
+            adjoint.ControlProblem(_dyn, [0.3, 0.1], (0.0, 1.0), K, running_cost=lambda x, c, p, t: c[0] ** 2,
+                                   control_dim=1, param_dim=1),
+            controls=C, params=p,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="`controls` must have shape"):
+        adjoint.constraint_jacobian(prob, controls=C[:-1], params=p)
+    with pytest.raises(ValueError, match="segments"):
+        adjoint.solve_ocp(prob, controls=C, params=p, segments=0)
+    with pytest.raises(NotImplementedError, match="multiple shooting"):
+        adjoint.solve_ocp(prob, controls=C, params=p, segments=2)
+    with pytest.raises(ValueError, match="`solver` must be one of"):
+        adjoint.solve_ocp(prob, controls=C, params=p, solver="snopt")
+    with pytest.raises(ValueError, match="not optimised"):
+        adjoint.solve_ocp(prob, controls=C, bounds={"x0": (0, 1)}, params=p)
+
+
+# -- free final time -------------------------------------------------------------------------------
+
+
+def _td_dyn(x, c, p, t):
+    return np.array([x[1], c[0] * np.cos(t) - p[0] * x[0]])
+
+
+def _td_run(x, c, p, t):
+    return c[0] ** 2 + t * x[0] ** 2
+
+
+def _td_problem(t1, constraints=None):
+    return adjoint.ControlProblem(
+        _td_dyn,
+        [0.2, 0.0],
+        (0.5, t1),
+        30,
+        running_cost=_td_run,
+        terminal_cost=lambda x, p: p[0] * x[0] ** 2,
+        control_dim=1,
+        param_dim=1,
+        constraints=constraints,
+    )
+
+
+def test_free_final_time_derivatives_match_central_differences_of_fixed_horizons():
+    """dJ/dT and dg/dT of the rewritten problem (one ordinary sweep) against central differences of
+    the original problem solved with fixed horizons T +- h (time-dependent dynamics and running cost)."""
+    from adjoint._freetime import scaled_problem
+
+    term = [adjoint.Terminal(lambda x, c, p, t: np.array([x[0] * t, x[1] + p[0]]))]
+    free = _td_problem(adjoint.Free(2.0), term)
+    sp = scaled_problem(free, 1)
+    rng = np.random.default_rng(1)
+    C, T, h = rng.normal(size=(30, 1)), 2.0, 1e-5
+    res = adjoint.solve_adjoint(sp, params=[0.7, T], controls=C)
+    J = adjoint.constraint_jacobian(sp, params=[0.7, T], controls=C)
+
+    def fixed(T_):
+        q = _td_problem(T_, term)
+        return adjoint.evaluate(q, params=[0.7], controls=C), adjoint.constraint_jacobian(q, params=[0.7], controls=C)
+
+    (v0, J0), (vp, Jp), (vm, Jm) = fixed(T), fixed(T + h), fixed(T - h)
+    assert abs(res.value - v0) <= 1e-13 * abs(v0)
+    np.testing.assert_allclose(J.values, J0.values, rtol=1e-13)
+    np.testing.assert_allclose(res.grad.params[1], (vp - vm) / (2 * h), rtol=1e-8)
+    np.testing.assert_allclose(J.params[:, 1], (Jp.values - Jm.values) / (2 * h), rtol=1e-8)
+    # the other derivatives are those of the fixed-horizon problem
+    np.testing.assert_allclose(J.controls, J0.controls, rtol=1e-12, atol=1e-15)
+
+
+def _min_time(steps):
+    return adjoint.ControlProblem(
+        lambda x, c, p, t: np.array([x[1], c[0]]),
+        [0.0, 0.0],
+        (0.0, adjoint.Free(3.0, lower=0.5, upper=10.0)),
+        steps,
+        running_cost=lambda x, c, p, t: 1.0,
+        control_dim=1,
+        constraints=[adjoint.Terminal(lambda x, p: x - np.array([1.0, 0.0]))],
+    )
+
+
+@pytest.mark.parametrize("solver", ["slsqp", "ipopt"])
+def test_minimum_time_double_integrator(solver):
+    """Rest to rest over distance 1 with |u| <= 1: bang-bang, T* = 2. On the Euler grid with an even
+    number of steps the discrete optimum is T = 2 as well (x_K = tau^2 (K/2)^2 = T^2 / 4)."""
+    if solver == "ipopt":
+        pytest.importorskip("casadi")
+    res = adjoint.solve_ocp(
+        _min_time(40), controls=np.zeros((40, 1)), bounds={"controls": (-1.0, 1.0)}, solver=solver,
+        options={"tol": 1e-10},
+    )  # fmt: skip
+    assert res.success, res.message
+    assert abs(res.final_time - 2.0) < 1e-6
+    assert abs(res.value - res.final_time) < 1e-12  # the running cost 1 integrates to T
+    np.testing.assert_allclose(res.times[[0, -1]], [0.0, res.final_time])
+    np.testing.assert_allclose(res.controls[:15, 0], 1.0, atol=1e-4)
+    np.testing.assert_allclose(res.controls[-15:, 0], -1.0, atol=1e-4)
+
+
+def test_free_final_time_errors():
+    with pytest.raises(ValueError, match="exceeds guess"):
+        adjoint.Free(1.0, lower=2.0)
+    with pytest.raises(ValueError, match="must exceed t0"):
+        _td_problem(adjoint.Free(2.0, lower=0.5))
+    with pytest.raises(ValueError, match="t1 > t0"):
+        _td_problem(adjoint.Free(0.1))
+    from adjoint.problems import lqr
+
+    hand = adjoint.ControlProblem(lqr.DYNAMICS, lqr.X0, (0.0, adjoint.Free(5.0)), 20, running_cost=lqr.RUNNING)
+    with pytest.raises(ValueError, match="plain numpy functions"):
+        adjoint.solve_ocp(hand, controls=np.zeros((20, 1)))
+
+
+# -- IPOPT -----------------------------------------------------------------------------------------
+
+
+def test_ipopt_double_integrator_and_multipliers():
+    pytest.importorskip("casadi")
+    u, J = _double_integrator_kkt(40)
+    res = adjoint.solve_ocp(_double_integrator(40), controls=np.zeros((40, 1)), solver="ipopt")
+    assert res.success, res.message
+    assert abs(res.value - J) <= 1e-7 * J
+    np.testing.assert_allclose(res.controls[:, 0], u, atol=1e-4)
+    # KKT: grad J + J_g^T lambda = 0 at the solution (IPOPT's sign convention)
+    g = adjoint.solve_adjoint(_double_integrator(40), controls=res.controls).grad.controls.ravel()
+    Jg = res.constraints.controls.reshape(2, -1)
+    np.testing.assert_allclose(g + Jg.T @ res.multipliers, 0.0, atol=1e-6)
+
+
+def test_cli_solves_bryson_denham(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg")
+    out = subprocess.run(
+        [sys.executable, "-m", "adjoint", "solve", "bryson_denham", "--steps", "80", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, cwd=root, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert sum("violation" in line for line in out.stdout.splitlines()) >= 2, out.stdout
+    summary = json.loads((tmp_path / "bryson_denham.json").read_text())
+    assert summary["success"] and summary["max_violation"] <= 1e-8
+    assert abs(summary["objective"] - 4.0) < 0.02 * 4.0
+    assert (tmp_path / "bryson_denham.png").stat().st_size > 0
