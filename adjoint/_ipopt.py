@@ -11,6 +11,10 @@ import numpy as np
 __all__ = ["solve_ipopt"]
 
 
+def _dense(J):
+    return J.toarray() if hasattr(J, "toarray") else np.asarray(J)
+
+
 def _casadi():
     try:
         import casadi
@@ -25,9 +29,15 @@ def _callbacks(ca):
     class Jacobian(ca.Callback):
         """``(v, out) -> d out / d v`` (dense, rows x n)."""
 
-        def __init__(self, name, n, rows, jac, opts):
+        def __init__(self, name, n, rows, jac, opts, pattern=None):
             ca.Callback.__init__(self)
             self.n, self.rows, self.jac = n, rows, jac
+            self._sp = (
+                ca.Sparsity.dense(rows, n)
+                if pattern is None
+                else ca.Sparsity.triplet(rows, n, pattern[0].tolist(), pattern[1].tolist())
+            )
+            self.dense = pattern is None
             self.construct(name, opts)
 
         def get_n_in(self):
@@ -40,17 +50,25 @@ def _callbacks(ca):
             return ca.Sparsity.dense(self.n, 1) if i == 0 else ca.Sparsity.dense(self.rows, 1)
 
         def get_sparsity_out(self, i):
-            return ca.Sparsity.dense(self.rows, self.n)
+            return self._sp
 
         def eval(self, arg):
-            return [ca.DM(self.jac(np.asarray(arg[0], dtype=np.float64).ravel()))]
+            J = self.jac(np.asarray(arg[0], dtype=np.float64).ravel())
+            if self.dense:
+                return [ca.DM(_dense(J))]
+            # the values in CasADi's column-major order of the fixed pattern (entries kept explicitly,
+            # zeros included, so the structure never changes)
+            csc = J.tocsc()
+            csc.sort_indices()
+            assert csc.data.shape[0] == self._sp.nnz()
+            return [ca.DM(self._sp, csc.data)]
 
     class Function(ca.Callback):
         """``v -> out`` (rows,), with its Jacobian from adjoint."""
 
-        def __init__(self, name, n, rows, fun, jac):
+        def __init__(self, name, n, rows, fun, jac, pattern=None):
             ca.Callback.__init__(self)
-            self.n, self.rows, self.fun, self.jacf = n, rows, fun, jac
+            self.n, self.rows, self.fun, self.jacf, self.pattern = n, rows, fun, jac, pattern
             self._jac = None
             self.construct(name, {"enable_fd": False})
 
@@ -73,7 +91,7 @@ def _callbacks(ca):
             return True
 
         def get_jacobian(self, name, inames, onames, opts):
-            self._jac = Jacobian(name, self.n, self.rows, self.jacf, opts)  # kept alive with self
+            self._jac = Jacobian(name, self.n, self.rows, self.jacf, opts, self.pattern)  # kept alive with self
             return self._jac
 
     return Function
@@ -91,7 +109,12 @@ def solve_ipopt(obj, cons, v0, lo, hi, tol, max_iter, opts, verbose):
     if cons is not None:
         J0 = cons.evaluate(v0)
         rows = J0.values.shape[0]
-        g = Function("adjoint_constraints", n, rows, cons.values, cons.jac)
+        J = cons.jac(v0)
+        pattern = None
+        if hasattr(J, "tocsc"):  # a sparse Jacobian (multiple shooting): its fixed structure
+            coo = J.tocsc().tocoo()
+            pattern = (coo.row, coo.col)
+        g = Function("adjoint_constraints", n, rows, cons.values, cons.jac, pattern)
         nlp["g"] = g(X)
         clo, chi = J0.lower, J0.upper
     ipopt = {

@@ -50,7 +50,8 @@ class OCPResult:
         Lagrange multipliers of the constraint rows (in the rows of ``constraints``) where the solver
         gives them (trust-constr, ipopt), else None.
     constraints : ConstraintJacobian or None
-        The constraints' values and Jacobian at the solution (None without constraints).
+        The constraints' values and Jacobian at the solution (None without constraints, and with
+        ``segments > 1``, whose rows include the continuity conditions).
     nfev, njev : int
         Objective-gradient and constraint-Jacobian evaluations.
     solver : str
@@ -179,7 +180,11 @@ def solve_ocp(
     solver : {"slsqp", "trust-constr", "ipopt"}
         scipy's SLSQP or trust-constr; or IPOPT through CasADi (``pip install -e ".[ipopt]"``).
     segments : int, default 1
-        Multiple shooting is not available yet: only 1 is accepted.
+        Multiple shooting with ``segments`` pieces of the horizon (cut at grid points): the states at
+        the cuts become unknowns (started from a simulation with the initial controls) tied by
+        continuity constraints, and the constraint Jacobian is a sparse matrix with one block per
+        segment. Needed for unstable dynamics; it keeps the Jacobian sparse on long horizons
+        (``"trust-constr"`` and ``"ipopt"`` use the sparsity; ``"slsqp"`` works on dense matrices).
     options : dict, optional
         ``tol`` (default 1e-6: optimality and feasibility), ``max_iter`` (default 500), and for IPOPT
         any IPOPT option by name.
@@ -213,10 +218,6 @@ def solve_ocp(
     solver = solver.lower()
     if isinstance(segments, (bool, np.bool_)) or not isinstance(segments, (int, np.integer)) or segments < 1:
         raise ValueError(f"`segments` must be an integer >= 1; got {segments!r}")
-    if segments != 1:
-        raise NotImplementedError(
-            "multiple shooting (segments > 1) is not implemented yet; solve with segments=1 (single shooting)"
-        )
     opts = dict(options or {})
     tol = float(opts.pop("tol", 1e-6))
     max_iter = int(opts.pop("max_iter", 500))
@@ -239,7 +240,7 @@ def solve_ocp(
         sp = scaled_problem(problem, q0)
         res = solve_ocp(
             sp, controls=controls, params=ps, x0=x0, bounds=bounds, method=method, checkpoint=checkpoint,
-            solver=solver, options={**opts, "tol": tol, "max_iter": max_iter}, verbose=verbose,
+            solver=solver, segments=segments, options={**opts, "tol": tol, "max_iter": max_iter}, verbose=verbose,
         )  # fmt: skip
         assert res.params is not None
         T = float(res.params[-1])
@@ -264,7 +265,20 @@ def solve_ocp(
     obj.unpack(v0)  # shape check of the initial guess
     lo, hi = _block_bounds(problem, obj, bounds)
     v0 = np.clip(v0, lo, hi)
-    cons = _ConstraintFun(obj, method, checkpoint) if problem.constraints else None
+    shooting = None
+    if segments > 1:
+        from ._shooting import Shooting
+
+        blocks = obj.unpack(v0)
+        shooting = Shooting(
+            problem, segments, params=blocks.get("params", params), controls=blocks["controls"], x0=x0,
+            method=method, checkpoint=checkpoint, optimise_params="params" in wrt,
+        )  # fmt: skip
+        lo, hi = shooting.bounds(lo, hi)
+        v0 = shooting.v0
+        obj, cons = shooting, shooting.constraints()  # type: ignore[assignment]
+    else:
+        cons = _ConstraintFun(obj, method, checkpoint) if problem.constraints else None
     if cons is not None:
         cons.evaluate(v0)  # errors in the constraints surface here, before the solver starts
     obj(v0)
@@ -275,7 +289,11 @@ def solve_ocp(
         v, nit, message, ok, mult = solve_ipopt(obj, cons, v0, lo, hi, tol, max_iter, opts, verbose)
     else:
         v, nit, message, ok, mult = _solve_scipy(solver, obj, cons, v0, lo, hi, tol, max_iter, opts, verbose)
-    return _result(problem, obj, cons, v, nit, message, ok, mult, solver, tol, method, t_start)
+    return _result(problem, obj, cons, v, nit, message, ok, mult, solver, tol, method, t_start, shooting)
+
+
+def _dense(J):
+    return J.toarray() if hasattr(J, "toarray") else J
 
 
 class _Progress:
@@ -316,14 +334,18 @@ def _solve_scipy(solver, obj, cons, v0, lo, hi, tol, max_iter, opts, verbose):
             hi_rows = np.flatnonzero((clo != chi) & np.isfinite(chi))
             if eq.size:
                 constraints.append(
-                    {"type": "eq", "fun": lambda v: cons.values(v)[eq] - clo[eq], "jac": lambda v: cons.jac(v)[eq]}
+                    {
+                        "type": "eq",
+                        "fun": lambda v: cons.values(v)[eq] - clo[eq],
+                        "jac": lambda v: _dense(cons.jac(v))[eq],
+                    }
                 )
             if lo_rows.size:
                 constraints.append(
                     {
                         "type": "ineq",
                         "fun": lambda v: cons.values(v)[lo_rows] - clo[lo_rows],
-                        "jac": lambda v: cons.jac(v)[lo_rows],
+                        "jac": lambda v: _dense(cons.jac(v))[lo_rows],
                     }
                 )
             if hi_rows.size:
@@ -331,7 +353,7 @@ def _solve_scipy(solver, obj, cons, v0, lo, hi, tol, max_iter, opts, verbose):
                     {
                         "type": "ineq",
                         "fun": lambda v: chi[hi_rows] - cons.values(v)[hi_rows],
-                        "jac": lambda v: -cons.jac(v)[hi_rows],
+                        "jac": lambda v: -_dense(cons.jac(v))[hi_rows],
                     }
                 )
         res = minimize(
@@ -381,15 +403,22 @@ def _trust_constr(minimize, BFGS, obj, v0, bnds, constraints, tol, max_iter, pro
     )
 
 
-def _result(problem, obj, cons, v, nit, message, ok, mult, solver, tol, method, t_start):
+def _result(problem, obj, cons, v, nit, message, ok, mult, solver, tol, method, t_start, shooting=None):
     from ._solve import simulate
 
-    blocks = obj.unpack(v)
-    kw = {k: blocks.get(k, obj._fixed[k]) for k in ("params", "controls", "x0")}
     value, _ = obj(v)
-    _, traj = simulate(problem, params=kw["params"], controls=kw["controls"], x0=kw["x0"], method=method)
     J = cons.evaluate(v) if cons is not None else None
     viol = J.max_violation if J is not None else 0.0
+    if shooting is not None:  # the segments, each from its start state
+        p, C, _ = shooting.unpack(v)
+        kw = {"params": p if shooting.optimise_params else None, "controls": C}
+        traj = shooting.trajectory(v)
+        if not isinstance(J, ConstraintJacobian):
+            J = None  # the rows of the shooting formulation: see max_violation
+    else:
+        blocks = obj.unpack(v)
+        kw = {k: blocks.get(k, obj._fixed[k]) for k in ("params", "controls", "x0")}
+        _, traj = simulate(problem, params=kw["params"], controls=kw["controls"], x0=kw["x0"], method=method)
     C = kw["controls"]
     controls = (
         np.array(C, dtype=np.float64).reshape(problem.steps, -1) if C is not None else np.zeros((problem.steps, 0))
@@ -398,7 +427,7 @@ def _result(problem, obj, cons, v, nit, message, ok, mult, solver, tol, method, 
         success=bool(ok) and math.isfinite(value) and viol <= tol,
         value=float(value),
         controls=controls,
-        params=None if "params" not in obj.wrt else np.array(kw["params"], dtype=np.float64),
+        params=None if kw["params"] is None or not np.size(kw["params"]) else np.array(kw["params"], dtype=np.float64),
         final_time=problem.t_span[1],
         trajectory=traj,
         times=problem.times,

@@ -8,9 +8,10 @@ Run::
 Every configuration solves the same discrete problem (explicit Euler on the same grid) from the
 same initial guess, in this process, pinned to one CPU (``benchmarks/_util.pin_to_one_cpu``).
 
-* ours: ``solve_ocp`` with SLSQP (scipy) and with IPOPT (through CasADi, limited-memory Hessian);
+* ours: ``solve_ocp`` with SLSQP (scipy) and with IPOPT (through CasADi, limited-memory Hessian),
+  single shooting, and IPOPT with multiple shooting (``segments = K / 50``: a sparse Jacobian);
   objective gradients by ``solve_adjoint``, constraint Jacobians by ``constraint_jacobian`` (one
-  block sweep).
+  block sweep per segment).
 * CasADi: the idiomatic formulation, direct multiple shooting with the Euler steps as equality
   constraints (``Opti``, SX-free MX graph, exact Hessian), IPOPT with its defaults
   (``print_level 0``).
@@ -19,7 +20,7 @@ Reported: ``build`` (problem set-up and compilation, first solve minus a warm so
 from an empty cache for ours, CasADi's graph construction), the median wall time of 5 further
 solves, IPOPT / SLSQP iterations, the objective, and ``ours / CasADi`` ratios of the medians.
 
-Problems: Bryson-Denham (state constraint x <= 1/9, K = 100, 400, 1600; optimum -> 4) and the
+Problems: Bryson-Denham (state constraint x <= 1/9, K = 100, 400, 1000; optimum -> 4) and the
 minimum-time double integrator (free final time, |u| <= 1, K = 50, 200; optimum T = 2).
 """
 
@@ -52,19 +53,19 @@ def _median(fn, repeat=REPEAT):
 # -- ours ------------------------------------------------------------------------------------------
 
 
-def ours_bryson_denham(K, solver):
+def ours_bryson_denham(K, solver, segments=1):
     import adjoint
     from adjoint.problems import bryson_denham as bd
 
     def run():
         prob = bd.make_problem(K)
-        r = adjoint.solve_ocp(prob, controls=np.zeros((K, 1)), solver=solver, options={"tol": 1e-8})
+        r = adjoint.solve_ocp(prob, controls=np.zeros((K, 1)), solver=solver, segments=segments, options={"tol": 1e-8})
         return r.value, r.nit, r.success
 
     return run
 
 
-def ours_min_time(K, solver):
+def ours_min_time(K, solver, segments=1):
     import adjoint
 
     def run():
@@ -78,7 +79,12 @@ def ours_min_time(K, solver):
             constraints=[adjoint.Terminal(lambda x, p: x - np.array([1.0, 0.0]))],
         )
         r = adjoint.solve_ocp(
-            prob, controls=np.zeros((K, 1)), bounds={"controls": (-1.0, 1.0)}, solver=solver, options={"tol": 1e-8}
+            prob,
+            controls=np.zeros((K, 1)),
+            bounds={"controls": (-1.0, 1.0)},
+            solver=solver,
+            segments=segments,
+            options={"tol": 1e-8},
         )
         return r.final_time, r.nit, r.success
 
@@ -148,18 +154,22 @@ def main(argv=None):
         return 1
     cases = [
         ("bryson_denham", K, ours_bryson_denham, casadi_bryson_denham, "objective")
-        for K in ((100,) if args.quick else (100, 400, 1600))
+        for K in ((100,) if args.quick else (100, 400, 1000))
     ] + [("min_time", K, ours_min_time, casadi_min_time, "T") for K in ((50,) if args.quick else (50, 200))]
     print(f"pinned to CPU {cpu}; medians of {REPEAT} solves after one warm-up solve")
-    head = f"{'problem':<14}{'K':>6}  {'solver':<22}{'build s':>9}{'median s':>10}{'iter':>6}  {'result':>14}  ours/CasADi"
+    head = (
+        f"{'problem':<14}{'K':>6}  {'solver':<28}{'build s':>9}{'median s':>10}{'iter':>6}  {'result':>14}  ours/CasADi"
+    )
     print(head)
     print("-" * len(head))
     for name, K, ours, peer, what in cases:
         rows = []
+        S = max(2, K // 50)
         for label, run in (
             ("CasADi+IPOPT (MS, exact H)", peer(K)),
             ("ours SLSQP", ours(K, "slsqp")),
             ("ours IPOPT (L-BFGS)", ours(K, "ipopt")),
+            (f"ours IPOPT, {S} segments", ours(K, "ipopt", S)),
         ):
             t = time.perf_counter()
             run()
@@ -170,7 +180,7 @@ def main(argv=None):
         for label, build, med, nit, val, ok in rows:
             ratio = "" if label.startswith("CasADi") else f"{med / base:.2f}x"
             flag = "" if ok else " (not converged)"
-            print(f"{name:<14}{K:>6}  {label:<22}{build:>9.3f}{med:>10.4f}{nit:>6}  {what} {val:>12.8f}  {ratio}{flag}")
+            print(f"{name:<14}{K:>6}  {label:<28}{build:>9.3f}{med:>10.4f}{nit:>6}  {what} {val:>12.8f}  {ratio}{flag}")
     return 0
 
 

@@ -255,8 +255,8 @@ def test_constraint_errors(prob, inputs):
         adjoint.constraint_jacobian(prob, controls=C[:-1], params=p)
     with pytest.raises(ValueError, match="segments"):
         adjoint.solve_ocp(prob, controls=C, params=p, segments=0)
-    with pytest.raises(NotImplementedError, match="multiple shooting"):
-        adjoint.solve_ocp(prob, controls=C, params=p, segments=2)
+    with pytest.raises(ValueError, match="exceeds the 4 grid points"):
+        adjoint.solve_ocp(prob, controls=C, params=p, segments=5)
     with pytest.raises(ValueError, match="`solver` must be one of"):
         adjoint.solve_ocp(prob, controls=C, params=p, solver="snopt")
     with pytest.raises(ValueError, match="not optimised"):
@@ -392,3 +392,82 @@ def test_cli_solves_bryson_denham(tmp_path):
     assert summary["success"] and summary["max_violation"] <= 1e-8
     assert abs(summary["objective"] - 4.0) < 0.02 * 4.0
     assert (tmp_path / "bryson_denham.png").stat().st_size > 0
+
+
+# -- multiple shooting -----------------------------------------------------------------------------
+
+
+def test_shooting_jacobian_matches_central_differences(prob, inputs):
+    """The sparse Jacobian of the shooting formulation (continuity rows, per-segment path and terminal
+    rows; parameters, controls and segment start states as unknowns) against central differences."""
+    from adjoint._shooting import Shooting
+
+    C, p = inputs
+    sh = Shooting(
+        prob, 3, params=p, controls=C, x0=None, method=adjoint.Heun(), checkpoint=adjoint.Revolve(2),
+        optimise_params=True,
+    )  # fmt: skip
+    assert sh.ks == [0, 3, 9, 12]  # cuts on the path nodes 0, 3, 6, 9
+    cons = sh.constraints()
+    v = sh.v0 + 0.01 * np.random.default_rng(3).normal(size=sh.nv)  # continuity not satisfied
+    J = cons.jac(v).toarray()
+    assert J.shape == (2 * 2 + 3 + 2 * 4, sh.nv)
+    h = 1e-6
+    fd = np.stack([(cons.values(v + h * e) - cons.values(v - h * e)) / (2 * h) for e in np.eye(sh.nv)], 1)
+    np.testing.assert_allclose(J, fd, atol=3e-8)
+    # the objective's gradient too
+    g = sh.grad(v)
+    fdg = np.array([(sh.value(v + h * e) - sh.value(v - h * e)) / (2 * h) for e in np.eye(sh.nv)])
+    np.testing.assert_allclose(g, fdg, rtol=1e-6, atol=1e-8)
+    # the rows of a segment do not depend on the controls of later segments
+    assert np.all(J[:2, 1 + 3 :][:, : 12 - 3] == 0.0)
+
+
+@pytest.mark.parametrize("solver", ["slsqp", "trust-constr", "ipopt"])
+def test_multiple_shooting_finds_the_single_shooting_optimum(solver):
+    if solver == "ipopt":
+        pytest.importorskip("casadi")
+    from adjoint.problems import bryson_denham as bd
+
+    single = adjoint.solve_ocp(bd.make_problem(60), controls=np.zeros((60, 1)), options={"tol": 1e-10})
+    res = adjoint.solve_ocp(bd.make_problem(60), controls=np.zeros((60, 1)), solver=solver, segments=4)
+    assert res.success, res.message
+    assert abs(res.value - single.value) < 1e-4 * single.value
+    assert res.max_violation <= 1e-6
+    assert res.trajectory.shape == (61, 2) and res.constraints is None
+
+
+def _unstable_kkt(lam, T, K):
+    """min tau sum u^2 s.t. x_K = 0 for x' = lam x + u, x0 = 1, explicit Euler: x_K = a^K + sum_k M_k u_k
+    with a = 1 + tau lam, M_k = tau a^(K-1-k); u = -M^T (M M^T)^-1 a^K (in logarithms: a^K ~ 1e19)."""
+    tau = T / K
+    a = 1 + tau * lam
+    logw = (K - 1 - np.arange(K)) * np.log(a) + np.log(tau)
+    top = logw.max()
+    log_mm = np.log(np.sum(np.exp(2 * (logw - top)))) + 2 * top
+    u = -np.exp(logw + K * np.log(a) - log_mm)
+    return u, tau * np.sum(u**2)
+
+
+@pytest.mark.parametrize("solver", ["slsqp", "ipopt"])
+def test_multiple_shooting_on_unstable_dynamics(solver):
+    """x' = 10 x + u over [0, 5]: the state grows by 1.25^200 ~ 2e19 on the grid; 20 segments of 10
+    steps keep every simulation bounded and reach the discrete optimum."""
+    if solver == "ipopt":
+        pytest.importorskip("casadi")
+    K = 200
+    prob = adjoint.ControlProblem(
+        lambda x, c, p, t: np.array([10.0 * x[0] + c[0]]),
+        [1.0],
+        (0.0, 5.0),
+        K,
+        running_cost=lambda x, c, p, t: c[0] ** 2,
+        control_dim=1,
+        constraints=[adjoint.Terminal(lambda x, p: x)],
+    )
+    u, J = _unstable_kkt(10.0, 5.0, K)
+    res = adjoint.solve_ocp(prob, controls=np.zeros((K, 1)), solver=solver, segments=20, options={"tol": 1e-9})
+    assert res.success, res.message
+    assert abs(res.value - J) < 1e-6 * J
+    np.testing.assert_allclose(res.controls[:, 0], u, atol=1e-3 * np.abs(u).max())
+    assert abs(res.trajectory[-1, 0]) < 1e-6
