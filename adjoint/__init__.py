@@ -22,7 +22,7 @@ from .integrators import RK4, DiscreteMap, Euler, Heun, Leapfrog, RungeKutta, Ve
 
 if TYPE_CHECKING:  # static view (type checkers, the API reference); loaded lazily at run time below
     from ._argmin import ArgminConvergenceError, ArgminConvergenceWarning, ArgminResult, ArgminStats, solve_argmin
-    from ._ocp import OCPResult, solve_ocp
+    from ._ocp import NLP, OCPResult, nlp, solve_ocp
     from ._sinkhorn import SinkhornGradResult, SinkhornResult, sinkhorn_value_and_grad, solve_sinkhorn
 
 __version__ = "0.1.0"
@@ -41,6 +41,8 @@ _LAZY = {
     "SinkhornGradResult": "_sinkhorn",
     "solve_ocp": "_ocp",
     "OCPResult": "_ocp",
+    "nlp": "_ocp",
+    "NLP": "_ocp",
 }
 
 
@@ -145,6 +147,8 @@ __all__ = [
     "ConstraintJacobian",
     "solve_ocp",
     "OCPResult",
+    "nlp",
+    "NLP",
 ]
 
 

@@ -12,6 +12,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from ._constraints import ConstraintJacobian, constraint_jacobian
 from ._optimize import Objective
 from ._problem import ControlProblem
 
-__all__ = ["solve_ocp", "OCPResult"]
+__all__ = ["solve_ocp", "OCPResult", "nlp", "NLP"]
 
 SOLVERS = ("slsqp", "trust-constr", "ipopt")
 
@@ -207,25 +208,68 @@ def solve_ocp(
     >>> bool(res.success), round(res.value, 1)
     (True, 12.0)
     """
-    from ._validate import _EULER
-    from .checkpointing import as_schedule
-
     t_start = time.perf_counter()
-    if not isinstance(problem, ControlProblem):
-        raise TypeError(f"`problem` must be an adjoint.ControlProblem; got {type(problem).__name__}")
     if not isinstance(solver, str) or solver.lower() not in SOLVERS:
         raise ValueError(f"`solver` must be one of {SOLVERS}; got {solver!r}")
     solver = solver.lower()
-    if isinstance(segments, (bool, np.bool_)) or not isinstance(segments, (int, np.integer)) or segments < 1:
-        raise ValueError(f"`segments` must be an integer >= 1; got {segments!r}")
     opts = dict(options or {})
     tol = float(opts.pop("tol", 1e-6))
     max_iter = int(opts.pop("max_iter", 500))
+    b = _build(problem, controls, params, x0, bounds, method, checkpoint, segments)
+    obj, cons, v0, lo, hi = b.obj, b.cons, b.v0, b.lo, b.hi
+    if cons is not None:
+        cons.evaluate(v0)  # errors in the constraints surface here, before the solver starts
+    obj(v0)
+    if solver == "ipopt":
+        from ._ipopt import solve_ipopt
+
+        v, nit, message, ok, mult = solve_ipopt(obj, cons, v0, lo, hi, tol, max_iter, opts, verbose)
+    else:
+        v, nit, message, ok, mult = _solve_scipy(solver, obj, cons, v0, lo, hi, tol, max_iter, opts, verbose)
+    res = _result(b.problem, obj, cons, v, nit, message, ok, mult, solver, tol, b.method, t_start, b.shooting)
+    if b.free is not None:  # the last parameter of the rewritten problem is the final time
+        from ._freetime import times
+
+        original, params_given = b.free
+        assert res.params is not None
+        T = float(res.params[-1])
+        res = replace(
+            res,
+            params=res.params[:-1] if params_given else None,
+            final_time=T,
+            times=times(original, T),
+        )
+    return replace(res, seconds=time.perf_counter() - t_start)
+
+
+@dataclass
+class _Built:
+    """The pieces of the NLP: objective and constraints (single or multiple shooting), start, bounds."""
+
+    problem: ControlProblem  # the problem solved (the rewritten one for a free final time)
+    obj: Any
+    cons: Any
+    v0: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    method: object
+    shooting: Any = None
+    free: tuple | None = None  # (the original problem, whether params were given)
+
+
+def _build(problem, controls, params, x0, bounds, method, checkpoint, segments) -> _Built:
+    from ._validate import _EULER
+    from .checkpointing import as_schedule
+
+    if not isinstance(problem, ControlProblem):
+        raise TypeError(f"`problem` must be an adjoint.ControlProblem; got {type(problem).__name__}")
+    if isinstance(segments, (bool, np.bool_)) or not isinstance(segments, (int, np.integer)) or segments < 1:
+        raise ValueError(f"`segments` must be an integer >= 1; got {segments!r}")
     method = _EULER if method is None else method
     checkpoint = as_schedule(checkpoint)
     free = problem.final_time
     if free is not None:  # T joins the parameters of the problem rewritten on s in [0, 1]
-        from ._freetime import scaled_problem, times
+        from ._freetime import scaled_problem
 
         q0 = 0 if params is None else int(np.size(params))
         if problem.param_dim and q0 != problem.param_dim:
@@ -237,20 +281,8 @@ def solve_ocp(
         phi = np.broadcast_to(np.inf if phi is None else np.asarray(phi, dtype=np.float64), (q0,))
         bounds["params"] = (np.append(plo, t_lo), np.append(phi, t_hi))
         ps = np.append(np.zeros(0) if params is None else np.asarray(params, dtype=np.float64).ravel(), free.guess)
-        sp = scaled_problem(problem, q0)
-        res = solve_ocp(
-            sp, controls=controls, params=ps, x0=x0, bounds=bounds, method=method, checkpoint=checkpoint,
-            solver=solver, segments=segments, options={**opts, "tol": tol, "max_iter": max_iter}, verbose=verbose,
-        )  # fmt: skip
-        assert res.params is not None
-        T = float(res.params[-1])
-        return replace(
-            res,
-            params=res.params[:-1] if params is not None else None,
-            final_time=T,
-            times=times(problem, T),
-            seconds=time.perf_counter() - t_start,
-        )
+        b = _build(scaled_problem(problem, q0), controls, ps, x0, bounds, method, checkpoint, segments)
+        return replace(b, free=(problem, params is not None))
     wrt = []
     if params is not None and np.size(params) > 0:
         wrt.append("params")
@@ -265,31 +297,100 @@ def solve_ocp(
     obj.unpack(v0)  # shape check of the initial guess
     lo, hi = _block_bounds(problem, obj, bounds)
     v0 = np.clip(v0, lo, hi)
-    shooting = None
     if segments > 1:
         from ._shooting import Shooting
 
         blocks = obj.unpack(v0)
-        shooting = Shooting(
+        sh = Shooting(
             problem, segments, params=blocks.get("params", params), controls=blocks["controls"], x0=x0,
             method=method, checkpoint=checkpoint, optimise_params="params" in wrt,
         )  # fmt: skip
-        lo, hi = shooting.bounds(lo, hi)
-        v0 = shooting.v0
-        obj, cons = shooting, shooting.constraints()  # type: ignore[assignment]
-    else:
-        cons = _ConstraintFun(obj, method, checkpoint) if problem.constraints else None
-    if cons is not None:
-        cons.evaluate(v0)  # errors in the constraints surface here, before the solver starts
-    obj(v0)
+        lo, hi = sh.bounds(lo, hi)
+        return _Built(problem, sh, sh.constraints(), sh.v0, lo, hi, method, shooting=sh)
+    cons = _ConstraintFun(obj, method, checkpoint) if problem.constraints else None
+    return _Built(problem, obj, cons, v0, lo, hi, method)
 
-    if solver == "ipopt":
-        from ._ipopt import solve_ipopt
 
-        v, nit, message, ok, mult = solve_ipopt(obj, cons, v0, lo, hi, tol, max_iter, opts, verbose)
-    else:
-        v, nit, message, ok, mult = _solve_scipy(solver, obj, cons, v0, lo, hi, tol, max_iter, opts, verbose)
-    return _result(problem, obj, cons, v, nit, message, ok, mult, solver, tol, method, t_start, shooting)
+@dataclass(frozen=True)
+class NLP:
+    """The nonlinear program of a control problem, for a user who calls ``scipy.optimize.minimize``
+    (:meth:`adjoint.ControlProblem.nlp`).
+
+    Attributes
+    ----------
+    x0 : ndarray
+        The initial unknown vector: ``[params], controls (steps * control_dim), [final time]``, then with
+        ``segments > 1`` the segment start states.
+    fun : callable
+        ``fun(v) -> (value, gradient)``, for ``minimize(fun, x0, jac=True, ...)``.
+    constraints : list of scipy.optimize.NonlinearConstraint
+        With exact ``jac`` (sparse with ``segments > 1``); empty without constraints.
+    bounds : scipy.optimize.Bounds
+    """
+
+    x0: np.ndarray
+    fun: object
+    constraints: list
+    bounds: object
+    _built: _Built
+
+    def unpack(self, v) -> dict:
+        """The blocks of ``v``: ``controls`` (steps, control_dim), ``params`` (or None), ``final_time``
+        (a free final time, else the problem's), and ``states`` (the segment start states, or None)."""
+        b = self._built
+        v = np.asarray(v, dtype=np.float64)
+        if b.shooting is not None:
+            p, C, xi = b.shooting.unpack(v)
+            out = {"params": p if b.shooting.optimise_params else None, "controls": C, "states": xi}
+        else:
+            blocks = b.obj.unpack(v)
+            out = {"params": blocks.get("params"), "controls": blocks.get("controls"), "states": None}
+        T = b.problem.t_span[1]
+        if b.free is not None:
+            T = float(out["params"][-1])
+            out["params"] = out["params"][:-1] if b.free[1] else None
+        out["final_time"] = T
+        return out
+
+
+def nlp(
+    problem, *, controls=None, params=None, x0=None, bounds=None, method=None, checkpoint="auto", segments=1
+) -> NLP:
+    """The pieces :func:`solve_ocp` hands to a solver, for ``scipy.optimize.minimize`` (see :class:`NLP`).
+
+    Same arguments as :func:`solve_ocp`.
+
+    Examples
+    --------
+    >>> import numpy as np, adjoint
+    >>> from scipy.optimize import minimize
+    >>> from adjoint.problems import bryson_denham as bd
+    >>> prob = bd.make_problem(50)
+    >>> P = prob.nlp(controls=np.zeros((50, 1)))
+    >>> res = minimize(P.fun, P.x0, jac=True, method="SLSQP", bounds=P.bounds, constraints=P.constraints)
+    >>> round(res.fun, 4), P.unpack(res.x)["controls"].shape
+    (4.0364, (50, 1))
+    """
+    from scipy.optimize import Bounds, NonlinearConstraint
+
+    b = _build(problem, controls, params, x0, bounds, method, checkpoint, segments)
+    cons = []
+    if b.cons is not None:
+        c = b.cons
+        J0 = c.evaluate(b.v0)
+        eq = J0.lower == J0.upper
+        # equalities and inequalities apart: SLSQP handles them separately (scipy warns otherwise)
+        for rows in (np.flatnonzero(eq), np.flatnonzero(~eq)):
+            if rows.size:
+                cons.append(
+                    NonlinearConstraint(
+                        lambda v, rows=rows: c.values(v)[rows],
+                        J0.lower[rows],
+                        J0.upper[rows],
+                        jac=lambda v, rows=rows: c.jac(v)[rows],
+                    )
+                )
+    return NLP(x0=b.v0.copy(), fun=b.obj, constraints=cons, bounds=Bounds(b.lo, b.hi), _built=b)
 
 
 def _dense(J):

@@ -426,5 +426,14 @@ class ControlProblem:
 
         return objective(self, wrt=wrt, **kwargs)
 
+    def nlp(self, **kwargs):
+        """The nonlinear program of this problem for ``scipy.optimize.minimize``: ``x0``, ``fun``
+        (value and gradient), ``constraints`` (``NonlinearConstraint`` with exact Jacobians),
+        ``bounds`` and ``unpack(v)``. See :func:`adjoint.nlp` (same arguments as
+        :func:`adjoint.solve_ocp`)."""
+        from ._ocp import nlp
+
+        return nlp(self, **kwargs)
+
     def __repr__(self):
         return f"ControlProblem({self.name}, state_dim={self.state_dim}, t_span={self.t_span}, steps={self.steps})"

@@ -40,6 +40,9 @@ PROBLEMS = {
     "point_cloud_flow": "adjoint.problems.point_cloud_flow",
     "barycenter": "adjoint.problems.barycenter",
     "bryson_denham": "adjoint.problems.bryson_denham",
+    "double_integrator": "adjoint.problems.double_integrator",
+    "goddard": "adjoint.problems.goddard",
+    "robot_arm": "adjoint.problems.robot_arm",
 }
 
 

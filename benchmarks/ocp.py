@@ -141,9 +141,47 @@ def casadi_min_time(K):
     return run
 
 
+def jacobian_cost(quick):
+    """A constraint Jacobian of r rows (one block sweep) against r separate solve_adjoint gradients."""
+    import adjoint
+    from adjoint.problems import bryson_denham as bd
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _util import block_medians
+
+    print()
+    print("Constraint Jacobian (one block sweep) vs r separate gradients (solve_adjoint), medians in turns")
+    head = f"{'case':<44}{'rows r':>7}{'Jacobian ms':>13}{'gradient ms':>13}{'Jac / (r grad)':>16}"
+    print(head)
+    print("-" * len(head))
+    rng = np.random.default_rng(0)
+    n = 8
+    A = rng.normal(size=(n, n)) / np.sqrt(n)
+
+    def chain(x, c, p, t):
+        return A @ x - 0.1 * x**3 + np.concatenate([c, np.zeros(n - 1)])
+
+    cases = []
+    for K in (1000,) if quick else (1000, 10000):
+        prob = adjoint.ControlProblem(
+            chain, np.ones(n), (0.0, 1.0), K, running_cost=lambda x, c, p, t: c[0] ** 2, control_dim=1,
+            constraints=[adjoint.Terminal(lambda x, p: x)],
+        )  # fmt: skip
+        cases.append((f"8 states, terminal x_K (8 rows), K={K}", prob, rng.normal(size=(K, 1))))
+    for K in (100,) if quick else (100, 400):
+        cases.append((f"Bryson-Denham, path every step, K={K}", bd.make_problem(K), rng.normal(size=(K, 1))))
+    for label, prob, C in cases:
+        jac = lambda: adjoint.constraint_jacobian(prob, controls=C)  # noqa: E731
+        grad = lambda: adjoint.solve_adjoint(prob, controls=C)  # noqa: E731
+        r = jac().values.shape[0]
+        tj, tg = block_medians([jac, grad], rounds=7, block=5)
+        print(f"{label:<44}{r:>7}{tj * 1e3:>13.3f}{tg * 1e3:>13.3f}{tj / (r * tg):>16.3f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="the smallest size of each problem")
+    ap.add_argument("--jacobian-only", action="store_true", help="only the Jacobian-cost table")
     args = ap.parse_args(argv)
     os.environ.setdefault("ADJOINT_CACHE_DIR", tempfile.mkdtemp(prefix="adjoint-ocp-bench-"))
     cpu = pin_to_one_cpu()
@@ -157,6 +195,9 @@ def main(argv=None):
         for K in ((100,) if args.quick else (100, 400, 1000))
     ] + [("min_time", K, ours_min_time, casadi_min_time, "T") for K in ((50,) if args.quick else (50, 200))]
     print(f"pinned to CPU {cpu}; medians of {REPEAT} solves after one warm-up solve")
+    if args.jacobian_only:
+        jacobian_cost(args.quick)
+        return 0
     head = (
         f"{'problem':<14}{'K':>6}  {'solver':<28}{'build s':>9}{'median s':>10}{'iter':>6}  {'result':>14}  ours/CasADi"
     )
@@ -181,6 +222,7 @@ def main(argv=None):
             ratio = "" if label.startswith("CasADi") else f"{med / base:.2f}x"
             flag = "" if ok else " (not converged)"
             print(f"{name:<14}{K:>6}  {label:<28}{build:>9.3f}{med:>10.4f}{nit:>6}  {what} {val:>12.8f}  {ratio}{flag}")
+    jacobian_cost(args.quick)
     return 0
 
 

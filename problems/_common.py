@@ -183,3 +183,66 @@ def figure(ncols=3, width=15, height=4):
 
     fig, axes = plt.subplots(1, ncols, figsize=(width, height))
     return fig, axes
+
+
+def solve_ocp_and_save(
+    name, prob, controls, *, output_dir, solver, max_iter, verbose, bounds=None, segments=1, tol=1e-8,
+    state_labels=(), control_labels=(), reference=None, reference_label="", summary_extra=None,
+):  # fmt: skip
+    """Solve a constrained problem with :func:`adjoint.solve_ocp`, print the outcome, plot the states,
+    the controls and the objective history, and save ``<name>.png`` / ``<name>.json``.
+
+    ``reference``: the published or analytic optimum of ``result_key`` (``"objective"`` or
+    ``"final_time"``), given as ``(key, value)``; the summary records the relative gap to it.
+    """
+    res = adjoint.solve_ocp(
+        prob, controls=controls, bounds=bounds, solver=solver, segments=segments,
+        options={"tol": tol, "max_iter": max_iter}, verbose=verbose,
+    )  # fmt: skip
+    summary = {
+        "problem": name,
+        "steps": prob.steps,
+        "solver": solver,
+        "segments": segments,
+        "objective": res.value,
+        "final_time": res.final_time,
+        "success": res.success,
+        "max_violation": res.max_violation,
+        "iterations": res.nit,
+        "gradients": res.nfev,
+        "constraint_jacobians": res.njev,
+        "seconds": res.seconds,
+        "message": res.message,
+        "history": res.history,
+    }
+    if reference is not None:
+        key, ref = reference
+        summary["reference"] = {"quantity": key, "value": ref, "source": reference_label}
+        summary["relative_gap"] = abs(summary[key] - ref) / abs(ref)
+    summary.update(summary_extra or {})
+    if verbose:
+        line = f"  {res.message} ({res.nit} iterations, {res.nfev} gradients, {res.njev} constraint Jacobians, {res.seconds:.2f} s)"
+        line += (
+            f"\n  objective {res.value:.10f}   final time {res.final_time:.8f}   max violation {res.max_violation:.1e}"
+        )
+        if reference is not None:
+            line += f"\n  {reference[0]} {summary[reference[0]]:.8f}   {reference_label} {reference[1]:.8f}   relative gap {summary['relative_gap']:.2e}"
+        if not res.success:
+            line += "\n  NOT CONVERGED: the result above is not a solution"
+        print(line)
+    fig, ax = figure()
+    t = res.times
+    for i, lab in enumerate(state_labels or [f"x{i}" for i in range(res.trajectory.shape[1])]):
+        ax[0].plot(t, res.trajectory[:, i], label=lab)
+    ax[0].set_xlabel("t")
+    ax[0].set_title("state")
+    ax[0].legend(fontsize=8)
+    for i, lab in enumerate(control_labels or [f"u{i}" for i in range(res.controls.shape[1])]):
+        ax[1].step(t[:-1], res.controls[:, i], where="post", label=lab)
+    ax[1].set_xlabel("t")
+    ax[1].set_title(f"controls (solve_ocp, {solver})")
+    ax[1].legend(fontsize=8)
+    ax[2].plot(np.arange(len(res.history)), res.history, "o-", ms=3)
+    ax[2].set_xlabel("evaluation")
+    ax[2].set_title("objective")
+    return res, save(output_dir, name, fig, summary)

@@ -471,3 +471,23 @@ def test_multiple_shooting_on_unstable_dynamics(solver):
     assert abs(res.value - J) < 1e-6 * J
     np.testing.assert_allclose(res.controls[:, 0], u, atol=1e-3 * np.abs(u).max())
     assert abs(res.trajectory[-1, 0]) < 1e-6
+
+
+def test_nlp_pieces_for_scipy_minimize():
+    """problem.nlp(): the same NLP as solve_ocp, for a user's own scipy.optimize.minimize call (free final
+    time and multiple shooting: unpack gives the final time and the segment start states)."""
+    from scipy.optimize import minimize
+
+    P = _min_time(40).nlp(controls=np.zeros((40, 1)), bounds={"controls": (-1.0, 1.0)}, segments=4)
+    assert P.x0.shape == (40 + 1 + 3 * 2,)
+    res = minimize(
+        P.fun, P.x0, jac=True, method="SLSQP", bounds=P.bounds, constraints=P.constraints,
+        options={"ftol": 1e-12, "maxiter": 500},
+    )  # fmt: skip
+    assert res.success, res.message
+    blocks = P.unpack(res.x)
+    assert abs(blocks["final_time"] - 2.0) < 1e-6
+    assert blocks["params"] is None and blocks["controls"].shape == (40, 1) and blocks["states"].shape == (3, 2)
+    # the first cut (step 10) lies on the discrete bang-bang trajectory: Euler with u = 1, tau = 0.05 gives
+    # v_10 = 10 tau = 0.5 and x_10 = tau^2 (0 + 1 + ... + 9) = 0.1125
+    np.testing.assert_allclose(blocks["states"][0], [0.1125, 0.5], atol=1e-5)
