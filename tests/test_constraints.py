@@ -491,3 +491,20 @@ def test_nlp_pieces_for_scipy_minimize():
     # the first cut (step 10) lies on the discrete bang-bang trajectory: Euler with u = 1, tau = 0.05 gives
     # v_10 = 10 tau = 0.5 and x_10 = tau^2 (0 + 1 + ... + 9) = 0.1125
     np.testing.assert_allclose(blocks["states"][0], [0.1125, 0.5], atol=1e-5)
+
+
+def test_clear_errors_for_bad_constraint_outputs_and_missing_ipopt(monkeypatch):
+    def prob_with(con):
+        return adjoint.ControlProblem(
+            _dyn, [0.3, 0.1], (0.0, 1.0), K, running_cost=lambda x, c, p, t: c[0] ** 2, control_dim=1, param_dim=1,
+            constraints=[con],
+        )  # fmt: skip
+
+    C, p = np.zeros((K, 1)), np.array([1.0])
+    with pytest.raises(FloatingPointError, match="constraint values are non-finite"):
+        adjoint.constraint_jacobian(prob_with(adjoint.Terminal(lambda x, p: np.log(x[0] - 10.0))), controls=C, params=p)
+    with pytest.raises(ValueError, match="1-D array"):
+        adjoint.constraint_jacobian(prob_with(adjoint.Terminal(lambda x, p: np.outer(x, x))), controls=C, params=p)
+    monkeypatch.setitem(__import__("sys").modules, "casadi", None)  # as if CasADi were not installed
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[ipopt\]"'):
+        adjoint.solve_ocp(_double_integrator(10), controls=np.zeros((10, 1)), solver="ipopt")
