@@ -1,7 +1,8 @@
 """Constraints: exact Jacobians by a block of cotangents, and solve_ocp.
 
-References are independent of the code under test: central differences of the constraint values
-(computed by the forward sweep), a hand-written constraint against the traced one, and closed
+References are independent of the code under test: the complex step of a plain numpy Euler / RK4
+implementation of the same constraints (relative 1e-10, free final time included), central
+differences of the constraint values, a hand-written constraint against the traced one, and closed
 forms of the optimal-control problems (the discrete double integrator's KKT solution, the
 Bryson-Denham optimum 4 / (9 l)).
 """
@@ -508,3 +509,81 @@ def test_clear_errors_for_bad_constraint_outputs_and_missing_ipopt(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "casadi", None)  # as if CasADi were not installed
     with pytest.raises(ImportError, match=r'pip install -e "\.\[ipopt\]"'):
         adjoint.solve_ocp(_double_integrator(10), controls=np.zeros((10, 1)), solver="ipopt")
+
+
+# -- complex step of an independent numpy implementation (acceptance: relative 1e-10) ---------------
+
+
+def _numpy_constraints(C, p, x0, T, method, t0=0.0, every=3):
+    """The constraint rows of :func:`_make` by a plain numpy Euler / RK4 loop on the grid t0 + k tau,
+    tau = (T - t0) / K, in complex arithmetic (no adjoint code involved)."""
+    tau = (T - t0) / K
+
+    def u(x, c, t):
+        return np.array([x[1], c[0] * p[0] - 0.1 * np.sin(x[0]) * (1.0 + t)])
+
+    x = np.array(x0, dtype=complex)
+    path = []
+    for k in range(K):
+        t = t0 + k * tau
+        if k % every == 0:
+            path += [x[0] + C[k, 0] ** 2, x[1] * t * p[0]]
+        if method == "euler":
+            x = x + tau * u(x, C[k], t)
+        else:
+            k1 = u(x, C[k], t)
+            k2 = u(x + tau / 2 * k1, C[k], t + tau / 2)
+            k3 = u(x + tau / 2 * k2, C[k], t + tau / 2)
+            k4 = u(x + tau * k3, C[k], t + tau)
+            x = x + tau / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return np.array([x[0] * x[1], x[1] ** 2 + p[0], x[0] * T] + path)
+
+
+@pytest.mark.parametrize("method", ["euler", "rk4"])
+def test_jacobian_matches_complex_step_of_an_independent_numpy_implementation(prob, inputs, method):
+    C, p = inputs
+    meth = adjoint.Euler() if method == "euler" else adjoint.RK4()
+    J = adjoint.constraint_jacobian(prob, controls=C, params=p, method=meth, checkpoint=adjoint.Revolve(3))
+    h = 1e-30
+    x0 = prob.x0.astype(complex)
+    ref_vals = _numpy_constraints(C, p, x0, 1.0, method).real
+    np.testing.assert_allclose(J.values, ref_vals, rtol=1e-13, atol=1e-15)
+
+    def cs(C_=C, p_=p, x0_=x0):
+        return _numpy_constraints(C_, p_, x0_, 1.0, method).imag / h
+
+    jc = np.zeros_like(J.controls)
+    for k in range(K):
+        Cc = C.astype(complex)
+        Cc[k, 0] += 1j * h
+        jc[:, k, 0] = cs(C_=Cc)
+    jp = cs(p_=p + 1j * h)
+    jx = np.stack([cs(x0_=x0 + 1j * h * e) for e in np.eye(2)], 1)
+    scale = np.abs(np.concatenate([jc.reshape(len(ref_vals), -1), jp[:, None], jx], 1)).max(axis=1)[:, None]
+    for got, ref in (
+        (J.controls.reshape(len(ref_vals), -1), jc.reshape(len(ref_vals), -1)),
+        (J.params, jp[:, None]),
+        (J.x0, jx),
+    ):
+        assert np.all(np.abs(got - ref) <= 1e-10 * np.maximum(scale, 1e-300)), np.abs(got - ref).max()
+
+
+def test_free_final_time_jacobian_matches_complex_step_in_t():
+    """dg/dT of the rewritten problem (T = the last parameter) against the complex step in T of the
+    independent numpy implementation, where T sets tau and every time t_k."""
+    from adjoint._freetime import scaled_problem
+
+    free = adjoint.ControlProblem(
+        _dyn, [0.3, 0.1], (0.0, adjoint.Free(1.0)), K, running_cost=lambda x, c, p, t: c[0] ** 2, control_dim=1,
+        param_dim=1, constraints=_make().constraints,
+    )  # fmt: skip
+    # the Terminal x[0] * t of _make reads t = T: the numpy rows use x[0] * T
+    rng = np.random.default_rng(5)
+    C, p, T, h = rng.normal(size=(K, 1)), np.array([0.8]), 1.3, 1e-30
+    sp = scaled_problem(free, 1)
+    for method, meth in (("euler", adjoint.Euler()), ("rk4", adjoint.RK4())):
+        J = adjoint.constraint_jacobian(sp, controls=C, params=[p[0], T], method=meth)
+        ref = _numpy_constraints(C, p, free.x0.astype(complex), T, method)
+        np.testing.assert_allclose(J.values, ref.real, rtol=1e-12, atol=1e-14)
+        dT = _numpy_constraints(C, p, free.x0.astype(complex), T + 1j * h, method).imag / h
+        np.testing.assert_allclose(J.params[:, 1], dT, rtol=1e-10, atol=1e-10 * np.abs(dT).max())
