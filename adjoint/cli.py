@@ -43,6 +43,7 @@ PROBLEMS = {
     "double_integrator": "adjoint.problems.double_integrator",
     "goddard": "adjoint.problems.goddard",
     "robot_arm": "adjoint.problems.robot_arm",
+    "pendulum_min_time": "adjoint.problems.pendulum_min_time",
 }
 
 

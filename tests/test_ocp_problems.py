@@ -44,3 +44,15 @@ def test_robot_arm_within_1e_3_of_cops(tmp_path):
     s = _summary(robot_arm.solve(output_dir=str(tmp_path), steps=200, verbose=False, solver="ipopt"))
     assert s["success"] and s["max_violation"] <= 1e-7
     assert abs(s["final_time"] - robot_arm.COPS_TIME) / robot_arm.COPS_TIME < 1e-3
+
+
+def test_pendulum_min_time_multiple_shooting_finds_the_single_shooting_optimum(tmp_path):
+    pytest.importorskip("casadi")
+    from adjoint.problems import pendulum_min_time as pm
+
+    single = _summary(pm.solve(output_dir=str(tmp_path / "s1"), steps=100, verbose=False, solver="ipopt"))
+    multi = _summary(pm.solve(output_dir=str(tmp_path / "s4"), steps=100, verbose=False, solver="ipopt", segments=4))
+    for s in (single, multi):
+        assert s["success"] and s["max_violation"] <= 1e-8
+    assert abs(multi["final_time"] - single["final_time"]) < 1e-6 * single["final_time"]
+    assert 3.0 < single["final_time"] < 4.5  # a swing-up: |u| <= 3 cannot lift the pendulum directly
