@@ -126,7 +126,7 @@ def solve_ipopt(obj, cons, v0, lo, hi, tol, max_iter, opts, verbose):
         "sb": "yes",
     }
     ipopt.update(opts)
-    solver = ca.nlpsol("adjoint_ocp", "ipopt", nlp, {"ipopt": ipopt, "print_time": bool(verbose)})
+    solver = ca.nlpsol("adjoint_ocp", "ipopt", nlp, {"ipopt": ipopt, "print_time": False})
     args = {"x0": v0, "lbx": np.where(np.isfinite(lo), lo, -np.inf), "ubx": np.where(np.isfinite(hi), hi, np.inf)}
     if clo is not None:
         args["lbg"], args["ubg"] = clo, chi
