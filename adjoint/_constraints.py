@@ -184,6 +184,8 @@ class _Part:
     rows: int
     lower: np.ndarray
     upper: np.ndarray
+    #: the traced graphs (``adjoint.ad.TracedDynamics``) of a plain-numpy group, for the scalar backend
+    traced: object = None
 
 
 def _compile_group(group, n, m, q):
@@ -225,7 +227,7 @@ def _compile_group(group, n, m, q):
     rows = int(cf.traced.graph.output_shapes[0][0])
     assert rows == sum(sizes)
     los, his = zip(*(c.bounds(s) for c, s in zip(group, sizes)))
-    return _Part(cf.f, cf.vjp, rows, np.concatenate(los), np.concatenate(his))
+    return _Part(cf.f, cf.vjp, rows, np.concatenate(los), np.concatenate(his), cf.traced)
 
 
 def compiled_constraints(problem, comp, m, q):
@@ -289,13 +291,16 @@ class ConstraintJacobian:
         return float(max(0.0, np.max(self.lower - self.values), np.max(self.values - self.upper)))
 
 
-def constraint_jacobian(problem, *, params=None, controls=None, x0=None, method=None, checkpoint="auto"):
+def constraint_jacobian(problem, *, params=None, controls=None, x0=None, method=None, checkpoint="auto", backend=None):
     """Values and exact Jacobian of all the constraints of ``problem``.
 
     One forward sweep and one backward sweep carrying the cotangents of all rows together (a path
-    row is advanced only over the steps before its grid point), on the generic backend, under any
-    checkpointing schedule (the Jacobian is bitwise the same for all of them). Same arguments as
-    :func:`adjoint.solve_adjoint`.
+    row is advanced only over the steps before its grid point), under any checkpointing schedule
+    (the Jacobian is bitwise the same for all of them). Same arguments as
+    :func:`adjoint.solve_adjoint`. ``backend``: ``"auto"`` (default) runs a store-all plan of small
+    traced dynamics and constraints on a generated kernel with the state and one row of the block in
+    scalar locals (``"scalar"``), everything else on the generic kernels (``"generic"``); both give
+    the same bits. ``ConstraintJacobian.backend`` says which ran.
 
     Returns
     -------
@@ -358,8 +363,26 @@ def constraint_jacobian(problem, *, params=None, controls=None, x0=None, method=
         backend=GenericBackend(comp, method),
     )
     plan = checkpoint.resolve_plan(K, n)
+    if backend not in (None, "auto", "scalar", "generic"):
+        raise ValueError(f'`backend` must be "auto", "scalar" or "generic"; got {backend!r}')
+    scalar = None
+    if plan.kind == "store_all" and backend != "generic":
+        from ._fused import block_kernel
+
+        scalar = block_kernel(comp, method, n, m, npar, term, path, every)
+    if backend == "scalar" and scalar is None:
+        raise ValueError(
+            'backend="scalar" needs a store-all plan, traced (plain numpy) dynamics and constraints of at most '
+            "64 states, and Euler, explicit Runge-Kutta or a discrete map"
+        )
     t_start = time.perf_counter()
-    if plan.kind == "store_all":
+    if scalar is not None:
+        traj = np.empty((K + 1, n))
+        status = scalar(
+            x0a, C, p, problem.t_span[0], problem.tau, K, problem.t_span[1], traj, jac_c, jac_p, jac_x0, vals
+        )
+        fwd = K
+    elif plan.kind == "store_all":
         status = sweep.run(kern.jacobian_store_all, np.empty((K + 1, n)), jac_c, jac_p, jac_x0, vals)
         fwd = K
     elif plan.kind == "streamed":
@@ -403,7 +426,7 @@ def constraint_jacobian(problem, *, params=None, controls=None, x0=None, method=
         path_rows=qh,
         path_times=problem.t_span[0] + problem.tau * np.arange(0, K, every) if path else np.zeros(0),
         schedule=plan.name,
-        backend="generic",
+        backend="scalar" if scalar is not None else "generic",
         forward_steps=fwd,
         seconds=elapsed,
     )

@@ -242,6 +242,69 @@ class _Gen:
             + "\n"
         )
 
+    def block_source(self, tc, pc, mT, qh, every):
+        """A store-all kernel of a block of cotangents (constraint Jacobians; the conventions of
+        ``adjoint._kernels``, block section), the state and one row of the block at a time in scalar
+        locals: ``jacobian(x0, C, p, t0, tau, K, t1, traj, jac_c, jac_p, jac_x0, vals) -> status``.
+        ``tc``/``pc``: the traced terminal / path constraint (or None), ``mT``/``qh`` their rows.
+        The same operations in the same order as ``_kernels.jacobian_store_all``."""
+        n, m, q = self.n, self.m, self.q
+        X, XN, C = _names("x_", n), _names("xn_", n), _names("c_", m)
+        LAM, Z, GC, GP = _names("l_", n), _names("z_", n), _names("gc_", m), _names("gp_", q)
+        OX, OC, OP = _names("ox_", n), _names("oc_", m), _names("op_", q)
+        body = self.header() + [f"{X[i]} = x0[{i}]" for i in range(n)]
+        body += [f"traj[0, {i}] = {X[i]}" for i in range(n)]
+        loop = ["t = t0 + k * tau"] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
+        loop += self.step(X, C, "t", XN)
+        loop += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "if not (_s - _s == 0.0):", "    return k + 1"]
+        loop += [f"{X[i]} = {XN[i]}" for i in range(n)] + [f"traj[k + 1, {i}] = {X[i]}" for i in range(n)]
+        body += ["for k in range(K):"] + ["    " + ln for ln in loop]
+        body += [
+            "r = jac_x0.shape[0]",
+            "for j in range(r):",
+            "    for i in range(jac_x0.shape[1]):",
+            "        jac_x0[j, i] = 0.0",
+            "    for i in range(jac_p.shape[1]):",
+            "        jac_p[j, i] = 0.0",
+        ]
+        if mT:
+            TV, W = _names("tv_", mT), _names("w_", mT)
+            body += tc.forward_lines(X, [], self.P, "t1", TV, prefix=self.pfx())
+            body += [f"vals[{i}] = {TV[i]}" for i in range(mT)]
+            row = [f"{W[i]} = 1.0 if j == {i} else 0.0" for i in range(mT)]
+            row += tc.vjp_lines(X, [], self.P, "t1", W, OX, [], OP, prefix=self.pfx())
+            row += [f"jac_x0[j, {i}] = {OX[i]}" for i in range(n)] + [f"jac_p[j, {i}] = {OP[i]}" for i in range(q)]
+            body += [f"for j in range({mT}):"] + ["    " + ln for ln in row]
+        loop = (
+            ["t = t0 + k * tau"]
+            + [f"{X[i]} = traj[k, {i}]" for i in range(n)]
+            + [f"{C[j]} = C[k, {j}]" for j in range(m)]
+        )
+        loop += [f"live = {mT} + (k // {every} + 1) * {qh}" if qh else "live = r"]
+        row = [f"{LAM[i]} = jac_x0[j, {i}]" for i in range(n)] + [f"{GP[i]} = jac_p[j, {i}]" for i in range(q)]
+        row += self.adjoint(X, C, "t", LAM, Z, GC, GP)
+        row += [f"jac_c[j, k, {i}] = {GC[i]}" for i in range(m)] + [f"jac_x0[j, {i}] = {Z[i]}" for i in range(n)]
+        row += [f"jac_p[j, {i}] = {GP[i]}" for i in range(q)]
+        loop += ["for j in range(r):", f"    if j < {mT} or j >= live:"] + ["        " + ln for ln in row]
+        if qh:
+            HV, W = _names("hv_", qh), _names("w_", qh)
+            node = [f"a0 = {mT} + (k // {every}) * {qh}"]
+            node += pc.forward_lines(X, C, self.P, "t", HV, prefix=self.pfx())
+            node += [f"vals[a0 + {i}] = {HV[i]}" for i in range(qh)]
+            row = [f"{W[i]} = 1.0 if i == {i} else 0.0" for i in range(qh)]
+            row += pc.vjp_lines(X, C, self.P, "t", W, OX, OC, OP, prefix=self.pfx())
+            row += [f"jac_x0[a0 + i, {ii}] = {OX[ii]}" for ii in range(n)]
+            row += [f"jac_c[a0 + i, k, {ii}] = {OC[ii]}" for ii in range(m)]
+            row += [f"jac_p[a0 + i, {ii}] = {OP[ii]}" for ii in range(q)]
+            node += [f"for i in range({qh}):"] + ["    " + ln for ln in row]
+            loop += [f"if k % {every} == 0:"] + ["    " + ln for ln in node]
+        body += ["for k in range(K - 1, -1, -1):"] + ["    " + ln for ln in loop] + ["return 0"]
+        return (
+            "def jacobian(x0, C, p, t0, tau, K, t1, traj, jac_c, jac_p, jac_x0, vals):\n"
+            + "\n".join("    " + ln for ln in body)
+            + "\n"
+        )
+
     def advance_source(self):
         n, m = self.n, self.m
         X, XN, C = _names("x_", n), _names("xn_", n), _names("c_", m)
@@ -647,6 +710,46 @@ def fused_kernels(comp, method, n, m, q):
 # the executor's adjoint state: one vector of n (the scalar actions keep it in an array between actions)
 _ADJOINT_BUFFER = "def adjoint_buffer(x0, grad_x0):\n    return np.empty(x0.shape[0])\n"
 _ADJOINT_OUT = "def adjoint_out(lam, grad_x0):\n    for i in range(lam.shape[0]):\n        grad_x0[i] = lam[i]\n"
+
+
+def block_kernel(comp, method, n, m, q, term, path, every):
+    """The scalar-generated store-all kernel of a block of cotangents (see :meth:`_Gen.block_source`)
+    for this problem, method and constraints, or None when the dynamics or a constraint is not traced
+    (or too large): the caller then runs the generic kernel. Memoised per method and dimensions."""
+    if method.kind not in (kern.KIND_EULER, kern.KIND_RK, kern.KIND_MAP) or n > MAX_STATE:
+        return None
+    if (term is not None and term.traced is None) or (path is not None and path.traced is None):
+        return None
+    memo = comp.scalar_kernels
+    key = ("block", method.cache_key, n, m, q)
+    if key in memo:
+        return memo[key]
+    A, b, cn = method.tableau_arrays()
+    result = None
+    try:
+        from . import ad
+
+        td = traced_parts(comp, n, m, q)[0]
+        if td is None or td.scalar_ops > MAX_SCALAR_OPS:
+            raise _Unfusable("dynamics not traced or too large")
+        gen = _Gen(td, comp.dynamics, None, None, n, m, q, method.kind, A, b, cn)
+        src = gen.block_source(
+            term.traced if term else None,
+            path.traced if path else None,
+            term.rows if term else 0,
+            path.rows if path else 0,
+            every or 1,
+        )
+        head = ["# generated by adjoint._fused (block of cotangents): do not edit", "import math", "import numpy as np"]
+        head += ["from numba import njit"] + [f"import {mod} as {alias}" for mod, alias in gen.imports.items()]
+        body = ad._tcall.cse_tcalls("\n\n@njit(cache=True)\n" + src)
+        head += ad._tcall.import_lines(body)
+        stamp = "".join(f"{m_}:{_file_digest(f)};" for m_, f in sorted(gen.files.items()))
+        result = _modules.load("scalar", _GEN_VERSION, "\n".join(head) + "\n" + body, stamp).jacobian
+    except (_Unfusable, ImportError):
+        result = None
+    memo[key] = result
+    return result
 
 
 def _load(src: str, stamp: str = ""):

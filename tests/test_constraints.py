@@ -587,3 +587,23 @@ def test_free_final_time_jacobian_matches_complex_step_in_t():
         np.testing.assert_allclose(J.values, ref.real, rtol=1e-12, atol=1e-14)
         dT = _numpy_constraints(C, p, free.x0.astype(complex), T + 1j * h, method).imag / h
         np.testing.assert_allclose(J.params[:, 1], dT, rtol=1e-10, atol=1e-10 * np.abs(dT).max())
+
+
+@pytest.mark.parametrize("method", [adjoint.Euler(), adjoint.Heun(), adjoint.RK4()], ids=["euler", "heun", "rk4"])
+def test_scalar_block_kernel_equals_the_generic_one_bit_for_bit(prob, inputs, method):
+    """The generated store-all block kernel (state and one row in scalar locals) against the generic
+    block kernel and a streamed plan: the same bits."""
+    C, p = inputs
+    Js = adjoint.constraint_jacobian(prob, controls=C, params=p, method=method, checkpoint=adjoint.StoreAll())
+    Jg = adjoint.constraint_jacobian(
+        prob, controls=C, params=p, method=method, checkpoint=adjoint.StoreAll(), backend="generic"
+    )
+    Jr = adjoint.constraint_jacobian(prob, controls=C, params=p, method=method, checkpoint=adjoint.Revolve(3))
+    assert (Js.backend, Jg.backend, Jr.backend) == ("scalar", "generic", "generic")
+    for name in ("values", "controls", "params", "x0"):
+        np.testing.assert_array_equal(getattr(Js, name), getattr(Jg, name), err_msg=name)
+        np.testing.assert_array_equal(getattr(Js, name), getattr(Jr, name), err_msg=name)
+    with pytest.raises(ValueError, match='backend="scalar" needs a store-all plan'):
+        adjoint.constraint_jacobian(prob, controls=C, params=p, checkpoint=adjoint.Revolve(3), backend="scalar")
+    with pytest.raises(ValueError, match="`backend` must be"):
+        adjoint.constraint_jacobian(prob, controls=C, params=p, backend="tape")
