@@ -607,3 +607,41 @@ def test_scalar_block_kernel_equals_the_generic_one_bit_for_bit(prob, inputs, me
         adjoint.constraint_jacobian(prob, controls=C, params=p, checkpoint=adjoint.Revolve(3), backend="scalar")
     with pytest.raises(ValueError, match="`backend` must be"):
         adjoint.constraint_jacobian(prob, controls=C, params=p, backend="tape")
+
+
+def test_discrete_maps_and_leapfrog_jacobians_and_the_reversible_error():
+    """Block Jacobians of a discrete map (scalar and generic) and of a separable leapfrog problem
+    (generic, streamed) against central differences; Reversible is refused with the alternatives."""
+    from adjoint.problems import harmonic_oscillator as ho
+
+    def mp(x, c, p, t):
+        return np.array([np.tanh(x[0] * p[0] + c[0]), x[0] * x[1] * 0.5 + c[0]])
+
+    k, h = 10, 1e-6
+    prob = adjoint.ControlProblem(
+        mp, [0.3, 0.2], (0.0, 1.0), k, running_cost=lambda x, c, p, t: c[0] ** 2, control_dim=1, param_dim=1,
+        constraints=[adjoint.Terminal(lambda x, p: x * p[0]), adjoint.Path(lambda x, c, p, t: x[1] + c[0], every=2)],
+    )  # fmt: skip
+    C, p = np.random.default_rng(2).normal(size=(k, 1)), np.array([0.7])
+
+    def vals(C_):
+        return adjoint.constraint_jacobian(prob, controls=C_, params=p, method=adjoint.DiscreteMap()).values
+
+    fd = np.stack([(vals(C + h * e.reshape(k, 1)) - vals(C - h * e.reshape(k, 1))) / (2 * h) for e in np.eye(k)], 1)
+    for backend in ("scalar", "generic"):
+        J = adjoint.constraint_jacobian(prob, controls=C, params=p, method=adjoint.DiscreteMap(), backend=backend)
+        np.testing.assert_allclose(J.controls[:, :, 0], fd, atol=1e-8)
+    lf = adjoint.ControlProblem(
+        ho.DYNAMICS, ho.S0, (0.0, 2.0), 20, terminal_cost=ho.TERMINAL,
+        constraints=[adjoint.Terminal(lambda x, p: np.array([x[0] * x[1], x[1] * p[0]])),
+                     adjoint.Path(lambda x, c, p, t: x[0] ** 2, every=3)],
+    )  # fmt: skip
+    w = np.array([1.3])
+
+    def lvals(w_):
+        return adjoint.constraint_jacobian(lf, params=w_, method=adjoint.Leapfrog()).values
+
+    J = adjoint.constraint_jacobian(lf, params=w, method=adjoint.Leapfrog(), checkpoint=adjoint.Revolve(3))
+    np.testing.assert_allclose(J.params[:, 0], (lvals(w + h) - lvals(w - h)) / (2 * h), atol=1e-8)
+    with pytest.raises(ValueError, match="do not run the Reversible"):
+        adjoint.constraint_jacobian(lf, params=w, method=adjoint.Leapfrog(), checkpoint=adjoint.Reversible())
