@@ -365,23 +365,31 @@ def constraint_jacobian(problem, *, params=None, controls=None, x0=None, method=
     plan = checkpoint.resolve_plan(K, n)
     if backend not in (None, "auto", "scalar", "generic"):
         raise ValueError(f'`backend` must be "auto", "scalar" or "generic"; got {backend!r}')
-    scalar = None
-    if plan.kind == "store_all" and backend != "generic":
+    kernels = None
+    if plan.kind in ("store_all", "streamed") and backend != "generic":
         from ._fused import block_kernel
 
-        scalar = block_kernel(comp, method, n, m, npar, term, path, every)
-    if backend == "scalar" and scalar is None:
+        kernels = block_kernel(comp, method, n, m, npar, term, path, every)
+    if backend == "scalar" and kernels is None:
         raise ValueError(
-            'backend="scalar" needs a store-all plan, traced (plain numpy) dynamics and constraints of at most '
-            "64 states, and Euler, explicit Runge-Kutta or a discrete map"
+            'backend="scalar" needs traced (plain numpy) dynamics and constraints of at most 64 states, Euler, '
+            "explicit Runge-Kutta or a discrete map, and a store-all or streamed plan"
         )
+    t0, t1 = problem.t_span
     t_start = time.perf_counter()
-    if scalar is not None:
+    if kernels is not None and plan.kind == "store_all":
         traj = np.empty((K + 1, n))
-        status = scalar(
-            x0a, C, p, problem.t_span[0], problem.tau, K, problem.t_span[1], traj, jac_c, jac_p, jac_x0, vals
-        )
+        status = kernels[0](x0a, C, p, t0, problem.tau, K, t1, traj, jac_c, jac_p, jac_x0, vals)
         fwd = K
+    elif kernels is not None:
+        counters = np.zeros(3, dtype=np.int64)
+        _, status = kernels[1](
+            x0a, C, p, t0, problem.tau, K, t1, plan.rule, plan.snapshots, np.full(n, np.nan), jac_c, jac_p,
+            (jac_x0, vals), counters,
+        )  # fmt: skip
+        if counters[2]:  # pragma: no cover - planner bug
+            raise RuntimeError("checkpoint planner stack overflow (please report)")
+        fwd = int(counters[0])
     elif plan.kind == "store_all":
         status = sweep.run(kern.jacobian_store_all, np.empty((K + 1, n)), jac_c, jac_p, jac_x0, vals)
         fwd = K
@@ -426,7 +434,7 @@ def constraint_jacobian(problem, *, params=None, controls=None, x0=None, method=
         path_rows=qh,
         path_times=problem.t_span[0] + problem.tau * np.arange(0, K, every) if path else np.zeros(0),
         schedule=plan.name,
-        backend="scalar" if scalar is not None else "generic",
+        backend="scalar" if kernels is not None else "generic",
         forward_steps=fwd,
         seconds=elapsed,
     )

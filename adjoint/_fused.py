@@ -248,10 +248,8 @@ class _Gen:
         locals: ``jacobian(x0, C, p, t0, tau, K, t1, traj, jac_c, jac_p, jac_x0, vals) -> status``.
         ``tc``/``pc``: the traced terminal / path constraint (or None), ``mT``/``qh`` their rows.
         The same operations in the same order as ``_kernels.jacobian_store_all``."""
-        n, m, q = self.n, self.m, self.q
+        n, m = self.n, self.m
         X, XN, C = _names("x_", n), _names("xn_", n), _names("c_", m)
-        LAM, Z, GC, GP = _names("l_", n), _names("z_", n), _names("gc_", m), _names("gp_", q)
-        OX, OC, OP = _names("ox_", n), _names("oc_", m), _names("op_", q)
         body = self.header() + [f"{X[i]} = x0[{i}]" for i in range(n)]
         body += [f"traj[0, {i}] = {X[i]}" for i in range(n)]
         loop = ["t = t0 + k * tau"] + [f"{C[j]} = C[k, {j}]" for j in range(m)]
@@ -259,8 +257,21 @@ class _Gen:
         loop += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "if not (_s - _s == 0.0):", "    return k + 1"]
         loop += [f"{X[i]} = {XN[i]}" for i in range(n)] + [f"traj[k + 1, {i}] = {X[i]}" for i in range(n)]
         body += ["for k in range(K):"] + ["    " + ln for ln in loop]
-        body += [
-            "r = jac_x0.shape[0]",
+        body += ["r = jac_x0.shape[0]"] + self._block_seed_lines(tc, mT, X)
+        loop = ["t = t0 + k * tau"] + [f"{X[i]} = traj[k, {i}]" for i in range(n)]
+        loop += self._block_step_lines(pc, mT, qh, every, X, C)
+        body += ["for k in range(K - 1, -1, -1):"] + ["    " + ln for ln in loop] + ["return 0"]
+        return (
+            "def jacobian(x0, C, p, t0, tau, K, t1, traj, jac_c, jac_p, jac_x0, vals):\n"
+            + "\n".join("    " + ln for ln in body)
+            + "\n"
+        )
+
+    def _block_seed_lines(self, tc, mT, X):
+        """Zero the block (``jac_x0``, ``jac_p``, ``r`` rows) and seed the terminal rows at ``x_K`` in X."""
+        n, q = self.n, self.q
+        OX, OP = _names("ox_", n), _names("op_", q)
+        body = [
             "for j in range(r):",
             "    for i in range(jac_x0.shape[1]):",
             "        jac_x0[j, i] = 0.0",
@@ -275,11 +286,14 @@ class _Gen:
             row += tc.vjp_lines(X, [], self.P, "t1", W, OX, [], OP, prefix=self.pfx())
             row += [f"jac_x0[j, {i}] = {OX[i]}" for i in range(n)] + [f"jac_p[j, {i}] = {OP[i]}" for i in range(q)]
             body += [f"for j in range({mT}):"] + ["    " + ln for ln in row]
-        loop = (
-            ["t = t0 + k * tau"]
-            + [f"{X[i]} = traj[k, {i}]" for i in range(n)]
-            + [f"{C[j]} = C[k, {j}]" for j in range(m)]
-        )
+        return body
+
+    def _block_step_lines(self, pc, mT, qh, every, X, C):
+        """Adjoint step ``k`` of the block (``t``, X set): the live rows, then a path node's seeds."""
+        n, m, q = self.n, self.m, self.q
+        LAM, Z, GC, GP = _names("l_", n), _names("z_", n), _names("gc_", m), _names("gp_", q)
+        OX, OC, OP = _names("ox_", n), _names("oc_", m), _names("op_", q)
+        loop = [f"{C[j]} = C[k, {j}]" for j in range(m)]
         loop += [f"live = {mT} + (k // {every} + 1) * {qh}" if qh else "live = r"]
         row = [f"{LAM[i]} = jac_x0[j, {i}]" for i in range(n)] + [f"{GP[i]} = jac_p[j, {i}]" for i in range(q)]
         row += self.adjoint(X, C, "t", LAM, Z, GC, GP)
@@ -298,12 +312,51 @@ class _Gen:
             row += [f"jac_p[a0 + i, {ii}] = {OP[ii]}" for ii in range(q)]
             node += [f"for i in range({qh}):"] + ["    " + ln for ln in row]
             loop += [f"if k % {every} == 0:"] + ["    " + ln for ln in node]
-        body += ["for k in range(K - 1, -1, -1):"] + ["    " + ln for ln in loop] + ["return 0"]
-        return (
-            "def jacobian(x0, C, p, t0, tau, K, t1, traj, jac_c, jac_p, jac_x0, vals):\n"
-            + "\n".join("    " + ln for ln in body)
-            + "\n"
-        )
+        return loop
+
+    def block_action_sources(self, tc, pc, mT, qh, every):
+        """The streamed executor's actions for a block (``adjoint_one``, ``terminal``, ``sweep``,
+        ``oneslot``, ``adjoint_buffer``, ``adjoint_out``), with the operations of the generic block
+        actions (``_kernels.block_*`` and ``_streamed.g_sweep`` / ``g_oneslot``)."""
+        n, m = self.n, self.m
+        X, XN, C = _names("x_", n), _names("xn_", n), _names("c_", m)
+        alias = ["jac_x0, _w, vals = lam", "jac_c = grad_c", "jac_p = gpa", "r = jac_x0.shape[0]"]
+        one = self.header(allocate=False) + alias + [f"{X[i]} = xa[{i}]" for i in range(n)] + ["t = t0 + k * tau"]
+        one += self._block_step_lines(pc, mT, qh, every, X, C) + ["return 0.0"]
+        term = self.header(allocate=False) + alias[:1] + ["jac_p = gpa", "r = jac_x0.shape[0]"]
+        term += [f"{X[i]} = xa[{i}]" for i in range(n)] + ["k = K - 1", "t = t0 + k * tau"]
+        term += [f"{C[j]} = C[k, {j}]" for j in range(m)] + self.step(X, C, "t", XN)
+        term += ["_s = 0.0" + "".join(f" + {x}" for x in XN), "if not (_s - _s == 0.0):", "    return 0.0, K"]
+        term += [f"x_final[{i}] = {XN[i]}" for i in range(n)] + self._block_seed_lines(tc, mT, XN) + ["return 0.0, 0"]
+        step = ["t = t0 + k * tau"] + [f"{C[j]} = C[k, {j}]" for j in range(m)] + self.step(X, C, "t", XN)
+        step += [f"{X[i]} = {XN[i]}" for i in range(n)]
+        sweep = self.header(allocate=False) + [f"{X[i]} = xa[{i}]" for i in range(n)]
+        sweep += ["for k in range(a, b - 1):"] + ["    " + ln for ln in step]
+        sweep += ["    if k < b - 2:"] + [f"        slots[sl + k + 1 - a, {i}] = {X[i]}" for i in range(n)]
+        sweep += [f"xa[{i}] = {X[i]}" for i in range(n)]
+        sweep += ["for k in range(b - 1, a - 1, -1):", "    if k < b - 1:"]
+        sweep += [f"        xa[{i}] = slots[sl + k - a, {i}]" for i in range(n)]
+        sweep += ["    run += adjoint_one(xa, C, p, t0, tau, k, lam, grad_c, gpa, W)", "return run"]
+        ones = self.header(allocate=False) + ["xw = np.empty(%d)" % n]
+        ones += ["for kk in range(b - 1, a - 1, -1):"] + ["    " + f"{X[i]} = xa[{i}]" for i in range(n)]
+        ones += ["    for k in range(a, kk):"] + ["        " + ln for ln in step]
+        ones += ["    " + f"xw[{i}] = {X[i]}" for i in range(n)]
+        ones += ["    run += adjoint_one(xw, C, p, t0, tau, kk, lam, grad_c, gpa, W)", "return run"]
+
+        def fn(sig, body):
+            return f"def {sig}:\n" + "\n".join("    " + ln for ln in body) + "\n"
+
+        return [
+            fn("adjoint_one(xa, C, p, t0, tau, k, lam, grad_c, gpa, W)", one),
+            fn("terminal(xa, C, p, t0, tau, K, t1, x_final, lam, gpa, W)", term),
+            fn("sweep(xa, slots, sl, C, p, t0, tau, a, b, lam, grad_c, gpa, run, W)", sweep),
+            fn("oneslot(xa, C, p, t0, tau, a, b, lam, grad_c, gpa, run, W)", ones),
+            fn(
+                "adjoint_buffer(x0, grad_x0)",
+                ["return (grad_x0[0], np.zeros(max(grad_x0[0].shape[0], 1)), grad_x0[1])"],
+            ),
+            fn("adjoint_out(lam, grad_x0)", ["return None"]),
+        ]
 
     def advance_source(self):
         n, m = self.n, self.m
@@ -713,8 +766,9 @@ _ADJOINT_OUT = "def adjoint_out(lam, grad_x0):\n    for i in range(lam.shape[0])
 
 
 def block_kernel(comp, method, n, m, q, term, path, every):
-    """The scalar-generated store-all kernel of a block of cotangents (see :meth:`_Gen.block_source`)
-    for this problem, method and constraints, or None when the dynamics or a constraint is not traced
+    """The scalar-generated kernels of a block of cotangents, ``(store_all, streamed)`` (see
+    :meth:`_Gen.block_source` and :meth:`_Gen.block_action_sources`; ``streamed`` is the one
+    executor with the block's actions) for this problem, method and constraints, or None when the dynamics or a constraint is not traced
     (or too large): the caller then runs the generic kernel. Memoised per method and dimensions."""
     if method.kind not in (kern.KIND_EULER, kern.KIND_RK, kern.KIND_MAP) or n > MAX_STATE:
         return None
@@ -740,12 +794,33 @@ def block_kernel(comp, method, n, m, q, term, path, every):
             path.rows if path else 0,
             every or 1,
         )
+        args = (
+            term.traced if term else None,
+            path.traced if path else None,
+            term.rows if term else 0,
+            path.rows if path else 0,
+            every or 1,
+        )
         head = ["# generated by adjoint._fused (block of cotangents): do not edit", "import math", "import numpy as np"]
         head += ["from numba import njit"] + [f"import {mod} as {alias}" for mod, alias in gen.imports.items()]
-        body = ad._tcall.cse_tcalls("\n\n@njit(cache=True)\n" + src)
+        head += [
+            "from adjoint.checkpointing._streamed import (CHUNK, OP_ADJOINT, OP_ADVANCE, OP_MASK, OP_ONESLOT,",
+            "    OP_RESTORE, OP_SHIFT, OP_STORE, OP_SWEEP, OP_SWEEP_FULL, plan_chunk, plan_compound)",
+        ]
+        # the streamed plans: the one executor with the block's actions (spliced, as for gradients)
+        parts = [
+            ("cache=True", src),
+            ('inline="always"', gen.workspace_source()),
+            ('inline="always"', gen.advance_source()),
+        ]
+        parts += [('inline="always"', a) for a in gen.block_action_sources(*args)]
+        parts += [("cache=True", _streamed.executor_source("checkpointed"))]
+        body = ad._tcall.cse_tcalls("".join(f"\n\n@njit({opt})\n" + p_ for opt, p_ in parts))
         head += ad._tcall.import_lines(body)
         stamp = "".join(f"{m_}:{_file_digest(f)};" for m_, f in sorted(gen.files.items()))
-        result = _modules.load("scalar", _GEN_VERSION, "\n".join(head) + "\n" + body, stamp).jacobian
+        stamp += "planner:" + _file_digest(_streamed.__file__)
+        module = _modules.load("scalar", _GEN_VERSION, "\n".join(head) + "\n" + body, stamp)
+        result = (module.jacobian, module.checkpointed)
     except (_Unfusable, ImportError):
         result = None
     memo[key] = result

@@ -590,21 +590,33 @@ def test_free_final_time_jacobian_matches_complex_step_in_t():
 
 
 @pytest.mark.parametrize("method", [adjoint.Euler(), adjoint.Heun(), adjoint.RK4()], ids=["euler", "heun", "rk4"])
-def test_scalar_block_kernel_equals_the_generic_one_bit_for_bit(prob, inputs, method):
-    """The generated store-all block kernel (state and one row in scalar locals) against the generic
-    block kernel and a streamed plan: the same bits."""
+def test_scalar_block_kernels_equal_the_generic_ones_bit_for_bit(prob, inputs, method):
+    """The generated block kernels (state and one row in scalar locals; store-all, and the one
+    executor with the block's actions for streamed plans, compound actions included) against the
+    generic block kernels: the same bits."""
     C, p = inputs
-    Js = adjoint.constraint_jacobian(prob, controls=C, params=p, method=method, checkpoint=adjoint.StoreAll())
-    Jg = adjoint.constraint_jacobian(
+    ref = adjoint.constraint_jacobian(
         prob, controls=C, params=p, method=method, checkpoint=adjoint.StoreAll(), backend="generic"
     )
-    Jr = adjoint.constraint_jacobian(prob, controls=C, params=p, method=method, checkpoint=adjoint.Revolve(3))
-    assert (Js.backend, Jg.backend, Jr.backend) == ("scalar", "generic", "generic")
-    for name in ("values", "controls", "params", "x0"):
-        np.testing.assert_array_equal(getattr(Js, name), getattr(Jg, name), err_msg=name)
-        np.testing.assert_array_equal(getattr(Js, name), getattr(Jr, name), err_msg=name)
-    with pytest.raises(ValueError, match='backend="scalar" needs a store-all plan'):
-        adjoint.constraint_jacobian(prob, controls=C, params=p, checkpoint=adjoint.Revolve(3), backend="scalar")
+    assert ref.backend == "generic"
+    for schedule in (adjoint.StoreAll(), adjoint.Revolve(3), adjoint.Uniform(4), adjoint.Revolve(1)):
+        for backend in ("scalar", "generic"):
+            J = adjoint.constraint_jacobian(
+                prob, controls=C, params=p, method=method, checkpoint=schedule, backend=backend
+            )
+            assert J.backend == backend
+            for name in ("values", "controls", "params", "x0"):
+                np.testing.assert_array_equal(
+                    getattr(J, name), getattr(ref, name), err_msg=f"{schedule} {backend} {name}"
+                )
+    assert adjoint.constraint_jacobian(prob, controls=C, params=p, method=method).backend == "scalar"  # auto
+    hand = adjoint.ControlProblem(
+        _dyn, [0.3, 0.1], (0.0, 1.0), K, running_cost=lambda x, c, p, t: c[0] ** 2, control_dim=1, param_dim=1,
+        constraints=[adjoint.Path(_hand_path, upper=1.0, every=3, vjp=_hand_path_vjp, size=2)],
+    )  # fmt: skip
+    assert adjoint.constraint_jacobian(hand, controls=C, params=p).backend == "generic"
+    with pytest.raises(ValueError, match='backend="scalar" needs traced'):
+        adjoint.constraint_jacobian(hand, controls=C, params=p, backend="scalar")
     with pytest.raises(ValueError, match="`backend` must be"):
         adjoint.constraint_jacobian(prob, controls=C, params=p, backend="tape")
 
