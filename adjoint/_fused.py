@@ -295,8 +295,12 @@ class _Gen:
         OX, OC, OP = _names("ox_", n), _names("oc_", m), _names("op_", q)
         loop = [f"{C[j]} = C[k, {j}]" for j in range(m)]
         loop += [f"live = {mT} + (k // {every} + 1) * {qh}" if qh else "live = r"]
+        # the stage inputs once per step, shared by the rows (the same values the generic block
+        # recomputes for each row, so the same bits); the reverse statements per row
+        loop += _steps.scalar_lines(self.desc.recompute, self, {"x": X, "c": C}, "t")
         row = [f"{LAM[i]} = jac_x0[j, {i}]" for i in range(n)] + [f"{GP[i]} = jac_p[j, {i}]" for i in range(q)]
-        row += self.adjoint(X, C, "t", LAM, Z, GC, GP)
+        names = {"x": X, "c": C, "lam": LAM, "z": Z, "gc": GC, "gp": GP}
+        row += _steps.scalar_lines(self.desc.reverse, self, names, "t")
         row += [f"jac_c[j, k, {i}] = {GC[i]}" for i in range(m)] + [f"jac_x0[j, {i}] = {Z[i]}" for i in range(n)]
         row += [f"jac_p[j, {i}] = {GP[i]}" for i in range(q)]
         loop += ["for j in range(r):", f"    if j < {mT} or j >= live:"] + ["        " + ln for ln in row]
