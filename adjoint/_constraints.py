@@ -236,11 +236,33 @@ def compiled_constraints(problem, comp, m, q):
     if got is None:
         items = problem.constraints
         n = problem.state_dim
-        term = _compile_group([c for c in items if isinstance(c, Terminal)], n, m, q)
+        terms = [c for c in items if isinstance(c, Terminal)]
         paths = [c for c in items if isinstance(c, Path)]
+        for c in terms[:1] + paths[:1]:
+            if c.vjp is not None:
+                _check_hand_written(c, problem.x0, 0 if isinstance(c, Terminal) else m, q)
+        term = _compile_group(terms, n, m, q)
         path = _compile_group(paths, n, m, q)
         got = comp.constraint_parts = (term, path, paths[0].every if paths else 0)
     return got
+
+
+def _check_hand_written(c, x0, m, q):
+    """A hand-written constraint once outside the kernels, on arrays of exactly its sizes: an index out
+    of range or a function numba cannot compile is named here (like the problem's own functions)."""
+    from ._bounds import probe_bounds
+    from ._problem import call_user
+
+    n, r = x0.shape[0], c.size
+    x, cc, p, t = np.array(x0), np.zeros(m), np.zeros(q), 0.0
+    label = f"{c.kind} constraint {c.name!r}"
+    fix = f"Check it against the contract fn(x, c, p, t, out) with out of size={r} and its vjp (see adjoint.{type(c).__name__})."
+    args_f = (x, cc, p, t, np.zeros(r))
+    args_v = (x, cc, p, t, np.ones(r), np.zeros(n), np.zeros(m), np.zeros(q))
+    probe_bounds(f"`{label}` fn", c.fn, "f", args_f)
+    probe_bounds(f"`{label}` vjp", c.vjp, "vjp", args_v)
+    call_user(f"the {label} fn", c.fn, args_f, fix)
+    call_user(f"the {label} vjp", c.vjp, args_v, fix)
 
 
 @dataclass(frozen=True)

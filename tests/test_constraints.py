@@ -657,3 +657,29 @@ def test_discrete_maps_and_leapfrog_jacobians_and_the_reversible_error():
     np.testing.assert_allclose(J.params[:, 0], (lvals(w + h) - lvals(w - h)) / (2 * h), atol=1e-8)
     with pytest.raises(ValueError, match="do not run the Reversible"):
         adjoint.constraint_jacobian(lf, params=w, method=adjoint.Leapfrog(), checkpoint=adjoint.Reversible())
+
+
+@numba.njit
+def _hand_path_too_long(x, c, p, t, out):
+    out[0] = x[0]
+    out[2] = x[1]  # size=2: out of range
+
+
+@numba.njit
+def _hand_path_uncompilable(x, c, p, t, out):
+    out[0] = x[0] + "a"  # numba cannot type this
+
+
+def test_hand_written_constraints_are_checked_before_the_kernels(inputs):
+    C, p = inputs
+
+    def prob_with(fn):
+        return adjoint.ControlProblem(
+            _dyn, [0.3, 0.1], (0.0, 1.0), K, running_cost=lambda x, c, p, t: c[0] ** 2, control_dim=1, param_dim=1,
+            constraints=[adjoint.Path(fn, upper=1.0, vjp=_hand_path_vjp, size=2)],
+        )  # fmt: skip
+
+    with pytest.raises(IndexError, match="path constraint"):
+        adjoint.constraint_jacobian(prob_with(_hand_path_too_long), controls=C, params=p)
+    with pytest.raises(TypeError, match="could not be compiled by numba.*size=2"):
+        adjoint.constraint_jacobian(prob_with(_hand_path_uncompilable), controls=C, params=p)
