@@ -139,7 +139,7 @@ def _guard_intact(g, fill) -> bool:
     return bool(np.all(g[:GUARD_MARKED] == fill) and not np.any(g[GUARD_MARKED:]))
 
 
-def _probe_guarded(label, fn, roles, args):
+def _probe_guarded(label, fn, roles, args, names=_DECLARED):
     """Large arrays: the compiled function itself, run on arrays followed by guard entries.
 
     A write past the end of an array changes its guard (a write of zero beyond the first GUARD_MARKED
@@ -178,7 +178,7 @@ def _probe_guarded(label, fn, roles, args):
     action, i = bad
     name = roles[i]
     size = int(np.size(args[i]))
-    declared = _DECLARED.get(name, "its declared size")
+    declared = names.get(name, "its declared size")
     raise IndexError(
         f"{label} {action} `{name}`, which has {size} entries ({declared}={size} as declared; found by running "
         f"the compiled function on arrays followed by guard entries): fix the index in the function, or declare "
@@ -187,18 +187,20 @@ def _probe_guarded(label, fn, roles, args):
     )
 
 
-def probe_bounds(label, fn, kind, args):
+def probe_bounds(label, fn, kind, args, declared=None):
     """Run ``fn.py_func`` on named copies of ``args``; raise IndexError on an out-of-range index.
 
     ``label`` names the function in the message (e.g. "`dynamics.f`"), ``kind`` is one of
-    ``"f"``, ``"vjp"``, ``"value"``, ``"grad"`` (the argument roles).
+    ``"f"``, ``"vjp"``, ``"value"``, ``"grad"`` (the argument roles). ``declared``: argument name ->
+    the setting that declares its size, where it is not the problem's (``{"out": "size"}``).
     """
+    names = {**_DECLARED, **(declared or {})}
     py = getattr(fn, "py_func", None)
     if py is None:
         return
     roles = _ROLES[kind]
     if sum(np.size(a) for r, a in zip(roles, args) if r is not None) > PYTHON_PROBE_MAX:
-        _probe_guarded(label, fn, roles, args)
+        _probe_guarded(label, fn, roles, args, names)
         return
     call = []
     for role, a in zip(roles, args):
@@ -209,7 +211,7 @@ def probe_bounds(label, fn, kind, args):
         key = exc.key if isinstance(exc.key, tuple) else (exc.key,)
         index = ", ".join(repr(k) if not isinstance(k, (int, np.integer)) else str(int(k)) for k in key)
         size = exc.size[0] if len(exc.size) == 1 else exc.size
-        declared = _DECLARED.get(exc.name, "its declared size")
+        declared = names.get(exc.name, "its declared size")
         raise IndexError(
             f"{label} {exc.action} {exc.name}[{index}], but `{exc.name}` has {size} entries ({declared}={size} "
             f"as declared): fix the index in the function, or declare {declared} to match it. (Compiled numba "

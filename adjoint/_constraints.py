@@ -259,8 +259,8 @@ def _check_hand_written(c, x0, m, q):
     fix = f"Check it against the contract fn(x, c, p, t, out) with out of size={r} and its vjp (see adjoint.{type(c).__name__})."
     args_f = (x, cc, p, t, np.zeros(r))
     args_v = (x, cc, p, t, np.ones(r), np.zeros(n), np.zeros(m), np.zeros(q))
-    probe_bounds(f"`{label}` fn", c.fn, "f", args_f)
-    probe_bounds(f"`{label}` vjp", c.vjp, "vjp", args_v)
+    probe_bounds(f"`{label}` fn", c.fn, "f", args_f, {"out": "size", "z": "size"})
+    probe_bounds(f"`{label}` vjp", c.vjp, "vjp", args_v, {"out": "size", "z": "size"})
     call_user(f"the {label} fn", c.fn, args_f, fix)
     call_user(f"the {label} vjp", c.vjp, args_v, fix)
 
