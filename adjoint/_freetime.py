@@ -99,7 +99,6 @@ def scaled_problem(problem, param_dim: int):
     got = problem._cache.derived.get(key)
     if got is not None:
         return got
-    free = problem.final_time
     t0 = problem.t_span[0]
     q = param_dim
     f = _plain("the dynamics", problem.dynamics)
@@ -150,7 +149,6 @@ def scaled_problem(problem, param_dim: int):
         constraints=cons,
     )
     problem._cache.derived[key] = sp
-    assert isinstance(free, Free)
     return sp
 
 

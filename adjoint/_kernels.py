@@ -108,6 +108,23 @@ def running_adjoint(rv, rg, x, c, p, t, tau, gx, gc, gp, out_z, out_c, acc_p):
     return cost_value_after_grad(r, rv, x, c, p, t)
 
 
+@njit(inline="always")
+def forward_store(step, f, g, x, C, p, t0, tau, K, A, b, cn, stage_k, stage_x0, xn, traj):
+    """``x``: ``x_0 -> x_K``, every state stored in ``traj`` (K + 1, n); returns 0, or ``k + 1`` when
+    step ``k`` gave a non-finite state. The forward sweep of the store-all gradient and Jacobian."""
+    n = x.shape[0]
+    for i in range(n):
+        traj[0, i] = x[i]
+    for k in range(K):
+        step(f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x0, xn)
+        if not _finite(xn):
+            return k + 1
+        for i in range(n):
+            x[i] = xn[i]
+            traj[k + 1, i] = xn[i]
+    return 0
+
+
 @njit
 def forward(step, f, g, rv, has_run, tv, has_term, x0, C, p, t0, tau, K, t1, A, b, cn, traj, store):
     """Forward sweep: returns ``(value, x_K, status)``; fills ``traj`` when ``store``.
@@ -188,16 +205,9 @@ def gradient_store_all(
     stage_xbar = np.empty((s, n))
     x = x0.copy()
     xn = np.empty(n)
-    for i in range(n):
-        traj[0, i] = x[i]
-    stage_x0 = stage_x[0]
-    for k in range(K):
-        step(f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x0, xn)
-        if not _finite(xn):
-            return 0.0, k + 1
-        for i in range(n):
-            x[i] = xn[i]
-            traj[k + 1, i] = xn[i]
+    bad = forward_store(step, f, g, x, C, p, t0, tau, K, A, b, cn, stage_k, stage_x[0], xn, traj)
+    if bad:
+        return 0.0, bad
     # terminal cost
     lam = np.empty(n)
     value = terminal_seed(tv, tg, has_term, x, p, t1, lam, grad_p)
@@ -431,17 +441,10 @@ def jacobian_store_all(
         np.empty(C.shape[1]),
         np.empty(p.shape[0]),
     )
-    stage_k, stage_x, xn = W[0], W[1], W[4]
     x = x0.copy()
-    for i in range(n):
-        traj[0, i] = x[i]
-    for k in range(K):
-        step(f, g, x, C[k], p, t0 + k * tau, tau, A, b, cn, stage_k, stage_x[0], xn)
-        if not _finite(xn):
-            return k + 1
-        for i in range(n):
-            x[i] = xn[i]
-            traj[k + 1, i] = xn[i]
+    bad = forward_store(step, f, g, x, C, p, t0, tau, K, A, b, cn, W[0], W[1][0], W[4], traj)
+    if bad:
+        return bad
     lam = (jac_x0, np.zeros(max(jac_x0.shape[0], 1)), vals)
     block_seed(tv, tg, has_term, x, p, t1, lam, jac_p)
     for k in range(K - 1, -1, -1):
