@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ._check import GradientCheck, check_gradient
 from ._constraints import ConstraintJacobian, Path, Terminal, constraint_jacobian
 from ._freetime import Free
+from ._observations import Observations, Residuals
 from ._optimize import Objective, control_bounds, objective
 from ._problem import ControlProblem, Cost, Dynamics
 from ._separable import SeparableDynamics
@@ -22,8 +23,10 @@ from .integrators import RK4, DiscreteMap, Euler, Heun, Leapfrog, RungeKutta, Ve
 
 if TYPE_CHECKING:  # static view (type checkers, the API reference); loaded lazily at run time below
     from ._argmin import ArgminConvergenceError, ArgminConvergenceWarning, ArgminResult, ArgminStats, solve_argmin
+    from ._ensemble import EnsembleResult, solve_ensemble
     from ._ocp import NLP, OCPResult, nlp, solve_ocp
     from ._sinkhorn import SinkhornGradResult, SinkhornResult, sinkhorn_value_and_grad, solve_sinkhorn
+    from ._tangent import TangentResult, solve_tangent
 
 __version__ = "0.1.0"
 
@@ -43,6 +46,10 @@ _LAZY = {
     "OCPResult": "_ocp",
     "nlp": "_ocp",
     "NLP": "_ocp",
+    "solve_tangent": "_tangent",
+    "solve_ensemble": "_ensemble",
+    "EnsembleResult": "_ensemble",
+    "TangentResult": "_tangent",
 }
 
 
@@ -139,6 +146,12 @@ __all__ = [
     "control_bounds",
     "check_gradient",
     "GradientCheck",
+    "solve_tangent",
+    "TangentResult",
+    "solve_ensemble",
+    "EnsembleResult",
+    "Observations",
+    "Residuals",
     "TraceMismatchWarning",
     "Terminal",
     "Path",

@@ -27,6 +27,8 @@ class Objective:
     ----------
     nfev : int
         Number of gradient evaluations actually run.
+    nhev : int
+        Number of Hessian-vector products run (:meth:`hessp`).
     history : list of float
         Objective values of the evaluations, in order.
     last : AdjointResult or None
@@ -44,6 +46,9 @@ class Objective:
         method=None,
         checkpoint=None,
         backend=None,
+        ensemble=None,
+        workers=None,
+        executor=None,
     ):
         if not isinstance(problem, ControlProblem):
             raise TypeError(f"`problem` must be an adjoint.ControlProblem; got {type(problem).__name__}")
@@ -62,10 +67,29 @@ class Objective:
         self.method = method
         self.checkpoint = checkpoint
         self.backend = backend
+        if ensemble is not None:
+            if not isinstance(ensemble, dict) or not set(ensemble) <= {*_BLOCKS, "weights"} or not ensemble:
+                raise ValueError(
+                    "`ensemble` must be a dict with some of the keys 'params', 'controls', 'x0' (the per-member "
+                    f"inputs with a leading batch axis, plus 'weights' optional); got {ensemble!r:.80}"
+                    if not isinstance(ensemble, dict)
+                    else f"`ensemble` keys must be among 'params', 'controls', 'x0', 'weights'; got {sorted(ensemble)}"
+                )
+            for w in wrt:
+                if w in ensemble:
+                    raise ValueError(
+                        f"{w!r} is both optimised (wrt) and given per member in `ensemble`: the optimised blocks "
+                        "are shared by all members"
+                    )
+        #: per-member inputs (:func:`adjoint.solve_ensemble`): the objective is their weighted sum
+        self.ensemble = ensemble
+        self._ensemble_run = {"workers": workers, "executor": executor}
         self._fixed = {"params": params, "controls": controls, "x0": problem.x0 if x0 is None else x0}
         self._key = None
         self._res = None
         self.nfev = 0
+        #: number of Hessian-vector products run (:meth:`hessp`)
+        self.nhev = 0
         self.history: list[float] = []
         self.last = None
         self._t0 = time.perf_counter()
@@ -154,6 +178,8 @@ class Objective:
             return self._res
         blocks = self.unpack(v)
         kw = {k: blocks.get(k, self._fixed[k]) for k in _BLOCKS}
+        if self.ensemble is not None:
+            return self._evaluate_ensemble(key, kw)
         res = solve_adjoint(
             self.problem,
             params=kw["params"],
@@ -162,6 +188,31 @@ class Objective:
             method=self.method,
             checkpoint=self.checkpoint,
             backend=self.backend,
+        )
+        grads = {"params": res.grad.params, "controls": res.grad.controls.ravel(), "x0": res.grad.x0}
+        g = np.concatenate([grads[w] for w in self.wrt])
+        self._key, self._res = key, (res.value, g)
+        self.nfev += 1
+        self.history.append(res.value)
+        self.last = res
+        return self._res
+
+    def _evaluate_ensemble(self, key, kw):
+        from ._ensemble import solve_ensemble
+
+        ens = dict(self.ensemble)
+        weights = ens.pop("weights", None)
+        kw.update(ens)
+        res = solve_ensemble(
+            self.problem,
+            params=kw["params"],
+            controls=kw["controls"],
+            x0=kw["x0"],
+            weights=weights,
+            method=self.method,
+            checkpoint="auto" if self.checkpoint is None else self.checkpoint,
+            backend=self.backend,
+            **self._ensemble_run,
         )
         grads = {"params": res.grad.params, "controls": res.grad.controls.ravel(), "x0": res.grad.x0}
         g = np.concatenate([grads[w] for w in self.wrt])
@@ -181,12 +232,68 @@ class Objective:
     def grad(self, v) -> np.ndarray:
         return self._evaluate(v)[1].copy()
 
+    def hessp(self, v, w) -> np.ndarray:
+        """The exact Hessian-vector product ``H(v) w`` of the discrete objective.
+
+        For ``scipy.optimize.minimize(fun, v0, jac=True, hessp=fun.hessp, method="trust-krylov")``
+        (or ``"Newton-CG"``, ``"trust-ncg"``, ``"trust-constr"``). Forward over reverse: one adjoint
+        sweep of the problem's tangent system in the direction ``w`` (see :func:`adjoint.hessp`),
+        with the same method, schedule and backend as the gradient; its cost is about two to three
+        gradients. The problem's functions must be plain numpy (traced): their second derivatives
+        come from the tracing AD.
+        """
+        from ._tangent import hessp
+
+        if self.ensemble is not None:
+            raise NotImplementedError(
+                "hessp of an ensemble objective is not supported yet: sum the members' products "
+                "(one objective per member) or use a gradient method"
+            )
+        blocks = self.unpack(v)
+        dirs = self.unpack(w)
+        if not np.all(np.isfinite(np.asarray(w, dtype=np.float64))):
+            bad = int(np.flatnonzero(~np.isfinite(np.asarray(w, dtype=np.float64)))[0])
+            raise ValueError(f"hessp: the direction `w` must be finite; entry {bad} is {np.asarray(w)[bad]}")
+        kw = {k: blocks.get(k, self._fixed[k]) for k in _BLOCKS}
+        sizes, cdim = self._sizes()
+        zero = {
+            "params": np.zeros(sizes["params"]),
+            "controls": np.zeros((self.problem.steps, cdim)),
+            "x0": np.zeros(sizes["x0"]),
+        }
+        dk = {k: dirs.get(k, zero[k]) for k in _BLOCKS}
+        hw, _, _, _ = hessp(
+            self.problem,
+            params=kw["params"],
+            controls=kw["controls"],
+            x0=kw["x0"],
+            dparams=dk["params"],
+            dcontrols=dk["controls"],
+            dx0=dk["x0"],
+            method=self.method,
+            checkpoint="auto" if self.checkpoint is None else self.checkpoint,
+            backend=self.backend,
+        )
+        self.nhev += 1
+        return np.concatenate([np.ravel(hw[k]) for k in self.wrt])
+
     def __repr__(self):
         return f"Objective({self.problem.name}, wrt={self.wrt}, size={self.size})"
 
 
 def objective(
-    problem, wrt="params", *, params=None, controls=None, x0=None, method=None, checkpoint=None, backend=None
+    problem,
+    wrt="params",
+    *,
+    params=None,
+    controls=None,
+    x0=None,
+    method=None,
+    checkpoint=None,
+    backend=None,
+    ensemble=None,
+    workers=None,
+    executor=None,
 ):
     """Value-and-gradient callable for ``scipy.optimize.minimize(..., jac=True)``.
 
@@ -199,6 +306,11 @@ def objective(
         Values of the blocks held fixed (and the defaults of :meth:`Objective.initial`).
     method, checkpoint, backend :
         Passed to :func:`adjoint.solve_adjoint`.
+    ensemble : dict, optional
+        Per-member inputs with a leading batch axis (keys among ``params``, ``controls``, ``x0``,
+        and ``weights``): the objective becomes the weighted sum over the members, computed by
+        :func:`adjoint.solve_ensemble` (with ``workers``, ``executor``); the optimised blocks are
+        shared. For a multi-experiment fit: shared ``params``, per-experiment ``x0`` and data.
 
     Returns
     -------
@@ -216,7 +328,17 @@ def objective(
     True
     """
     return Objective(
-        problem, wrt, params=params, controls=controls, x0=x0, method=method, checkpoint=checkpoint, backend=backend
+        problem,
+        wrt,
+        params=params,
+        controls=controls,
+        x0=x0,
+        method=method,
+        checkpoint=checkpoint,
+        backend=backend,
+        ensemble=ensemble,
+        workers=workers,
+        executor=executor,
     )
 
 

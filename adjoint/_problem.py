@@ -103,6 +103,11 @@ class Dynamics:
         accumulate.
     state_dim, control_dim, param_dim : int
         Sizes of ``x``, of the per-step control ``c`` and of the shared parameters ``p``.
+    jvp : callable ``jvp(x, c, p, t, dx, dc, dp, out)``, optional
+        Writes the directional derivative ``[d_x u] dx + [d_c u] dc + [d_p u] dp`` into ``out``
+        (``(state_dim,)``; it overwrites). Only forward sensitivities use it
+        (:func:`adjoint.solve_tangent`); Hessian-vector products and observations need the model as
+        a plain numpy function (traced), which derives every derivative.
 
     Notes
     -----
@@ -135,12 +140,15 @@ class Dynamics:
         name: str | None = None,
         traced=None,
         source: str | None = None,
+        jvp: Callable | None = None,
     ):
         self.state_dim = _check_dim("state_dim", state_dim, 1)
         self.control_dim = _check_dim("control_dim", control_dim, 0)
         self.param_dim = _check_dim("param_dim", param_dim, 0)
         self.f = _njit_user("f", f, 5)
         self.vjp = _njit_user("vjp", vjp, 8)
+        #: the optional hand-written JVP (forward sensitivities), or None
+        self.jvp = None if jvp is None else _njit_user("jvp", jvp, 8)
         self.name = name or getattr(getattr(self.f, "py_func", f), "__name__", "dynamics")
         #: the traced graphs (``adjoint.ad.TracedDynamics``) when ``f``/``vjp`` were generated from a
         #: plain function by :func:`adjoint.vector_field`; None for hand-written functions
@@ -287,6 +295,12 @@ class ControlProblem:
     constraints : list of adjoint.Terminal / adjoint.Path, optional
         Hard constraints, for :func:`adjoint.solve_ocp` (their exact Jacobian:
         :func:`adjoint.constraint_jacobian`). ``solve_adjoint`` ignores them.
+    observations : adjoint.Observations, optional
+        Data to fit: the objective gains ``1/2 sum_j |r_j|^2`` with the residuals
+        ``r_j = weights_j * (observe(x(t_j), p) - data_j)`` at grid times ``t_j``; then the costs
+        may be omitted. :meth:`residuals` gives the residual vector and its Jacobian for
+        ``scipy.optimize.least_squares``. The dynamics and costs must be plain numpy functions
+        (or built by ``adjoint.vector_field``/``adjoint.cost``).
 
     Notes
     -----
@@ -308,6 +322,7 @@ class ControlProblem:
         param_dim: int | None = None,
         name: str | None = None,
         constraints=None,
+        observations=None,
     ):
         if isinstance(dynamics, Dynamics):
             state_dim = dynamics.state_dim
@@ -365,8 +380,12 @@ class ControlProblem:
         self.steps = int(steps)
         self.terminal_cost = _check_cost("terminal_cost", terminal_cost)
         self.running_cost = _check_cost("running_cost", running_cost)
-        if terminal_cost is None and running_cost is None:
-            raise ValueError("give at least one of `terminal_cost` and `running_cost`")
+        if terminal_cost is None and running_cost is None and observations is None:
+            raise ValueError("give at least one of `terminal_cost` and `running_cost` (or `observations` to fit)")
+        from ._observations import check_observations
+
+        #: the :class:`adjoint.Observations` fitted by the objective (or None)
+        self.observations = check_observations(self.steps, self.t_span, observations, final_time)
         self._control_dim = control_dim if not isinstance(dynamics, Dynamics) else dynamics.control_dim
         self._param_dim = param_dim if not isinstance(dynamics, Dynamics) else dynamics.param_dim
         self.name = name or getattr(dynamics, "name", getattr(dynamics, "__name__", "problem"))
@@ -376,6 +395,16 @@ class ControlProblem:
         self.constraints = check_constraints(constraints)
         self._cache = ProblemCache()
         self._frozen = True
+
+    def __getstate__(self):
+        # pickled for an executor's workers: without the compiled functions and lanes (rebuilt there)
+        state = dict(self.__dict__)
+        state.pop("_cache", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__dict__["_cache"] = ProblemCache()
 
     def __setattr__(self, name, value):
         if self.__dict__.get("_frozen"):
@@ -413,6 +442,8 @@ class ControlProblem:
         new = ControlProblem.__new__(ControlProblem)
         new.__dict__.update(self.__dict__)
         new.__dict__["steps"] = int(steps)
+        if self.observations is not None:
+            self.observations.indices(self.t_span[0], self.t_span[1], int(steps))
         # the compiled functions and checks do not depend on the grid; the fast lanes do
         new.__dict__["_cache"] = ProblemCache(self._cache.compiled, self._cache.checked)
         return new
@@ -425,6 +456,14 @@ class ControlProblem:
         from ._optimize import objective
 
         return objective(self, wrt=wrt, **kwargs)
+
+    def residuals(self, wrt="params", **kwargs):
+        """The residuals of the problem's :class:`adjoint.Observations` as a function of ``v`` (laid
+        out as in :meth:`objective`), with their exact Jacobian: for
+        ``scipy.optimize.least_squares(res, v0, jac=res.jac)``. See :class:`adjoint.Residuals`."""
+        from ._observations import Residuals
+
+        return Residuals(self, wrt=wrt, **kwargs)
 
     def nlp(self, **kwargs):
         """The nonlinear program of this problem for ``scipy.optimize.minimize``: ``x0``, ``fun``

@@ -187,6 +187,8 @@ class SeparableDynamics(Dynamics):
                 "give both `vjp_u` and `vjp_v` (hand-written derivatives) or neither (then `u` and `v` "
                 "are plain numpy functions u(y, c, p, t) -> array, v(x, c, p, t) -> array, traced)"
             )
+        #: the plain functions ``(u, v)`` when traced (the tangent system is built from them), else None
+        self.plain = (u, v) if vjp_u is None else None
         if vjp_u is None:  # plain functions: trace them (adjoint.ad)
             from .ad._api import half_field
 

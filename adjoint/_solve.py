@@ -33,10 +33,18 @@ from .checkpointing import as_schedule
 __all__ = ["solve_adjoint", "simulate", "evaluate", "AdjointResult", "Gradient", "Stats"]
 
 
-def _forward(problem, params, controls, x0, method, backend, keep):
-    """``(value, trajectory or None)`` of one forward sweep on the selected backend."""
+def _forward(problem, params, controls, x0, method, backend, keep, with_backend=False):
+    """``(value, trajectory or None)`` of one forward sweep on the selected backend (and the
+    backend's name, with ``with_backend``)."""
     method = _EULER if method is None else method
     backend = _check_backend(backend)
+    if getattr(problem, "observations", None) is not None:
+        from ._observations import expand_observed
+        from ._validate import resolve_dims
+
+        problem, params, controls = expand_observed(
+            problem, params, controls, resolve_dims(problem, params, controls)[0]
+        )
     comp, p, C, x0a = _prepare(problem, params, controls, x0, method, backend)
     K, n = problem.steps, problem.state_dim
     if keep:
@@ -47,6 +55,8 @@ def _forward(problem, params, controls, x0, method, backend, keep):
     if status:
         _raise_nonfinite(problem, status)
     raise_nonfinite_value(val)
+    if with_backend:
+        return float(val), (traj if keep else None), be.name
     return float(val), (traj if keep else None)
 
 
@@ -152,6 +162,8 @@ def solve_adjoint(
             res = lane.run(problem, params, controls, x0)
             if res is not None:
                 return res
+    if getattr(problem, "observations", None) is not None:
+        return _solve_observed(problem, params, controls, x0, method, checkpoint, return_trajectory, backend)
     method = _EULER if method is None else method
     checkpoint = as_schedule(checkpoint)
     backend = _check_backend(backend)
@@ -217,3 +229,27 @@ def solve_adjoint(
         trajectory=traj if return_trajectory else None,
         times=problem.times if return_trajectory else None,
     )
+
+
+def _solve_observed(problem, params, controls, x0, method, checkpoint, return_trajectory, backend):
+    """``solve_adjoint`` of a problem with observations: the derived problem whose controls carry
+    the data (``adjoint._observations``), its gradient with respect to the data dropped."""
+    from dataclasses import replace
+
+    from ._observations import expand_observed
+    from ._validate import resolve_dims
+
+    m = resolve_dims(problem, params, controls)[0]
+    base, params, C = expand_observed(problem, params, controls, m)
+    res = solve_adjoint(
+        base,
+        params=params,
+        controls=C,
+        x0=x0,
+        method=method,
+        checkpoint=checkpoint,
+        return_trajectory=return_trajectory,
+        backend=backend,
+    )
+    g = res.grad
+    return replace(res, grad=Gradient(g.params, np.ascontiguousarray(g.controls[:, :m]), g.x0))

@@ -295,24 +295,29 @@ def _check_value_and_grad(label, vg, args, val, grads, interpreted=frozenset()):
             )
 
 
+def resolve_dims(problem, params, controls):
+    """``(control_dim, param_dim)`` of a call: the dynamics' own, the problem's declared ones, or the
+    sizes of the given arrays (-1: controls of an impossible rank, reported by the caller)."""
+    if isinstance(problem.dynamics, Dynamics):
+        return problem.dynamics.control_dim, problem.dynamics.param_dim
+    pdim = problem.param_dim if problem.param_dim is not None else (0 if params is None else np.size(params))
+    if problem.control_dim is not None:
+        cdim = problem.control_dim
+    elif controls is None:
+        cdim = 0
+    else:
+        ca = np.asarray(controls)
+        cdim = ca.shape[1] if ca.ndim == 2 else (1 if ca.ndim == 1 else -1)
+    return cdim, pdim
+
+
 def _prepare(problem, params, controls, x0, method, backend="auto"):
     if not isinstance(problem, ControlProblem):
         raise TypeError(f"`problem` must be an adjoint.ControlProblem; got {type(problem).__name__}")
     if not isinstance(method, Method):
         raise TypeError(f"`method` must be an adjoint method such as adjoint.Euler() or adjoint.RK4(); got {method!r}")
     K = problem.steps
-    # dimensions
-    if isinstance(problem.dynamics, Dynamics):
-        pdim, cdim = problem.dynamics.param_dim, problem.dynamics.control_dim
-    else:
-        pdim = problem.param_dim if problem.param_dim is not None else (0 if params is None else np.size(params))
-        if problem.control_dim is not None:
-            cdim = problem.control_dim
-        elif controls is None:
-            cdim = 0
-        else:
-            ca = np.asarray(controls)
-            cdim = ca.shape[1] if ca.ndim == 2 else (1 if ca.ndim == 1 else -1)
+    cdim, pdim = resolve_dims(problem, params, controls)
     if params is None:
         if pdim:
             raise ValueError(f"`params` is required: the dynamics has param_dim={pdim}")

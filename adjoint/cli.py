@@ -44,6 +44,9 @@ PROBLEMS = {
     "goddard": "adjoint.problems.goddard",
     "robot_arm": "adjoint.problems.robot_arm",
     "pendulum_min_time": "adjoint.problems.pendulum_min_time",
+    "gasoil": "adjoint.problems.gasoil",
+    "methanol": "adjoint.problems.methanol",
+    "neural_ode_fit": "adjoint.problems.neural_ode_fit",
 }
 
 

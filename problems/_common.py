@@ -83,6 +83,55 @@ def _shown(i):
     return i < 10 or (i < 100 and i % 10 == 0) or i % 100 == 0
 
 
+def progress_line(row):
+    """Print one progress row: iteration, objective, gradient norm, elapsed seconds."""
+    print(
+        f"  iter {row['iteration']:4d}   objective {row['objective']:.10e}   "
+        f"|grad| {row['grad_norm']:.3e}   {row['elapsed']:7.3f} s",
+        flush=True,
+    )
+
+
+def progress_recorder(history, t0, verbose):
+    """``record(value, grad)``: append the row ``{iteration, objective, grad_norm, elapsed}`` (seconds
+    since ``t0``) to ``history`` and, when verbose, print it (iterations 0-9, every 10th up to 100,
+    then every 100th; see :func:`progress_line`)."""
+
+    def record(val, g):
+        row = {
+            "iteration": len(history),
+            "objective": float(val),
+            "grad_norm": float(np.linalg.norm(g)),
+            "elapsed": time.perf_counter() - t0,
+        }
+        history.append(row)
+        if verbose and _shown(row["iteration"]):
+            progress_line(row)
+
+    return record
+
+
+class Memo:
+    """``fun(v) -> (value, grad)`` remembering its last few points, so that callbacks asking for the
+    gradient at an iterate (also after a rejected trust-region step, which is not the last point
+    run) run no extra sweep."""
+
+    def __init__(self, fun, size=4):
+        self.fun, self.size, self._store = fun, size, {}
+
+    def __call__(self, v):
+        v = np.asarray(v, dtype=np.float64)
+        key = v.tobytes()
+        got = self._store.get(key)
+        if got is None:
+            val, g = self.fun(v)
+            got = (float(val), np.array(g, dtype=np.float64))
+            if len(self._store) >= self.size:
+                self._store.pop(next(iter(self._store)))
+            self._store[key] = got
+        return got[0], got[1].copy()
+
+
 def lbfgs(fun, v0, *, bounds=None, max_iter=200, verbose=True, gtol=1e-9, ftol=1e-13):
     """Minimise an :class:`adjoint.Objective` with L-BFGS-B and print its progress.
 
@@ -92,27 +141,8 @@ def lbfgs(fun, v0, *, bounds=None, max_iter=200, verbose=True, gtol=1e-9, ftol=1
     """
     t0 = time.perf_counter()
     history = []
-
-    def line(row):
-        print(
-            f"  iter {row['iteration']:4d}   objective {row['objective']:.10e}   "
-            f"|grad| {row['grad_norm']:.3e}   {row['elapsed']:7.3f} s",
-            flush=True,
-        )
-
-    def record(v):
-        val, g = fun(v)
-        row = {
-            "iteration": len(history),
-            "objective": float(val),
-            "grad_norm": float(np.linalg.norm(g)),
-            "elapsed": time.perf_counter() - t0,
-        }
-        history.append(row)
-        if verbose and _shown(row["iteration"]):
-            line(row)
-
-    record(v0)
+    record = progress_recorder(history, t0, verbose)
+    record(*fun(v0))
     from scipy.optimize import minimize  # here: problems that do not optimise skip importing it
 
     res = minimize(
@@ -121,12 +151,12 @@ def lbfgs(fun, v0, *, bounds=None, max_iter=200, verbose=True, gtol=1e-9, ftol=1
         jac=True,
         method="L-BFGS-B",
         bounds=bounds,
-        callback=lambda xk: record(np.asarray(xk)),
+        callback=lambda xk: record(*fun(np.asarray(xk))),
         options={"maxiter": max_iter, "gtol": gtol, "ftol": ftol, "maxcor": 20},
     )
     if verbose:
         if not _shown(history[-1]["iteration"]):
-            line(history[-1])
+            progress_line(history[-1])
         print(
             f"  {res.message}  ({res.nit} iterations, {fun.nfev} gradient evaluations, "
             f"{time.perf_counter() - t0:.2f} s)"

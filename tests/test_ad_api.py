@@ -129,3 +129,27 @@ def test_error_grad_needs_scalar_and_shapes():
         ad.grad(lambda x: np.sum(x @ np.ones(3)))(np.ones(2))
     with pytest.raises(ValueError, match=r"`tangents\[0\]` must have shape \(2,\)"):
         ad.jvp(lambda x: x, (np.ones(2),), (np.ones(3),))
+
+
+def test_closure_over_an_enclosing_trace_is_refused_not_silently_wrong():
+    """A nested jvp of a closure that captures a value of the enclosing trace used to treat it as
+    foreign node ids (a wrong gradient, 1.82 instead of 3.0 here); now a clear error."""
+    import adjoint
+    from adjoint import ad
+
+    def inner(x, c):
+        return x[0] ** 2 * c[0] + np.sin(x[1]) * c[1]
+
+    def closure(x, c):
+        return ad.jvp(lambda y: inner(y, c), (x,), (np.array([1.0, 0.5]),))[1]
+
+    def direct(x, c):
+        return ad.jvp(inner, (x, c), (np.array([1.0, 0.5]), np.zeros(2)))[1]
+
+    x, c = np.array([0.3, 0.7]), np.array([1.5, -2.0])
+    with pytest.raises(ad.TraceError, match="captured from an enclosing trace"):
+        adjoint.grad(closure, argnums=(0, 1))(x, c)
+    gx, gc = adjoint.grad(direct, argnums=(0, 1))(x, c)
+    # d/dx [2 x0 c0 + 0.5 cos(x1) c1] and d/dc, by hand
+    assert np.allclose(gx, [2 * c[0], -0.5 * np.sin(x[1]) * c[1]], rtol=1e-14)
+    assert np.allclose(gc, [2 * x[0], 0.5 * np.cos(x[1])], rtol=1e-14)

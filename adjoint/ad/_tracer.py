@@ -40,6 +40,12 @@ _TO_FLOAT = (
 )
 
 
+_MIXED_TRACES = (
+    "a traced value from another trace was mixed into this one (values captured from an enclosing "
+    "trace cannot be used inside adjoint.grad/jvp/vjp of a nested function: pass them as arguments)"
+)
+
+
 class Builder:
     """Records nodes; identical nodes are created once (hash-consing)."""
 
@@ -73,11 +79,7 @@ class Builder:
     def id_of(self, v) -> int:
         if isinstance(v, Tracer):
             if v.builder is not self:
-                raise TraceError(
-                    "a traced value from another trace was mixed into this one "
-                    "(values captured from an enclosing trace cannot be used inside "
-                    "adjoint.grad/jvp/vjp of a nested function: pass them as arguments)"
-                )
+                raise TraceError(_MIXED_TRACES)
             return v.id
         return self.const(v)
 
@@ -111,6 +113,9 @@ def bind(prim: str, *args, **attrs):
         r = np.asarray(PRIMITIVES[prim].impl(*[np.asarray(a) for a in args], **attrs))
         return r if r.dtype.kind == "c" else r.astype(np.float64)
     b = tr[0].builder
+    for t in tr[1:]:
+        if t.builder is not b:
+            raise TraceError(_MIXED_TRACES)
     if prim in ELEMENTWISE:
         return _bind_elementwise(b, prim, args, attrs)
     if prim in ("reduce_sum", "reduce_max", "reduce_min", "logsumexp"):
